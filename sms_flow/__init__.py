@@ -1,0 +1,7 @@
+"""sms-flow: a state machine in front of Huawei Cloud SMS changestate."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

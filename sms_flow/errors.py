@@ -1,0 +1,267 @@
+"""Every exception sms-flow raises, drawn in one place.
+
+::
+
+    SmsFlowError
+    ├── InputError (ValueError)         bad input from a user or caller; nothing was sent
+    │   ├── UnknownValueError           a copystate, cycle or state not known
+    │   ├── InvalidRequestError         breaks a documented limit (empty change, source_id, body size)
+    │   └── ConfigError                 credentials, endpoint, wave or drill file not usable
+    ├── ChartError                      a statechart file that does not load or is inconsistent
+    ├── TransitionRejected              the local chart refuses the change (carries the verdict)
+    ├── NotAppliedError                 the service answered, but the change did not take
+    │   ├── IgnoredByServiceError       the source is in a state where the service ignores changestate
+    │   └── ReadBackMismatchError       reading the source back shows another state
+    ├── SupersededError                 a retry stopped: a newer change for the same source began
+    ├── TransportError                  no usable HTTP answer
+    │   ├── ConnectError                connection refused, reset or dropped
+    │   └── RequestTimeoutError         no answer in time
+    └── ApiError                        the service answered with an HTTP error
+        ├── AuthError                   401 or 403 (bad token, bad signature, no permission)
+        ├── NotFoundError               404 (unknown source)
+        ├── ThrottledError              429 (API gateway throttling; carries retry_after)
+        └── ServerError                 5xx
+
+Every message says what was wrong, with the offending value, and what to do. No message,
+``repr`` or attribute shown by default ever holds a token, a secret key or a signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sms_flow.planner import Verdict
+
+__all__ = [
+    "ApiError",
+    "AuthError",
+    "ChartError",
+    "ConfigError",
+    "ConnectError",
+    "IgnoredByServiceError",
+    "InputError",
+    "InvalidRequestError",
+    "NotAppliedError",
+    "NotFoundError",
+    "ReadBackMismatchError",
+    "RequestTimeoutError",
+    "ServerError",
+    "SmsFlowError",
+    "SupersededError",
+    "ThrottledError",
+    "TransitionRejected",
+    "TransportError",
+    "UnknownValueError",
+]
+
+_SHOWN_BODY = 300
+
+
+def truncate(text: str, limit: int = _SHOWN_BODY) -> str:
+    """Shorten ``text`` for a message, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+class SmsFlowError(Exception):
+    """The root of every error sms-flow raises."""
+
+
+class InputError(SmsFlowError, ValueError):
+    """Input from a user or a caller is not usable; nothing was sent."""
+
+
+class UnknownValueError(InputError):
+    """A copystate, migration cycle or state that sms-flow does not know."""
+
+    def __init__(self, field: str, value: str, valid: str, *, hint: str = "") -> None:
+        self.field = field
+        self.value = value
+        self.valid = valid
+        super().__init__(f"unknown {field} {value!r}{hint}; valid: {valid}")
+
+
+class InvalidRequestError(InputError):
+    """A request that breaks a documented limit of the API."""
+
+
+class ConfigError(InputError):
+    """Configuration that cannot be used: credentials, endpoint, wave or drill file."""
+
+
+class ChartError(SmsFlowError):
+    """A statechart that does not load or is inconsistent.
+
+    ``source`` is the file (or ``<string>``), ``entry`` the offending entry, such as
+    ``transitions[3] (trigger 'start')``.
+    """
+
+    def __init__(self, source: str, entry: str, problem: str) -> None:
+        self.source = source
+        self.entry = entry
+        self.problem = problem
+        where = f"{source}: {entry}" if entry else source
+        super().__init__(f"{where}: {problem}")
+
+
+class TransitionRejected(SmsFlowError):
+    """The local statechart refuses the requested change; nothing was sent.
+
+    ``verdict`` holds every reason and, when one exists, the shortest legal path.
+    """
+
+    def __init__(self, source_id: str | None, verdict: Verdict) -> None:
+        self.source_id = source_id
+        self.verdict = verdict
+        who = f"source {source_id}: " if source_id else ""
+        super().__init__(f"{who}{verdict.explain()}")
+
+
+class NotAppliedError(SmsFlowError):
+    """The service answered, but the change did not take; the local state is unchanged."""
+
+    def __init__(self, message: str, *, source_id: str, request_id: str | None = None) -> None:
+        self.source_id = source_id
+        self.request_id = request_id
+        super().__init__(message)
+
+
+class IgnoredByServiceError(NotAppliedError):
+    """The source is in a state in which the service ignores changestate (it answers 200)."""
+
+
+class ReadBackMismatchError(NotAppliedError):
+    """Reading the source back after a push shows a state other than the one pushed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source_id: str,
+        expected: str,
+        observed: str,
+        request_id: str | None = None,
+    ) -> None:
+        self.expected = expected
+        self.observed = observed
+        super().__init__(message, source_id=source_id, request_id=request_id)
+
+
+class SupersededError(SmsFlowError):
+    """A retry was abandoned because a newer change for the same source has started."""
+
+
+class TransportError(SmsFlowError):
+    """No usable HTTP answer came back (after every permitted retry)."""
+
+    def __init__(self, message: str, *, attempts: int = 1) -> None:
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class ConnectError(TransportError):
+    """The connection was refused, reset or dropped."""
+
+
+class RequestTimeoutError(TransportError):
+    """No answer came back in time."""
+
+
+class ApiError(SmsFlowError):
+    """The service answered with an HTTP error.
+
+    Carries everything the documented error body holds, plus the ``X-Request-Id`` that
+    Huawei support asks for. ``body`` is the raw answer, truncated.
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        error_code: str | None = None,
+        error_msg: str | None = None,
+        request_id: str | None = None,
+        error_param: Sequence[str] | None = None,
+        details: Sequence[dict[str, Any]] | None = None,
+        encoded_authorization_message: str | None = None,
+        body: str = "",
+        method: str = "",
+        url: str = "",
+        attempts: int = 1,
+    ) -> None:
+        self.status = status
+        self.error_code = error_code
+        self.error_msg = error_msg
+        self.request_id = request_id
+        self.error_param = list(error_param or [])
+        self.details = list(details or [])
+        self.encoded_authorization_message = encoded_authorization_message
+        self.body = truncate(body)
+        self.method = method
+        self.url = url
+        self.attempts = attempts
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        parts = [f"HTTP {self.status}"]
+        if self.method and self.url:
+            parts[0] = f"{self.method} {self.url}: HTTP {self.status}"
+        if self.error_code:
+            parts.append(self.error_code)
+        if self.error_msg:
+            parts.append(truncate(self.error_msg))
+        elif self.body:
+            parts.append(f"body: {self.body}")
+        if self.error_param:
+            parts.append(f"error_param: {', '.join(truncate(p, 80) for p in self.error_param)}")
+        if self.request_id:
+            parts.append(f"request_id {self.request_id}")
+        hint = self.hint()
+        if hint:
+            parts.append(hint)
+        return " · ".join(parts)
+
+    def hint(self) -> str:
+        """What to do about it, where something useful can be said."""
+        return ""
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status={self.status}, error_code={self.error_code!r}, "
+            f"request_id={self.request_id!r})"
+        )
+
+
+class AuthError(ApiError):
+    """401 or 403: the token or the AK/SK signature was refused, or permission is missing."""
+
+    def hint(self) -> str:
+        return (
+            "check the credentials (SMS_FLOW_TOKEN, or CLOUD_SDK_AK/CLOUD_SDK_SK/"
+            "CLOUD_SDK_PROJECT_ID), the machine's clock, and the account's SMS permissions"
+        )
+
+
+class NotFoundError(ApiError):
+    """404: the service does not know this source server (or path)."""
+
+    def hint(self) -> str:
+        return "check the source_id (sms-flow get SOURCE_ID, or GET /v3/sources)"
+
+
+class ThrottledError(ApiError):
+    """429: the API gateway throttled the call (``APIG.0308``)."""
+
+    def __init__(self, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(**kwargs)
+
+    def hint(self) -> str:
+        return "lower the request rate (rate_limit in the wave file) or retry later"
+
+
+class ServerError(ApiError):
+    """5xx: the service failed; safe to retry later."""
