@@ -95,16 +95,22 @@ class ConfigError(InputError):
 class ChartError(SmsFlowError):
     """A statechart that does not load or is inconsistent.
 
-    ``source`` is the file (or ``<string>``), ``entry`` the offending entry, such as
-    ``transitions[3] (trigger 'start')``.
+    ``source`` is the file (or ``<string>``); ``problems`` lists each offending entry, such as
+    ``transitions[3] (trigger 'start')``, with what is wrong with it. ``entry`` and
+    ``problem`` are the first of them.
     """
 
-    def __init__(self, source: str, entry: str, problem: str) -> None:
+    def __init__(self, source: str, problems: Sequence[tuple[str, str]]) -> None:
         self.source = source
-        self.entry = entry
-        self.problem = problem
-        where = f"{source}: {entry}" if entry else source
-        super().__init__(f"{where}: {problem}")
+        self.problems = list(problems) or [("", "the chart is not usable")]
+        self.entry, self.problem = self.problems[0]
+        lines = [
+            f"{source}: {entry}: {problem}" if entry else f"{source}: {problem}"
+            for entry, problem in self.problems
+        ]
+        if len(lines) > 1:
+            lines.insert(0, f"{source}: {len(lines)} problems")
+        super().__init__("\n".join(lines))
 
 
 class TransitionRejected(SmsFlowError):
