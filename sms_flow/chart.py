@@ -177,7 +177,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
@@ -282,9 +282,9 @@ class Chart:
         out: dict[StatePair, list[Edge]] = {p: [] for p in self.pairs}
         edge_of: dict[tuple[StatePair, str], Edge] = {}
         for edge in self.edges:
-            key = (edge.source, edge.trigger)
-            if key in edge_of:
-                first = edge_of[key]
+            slot = (edge.source, edge.trigger)
+            if slot in edge_of:
+                first = edge_of[slot]
                 where = _entry_name(edge.entry, edge.trigger)
                 if first.dest == edge.dest:
                     problem = (
@@ -299,7 +299,7 @@ class Chart:
                     )
                 problems.append((where, problem))
                 continue
-            edge_of[key] = edge
+            edge_of[slot] = edge
             out[edge.source].append(edge)
         self._edge_of = edge_of
         self._out = {p: tuple(es) for p, es in out.items()}
@@ -424,7 +424,7 @@ class Chart:
             if dest == src:
                 problems.append((entry, f"the move from {src} leads back to itself"))
                 continue
-            edges.append(Edge(tr.trigger, src, dest, by, basis, tr.note, index))
+            edges.append(Edge(tr.trigger, src, dest, by, basis, tr.note.strip().rstrip("."), index))
         return edges
 
     def _check_graph(self, problems: list[tuple[str, str]]) -> None:

@@ -95,7 +95,6 @@ def _describe_path(path: tuple[Edge, ...]) -> str:
     for edge in path:
         wait = "" if edge.pushable else f" [by {edge.by.value}: wait for it]"
         steps.append(f"{edge.trigger} → {edge.dest}{wait}")
-        # keep it on one line; the CLI prints a table
     return ", ".join(steps)
 
 
@@ -130,15 +129,18 @@ class Verdict:
 
     def explain(self) -> str:
         """One paragraph for a person: what was asked, the answer, why, and what to do."""
-        cur = str(self.current) if self.current is not None else "?"
-        req = str(self.requested) if self.requested is not None else "?"
+        cur = str(self.current) if self.current is not None else None
+        req = str(self.requested) if self.requested is not None else None
         if self.allowed:
             if self.edge is None:
                 return f"allowed: {cur} is already {req}; nothing to send"
             return f"allowed: {self.edge.trigger}: {cur} → {self.target}"
-        text = f"rejected: {cur} → {req}: " + "; ".join(r.message for r in self.reasons)
+        head = " → ".join(x for x in (cur, req) if x is not None)
+        text = "rejected: " + (f"{head}: " if head else "")
+        text += "; ".join(r.message for r in self.reasons)
         if self.path:
-            text += f". Shortest legal path ({len(self.path)} steps): {_describe_path(self.path)}"
+            steps = "1 step" if len(self.path) == 1 else f"{len(self.path)} steps"
+            text += f". Shortest legal path ({steps}): {_describe_path(self.path)}"
         return text
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ __all__ = [
     "parse_cycle",
     "parse_pair",
     "parse_request",
+    "parse_service_copystate",
     "parse_service_cycle",
     "wire_value",
 ]

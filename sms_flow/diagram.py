@@ -1,0 +1,228 @@
+"""Drawing a chart: a Mermaid state diagram (with a Markdown page around it) and Graphviz dot.
+
+Nodes are copystates; each carries the migration cycles it may be paired with. Edges are
+labelled with their trigger, the cycle they set when they change it, and who makes them
+when it is not a changestate call. Frozen states (the service ignores changestate in them)
+are drawn dashed and marked ❄; final states lead to the end marker. Copystates are grouped
+by the chart's ``group``: one colour each in Mermaid (whose state diagrams cannot draw an
+edge between states inside two different composite states), one cluster each in dot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sms_flow.chart import By, Chart, Edge, StateInfo
+from sms_flow.states import CopyState
+
+__all__ = ["to_dot", "to_markdown", "to_mermaid"]
+
+# Group colours (fill, stroke), in the order groups are first met in the chart.
+_PALETTE = (
+    ("#eef6ff", "#3b7dd8"),
+    ("#effaf0", "#2e9b4a"),
+    ("#fff7e6", "#d08a00"),
+    ("#f3eefe", "#7a4fd1"),
+    ("#fdeeee", "#c94242"),
+    ("#eefafa", "#1f9a9a"),
+    ("#f6f6f6", "#707070"),
+    ("#fdf0f8", "#b8478f"),
+    ("#f9fbe7", "#8a9a10"),
+    ("#eceff1", "#455a64"),
+)
+
+
+def _node_id(cs: CopyState) -> str:
+    return f"s_{cs.value}"
+
+
+def _groups(chart: Chart) -> dict[str, list[StateInfo]]:
+    groups: dict[str, list[StateInfo]] = {}
+    for info in chart.states.values():
+        groups.setdefault(info.group, []).append(info)
+    return groups
+
+
+def _merged_edges(chart: Chart) -> list[tuple[CopyState, CopyState, str, By, str]]:
+    """Edges between copystates: (from, to, trigger, by, cycle text), in chart order."""
+    merged: dict[tuple[CopyState, CopyState, str], tuple[By, list[Edge]]] = {}
+    for edge in chart.edges:
+        key = (edge.source.copystate, edge.dest.copystate, edge.trigger)
+        merged.setdefault(key, (edge.by, []))[1].append(edge)
+    out = []
+    for (src, dst, trigger), (by, edges) in merged.items():
+        changed = [e for e in edges if e.dest.migrationcycle != e.source.migrationcycle]
+        cycles = sorted({e.dest.migrationcycle.value for e in changed})
+        cycle_text = f"→ {', '.join(cycles)}" if changed else ""
+        out.append((src, dst, trigger, by, cycle_text))
+    return out
+
+
+def _label(trigger: str, by: By, cycle_text: str) -> str:
+    parts = [trigger]
+    if cycle_text:
+        parts.append(cycle_text)
+    if by is not By.CLIENT:
+        parts.append(f"[by {by.value}]")
+    return " ".join(parts)
+
+
+def to_mermaid(chart: Chart) -> str:
+    """The chart as a Mermaid ``stateDiagram-v2``."""
+    lines = [
+        "stateDiagram-v2",
+        "    direction TB",
+    ]
+    groups = _groups(chart)
+    for i, group in enumerate(groups):
+        fill, stroke = _PALETTE[i % len(_PALETTE)]
+        lines.append(f"    classDef {group} fill:{fill},stroke:{stroke},color:#111")
+    lines.append("    classDef frozen stroke-dasharray:6 4,stroke-width:2px")
+    for group, infos in groups.items():
+        lines.append(f"    %% group: {group}")
+        for info in infos:
+            cs = info.copystate
+            flag = " ❄ frozen" if info.frozen else ""
+            cycles = " · ".join(c.value for c in info.cycles)
+            lines.append(
+                f'    state "{cs.value}{flag}<br/><small>{cycles}</small>" as {_node_id(cs)}'
+            )
+    initial = chart.initial
+    lines.append(
+        f"    [*] --> {_node_id(initial.copystate)} : registered ({initial.migrationcycle.value})"
+    )
+    for src, dst, trigger, by, cycle_text in _merged_edges(chart):
+        lines.append(f"    {_node_id(src)} --> {_node_id(dst)} : {_label(trigger, by, cycle_text)}")
+    for info in chart.states.values():
+        if info.final:
+            lines.append(f"    {_node_id(info.copystate)} --> [*]")
+    for group, infos in groups.items():
+        ids = ",".join(_node_id(i.copystate) for i in infos)
+        lines.append(f"    class {ids} {group}")
+    frozen = ",".join(_node_id(i.copystate) for i in chart.states.values() if i.frozen)
+    if frozen:
+        lines.append(f"    class {frozen} frozen")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_dot(chart: Chart) -> str:
+    """The chart as Graphviz dot, one cluster per group."""
+    lines = [
+        f"digraph {_dot_quote(chart.name)} {{",
+        "  rankdir=TB;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+        '  start [shape=point, width=0.15, label=""];',
+        '  end [shape=doublecircle, width=0.2, label="", style=filled, fillcolor=black];',
+    ]
+    for i, (group, infos) in enumerate(_groups(chart).items()):
+        fill, stroke = _PALETTE[i % len(_PALETTE)]
+        lines.append(f"  subgraph {_dot_quote('cluster_' + group)} {{")
+        lines.append(f"    label={_dot_quote(group)}; color={_dot_quote(stroke)};")
+        for info in infos:
+            cs = info.copystate
+            cycles = ", ".join(c.value for c in info.cycles)
+            flag = " (frozen)" if info.frozen else ""
+            style = '"rounded,filled,dashed"' if info.frozen else '"rounded,filled"'
+            label = f"{cs.value}{flag}\\n{cycles}"
+            lines.append(
+                f'    {_node_id(cs)} [label="{label}", fillcolor={_dot_quote(fill)}, '
+                f"color={_dot_quote(stroke)}, style={style}];"
+            )
+        lines.append("  }")
+    initial = chart.initial
+    lines.append(
+        f"  start -> {_node_id(initial.copystate)} [label={_dot_quote(initial.migrationcycle.value)}];"
+    )
+    for src, dst, trigger, by, cycle_text in _merged_edges(chart):
+        style = "" if by is By.CLIENT else ", style=dashed"
+        label = _dot_quote(_label(trigger, by, cycle_text))
+        lines.append(f"  {_node_id(src)} -> {_node_id(dst)} [label={label}{style}];")
+    for info in chart.states.values():
+        if info.final:
+            lines.append(f"  {_node_id(info.copystate)} -> end;")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
+    head = list(header)
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    for row in rows:
+        out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    return out
+
+
+def _from_text(chart: Chart, edges: list[Edge]) -> str:
+    by_cs: dict[CopyState, list[str]] = {}
+    for e in edges:
+        by_cs.setdefault(e.source.copystate, []).append(e.source.migrationcycle.value)
+    parts = []
+    for cs, cycles in by_cs.items():
+        info = chart.states[cs]
+        parts.append(
+            cs.value if len(cycles) == len(info.cycles) else f"{cs.value}/{','.join(cycles)}"
+        )
+    return ", ".join(parts)
+
+
+def to_markdown(chart: Chart) -> str:
+    """A Markdown page: the Mermaid diagram, then every state and every transition."""
+    lines = [
+        f"# Statechart `{chart.name}` (version {chart.version})",
+        "",
+        "<!-- Generated by `sms-flow diagram --format markdown` from the chart file; do not edit. -->",
+        "",
+        "A state is the pair (copystate, migrationcycle). Boxes are copystates with the cycles "
+        "they may be paired with; colours are groups. **❄ frozen**: the service ignores "
+        "changestate there (it answers 200 and changes nothing), so the moves out of it are "
+        "made by the service. Edge labels: the trigger, `→ cycle` when the move sets another "
+        "migration cycle, `[by service]` when the service makes the move by itself and "
+        "`[by action]` when it makes it in answer to another API call (a task action, a delete).",
+        "",
+        "```mermaid",
+        to_mermaid(chart).rstrip("\n"),
+        "```",
+        "",
+        "## States",
+        "",
+    ]
+    lines += _table(
+        ("copystate", "cycles", "frozen", "final", "group", "note"),
+        (
+            (
+                f"`{i.copystate.value}`",
+                ", ".join(c.value for c in i.cycles),
+                "❄ yes" if i.frozen else "",
+                "yes" if i.final else "",
+                i.group,
+                i.note,
+            )
+            for i in chart.states.values()
+        ),
+    )
+    lines += ["", "## Transitions", ""]
+    by_entry: dict[int, list[Edge]] = {}
+    for edge in chart.edges:
+        by_entry.setdefault(edge.entry, []).append(edge)
+    rows = []
+    for edges in by_entry.values():
+        first = edges[0]
+        dests = sorted({str(e.dest) for e in edges})
+        rows.append(
+            (
+                f"`{first.trigger}`",
+                _from_text(chart, edges),
+                ", ".join(dests),
+                first.by.value,
+                first.basis.value,
+                first.note,
+            )
+        )
+    lines += _table(("trigger", "from", "to", "by", "basis", "note"), rows)
+    lines.append("")
+    return "\n".join(lines)
