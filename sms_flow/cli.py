@@ -12,6 +12,7 @@ Exit codes, the same for every command:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -20,7 +21,15 @@ from typing import Any, NoReturn, TextIO
 
 from sms_flow import __version__
 from sms_flow.chart import Chart, default_chart, load_chart
-from sms_flow.errors import ChartError, InputError
+from sms_flow.errors import (
+    ApiError,
+    ChartError,
+    InputError,
+    NotAppliedError,
+    SmsFlowError,
+    TransitionRejected,
+    TransportError,
+)
 from sms_flow.planner import Plan, Planner, Verdict
 from sms_flow.states import parse_pair, parse_request
 
@@ -144,10 +153,357 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- get / set -----------------------------------------------------------------------------
+
+
+def _client_from(args: argparse.Namespace) -> Any:
+    from sms_flow.client import RetryPolicy, SmsClient
+
+    overrides: dict[str, Any] = {}
+    if args.endpoint:
+        overrides["endpoint"] = args.endpoint
+    if args.region:
+        overrides["region"] = args.region
+    if getattr(args, "insecure", False):
+        overrides["verify_tls"] = False
+    overrides["retry"] = RetryPolicy(attempts=args.attempts, timeout=args.timeout)
+    return SmsClient.from_env(**overrides)
+
+
+def _print_api_error(exc: ApiError | TransportError) -> None:
+    if isinstance(exc, ApiError):
+        _err(f"sms-flow: API error: HTTP {exc.status}")
+        _err(f"  error_code: {exc.error_code or '-'}")
+        _err(f"  error_msg:  {exc.error_msg or exc.body or '-'}")
+        _err(f"  request_id: {exc.request_id or '-'}")
+        if exc.error_param:
+            _err(f"  error_param: {', '.join(exc.error_param)}")
+        hint = exc.hint()
+        if hint:
+            _err(f"  what to do: {hint}")
+    else:
+        _err(f"sms-flow: network error: {exc}")
+
+
+async def _get(args: argparse.Namespace) -> int:
+    async with _client_from(args) as client:
+        src = await client.get_source(args.source_id)
+    if args.json:
+        _print_json(src.model_dump(mode="json"))
+        return EXIT_OK
+    pair = src.pair
+    _out(f"source {src.id}" + (f" ({src.name})" if src.name else ""))
+    _out(
+        f"  state: {pair if pair is not None else src.describe_state() + '  (not a state sms-flow knows)'}"
+    )
+    chart = _chart_from(args)
+    if pair is not None and chart.is_permitted(pair):
+        flags = [
+            f
+            for f, on in (("frozen", chart.is_frozen(pair)), ("final", chart.is_final(pair)))
+            if on
+        ]
+        if flags:
+            _out(f"  flags: {', '.join(flags)}")
+        moves = [
+            f"{e.trigger} → {e.dest}" + ("" if e.pushable else f" [by {e.by.value}]")
+            for e in chart.edges_from(pair)
+        ]
+        _out(f"  next:  {'; '.join(moves) if moves else 'none'}")
+    return EXIT_OK
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    return _run_async(_get(args))
+
+
+async def _set(args: argparse.Namespace) -> int:
+    from sms_flow.engine import Engine
+    from sms_flow.journal import SqliteJournal, default_journal_path
+    from sms_flow.planner import ReasonCode
+    from sms_flow.states import StateRequest, parse_copystate, parse_cycle
+
+    if args.copystate is None and args.migrationcycle is None:
+        raise InputError(
+            "give --copystate, --migrationcycle or both: a change naming neither changes nothing"
+        )
+    if args.force and not args.reason:
+        raise InputError("--force needs --reason TEXT saying who asked and why; it is journalled")
+    requested = StateRequest(
+        parse_copystate(args.copystate) if args.copystate else None,
+        parse_cycle(args.migrationcycle) if args.migrationcycle else None,
+    )
+    chart = _chart_from(args)
+    journal = None if args.no_journal else SqliteJournal(args.journal or default_journal_path())
+    async with _client_from(args) as client:
+        if journal is not None:
+            await journal.open()
+        try:
+            engine = Engine(
+                client, chart=chart, journal=journal, verify=not args.no_verify, actor=args.actor
+            )
+            current = await engine.refresh(args.source_id)
+            verdict = engine.planner.check(current, requested)
+            if verdict.noop:
+                _out(f"source {args.source_id} is already {current}; nothing sent")
+                return EXIT_OK
+            frozen_only = not verdict.allowed and ReasonCode.FROZEN in verdict.codes
+            if (
+                not verdict.allowed
+                and not args.path
+                and not (args.force and verdict.edge is not None)
+            ):
+                _print_verdict(verdict)
+                if frozen_only:
+                    _out(
+                        f"not applied: {current.copystate.value} is frozen; the service would answer 200 and "
+                        "change nothing. Wait for the service, or --force --reason to push anyway"
+                    )
+                    return EXIT_NOT_APPLIED
+                return EXIT_REJECTED
+            results = await engine.change(
+                args.source_id,
+                requested,
+                follow_path=args.path,
+                actor=args.actor,
+                reason=args.reason,
+                force=args.force,
+            )
+        finally:
+            if journal is not None:
+                await journal.close()
+    if args.json:
+        _print_json([r.to_dict() for r in results])
+        return EXIT_OK
+    for r in results:
+        if r.outcome.value == "applied":
+            check = "" if args.no_verify else ", read back"
+            tries = f"{r.attempts} attempt{'s' if r.attempts != 1 else ''}"
+            _out(
+                f"applied: {r.trigger}  {r.from_state} → {r.to_state}  (request_id {r.request_id or '-'}, {tries}{check})"
+            )
+        else:
+            _out(
+                f"{r.outcome.value}: {r.trigger or 'move'}  {r.from_state} → {r.to_state}  (made by the service)"
+            )
+    return EXIT_OK
+
+
+def _cmd_set(args: argparse.Namespace) -> int:
+    return _run_async(_set(args))
+
+
+def _run_async(coro: Any) -> int:
+    try:
+        result: int = asyncio.run(coro)
+    except TransitionRejected as exc:
+        _print_verdict(exc.verdict)
+        return EXIT_REJECTED
+    except NotAppliedError as exc:
+        _err(f"sms-flow: {exc}")
+        return EXIT_NOT_APPLIED
+    except (ApiError, TransportError) as exc:
+        _print_api_error(exc)
+        return EXIT_API
+    return result
+
+
+# -- run / history / simulator ------------------------------------------------------------
+
+
+async def _run_wave(args: argparse.Namespace) -> int:
+    import signal
+
+    from rich.console import Console
+
+    from sms_flow._progress import WaveDisplay, print_wave_summary
+    from sms_flow.log import configure
+    from sms_flow.orchestrator import WaveSession, _folder_of, load_wave, state_counts
+
+    spec = load_wave(
+        args.wave,
+        concurrency=args.concurrency,
+        rate_limit=args.rate_limit,
+        report=args.report,
+    )
+    console = Console(stderr=False)
+    if not args.json:
+        configure(level=args.log_level, stream=sys.stderr)
+    session = WaveSession(
+        spec,
+        endpoint=args.endpoint,
+        region=args.region,
+        journal_path=args.journal,
+        base_dir=_folder_of(args.wave),
+        fresh=args.fresh,
+    )
+    async with session:
+        runner = session.runner
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        interrupts = 0
+
+        def on_sigint() -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts == 1:
+                runner.stop()
+            elif task is not None:
+                task.cancel()
+
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        loop.add_signal_handler(signal.SIGTERM, on_sigint)
+        display = None
+        ticker = None
+        try:
+            if not args.json and not args.no_progress:
+                display = WaveDisplay(
+                    console,
+                    wave=spec.name,
+                    target=spec.target,
+                    counts=lambda: state_counts(runner.engine, runner.members),
+                    total=lambda: len(runner.members),
+                )
+                runner.subscribe(display.on_event)
+                display.__enter__()
+
+                async def tick() -> None:
+                    while True:
+                        display.refresh()
+                        await asyncio.sleep(0.25)
+
+                ticker = asyncio.create_task(tick())
+            if not args.json:
+                console.print(
+                    f"wave {spec.name} → {spec.target} on {runner.endpoint}; journal {session.journal_path}"
+                )
+            report = await runner.run()
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            if display is not None:
+                display.__exit__(None, None, None)
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+        path = session.write_report(report)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print_wave_summary(console, report, report_path=str(path))
+    if report.failed:
+        return EXIT_REJECTED
+    if report.interrupted and not report.ok:
+        return 130
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    return _run_async(_run_wave(args))
+
+
+async def _history(args: argparse.Namespace) -> int:
+    from sms_flow.journal import SqliteJournal, default_journal_path
+
+    if not args.source_id and not args.wave:
+        raise InputError("give a SOURCE_ID or --wave NAME")
+    path = Path(args.journal) if args.journal else default_journal_path()
+    if not path.exists():
+        raise InputError(f"no journal at {path}; give --journal PATH (or set SMS_FLOW_JOURNAL)")
+    async with SqliteJournal(path) as journal:
+        entries = await journal.history(source_id=args.source_id, wave=args.wave, limit=args.limit)
+    if args.json:
+        _print_json([e.to_dict() for e in entries])
+        return EXIT_OK
+    if not entries:
+        what = f"source {args.source_id}" if args.source_id else f"wave {args.wave}"
+        _out(f"no journal entries for {what} in {path}")
+        return EXIT_OK
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"source {args.source_id}" if args.source_id else f"wave {args.wave}"
+    table = Table(title=f"history of {title} ({len(entries)} entries, {path})", header_style="bold")
+    for col in (
+        "#",
+        "time (UTC)",
+        "source",
+        "trigger",
+        "from → to",
+        "outcome",
+        "actor",
+        "request_id",
+        "note",
+    ):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        when = datetime.fromtimestamp(e.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        note = e.error or e.reason or ""
+        if e.forced:
+            note = f"FORCED: {note}"
+        table.add_row(
+            str(e.id),
+            when,
+            e.source_id if not args.source_id else e.source_id[:8],
+            e.trigger or "-",
+            f"{e.from_state} → {e.to_state}",
+            e.outcome.value,
+            e.actor,
+            e.request_id or "-",
+            note,
+        )
+    Console().print(table)
+    return EXIT_OK
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    return _run_async(_history(args))
+
+
+def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("service")
+    g.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="SMS endpoint, e.g. https://sms.cn-north-4.myhuaweicloud.com or a simulator's URL "
+        "(default: $SMS_FLOW_ENDPOINT)",
+    )
+    g.add_argument(
+        "--region",
+        metavar="R",
+        help="region instead of an endpoint, e.g. cn-north-4 (default: $SMS_FLOW_REGION)",
+    )
+    g.add_argument(
+        "--attempts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="attempts per request, retries included (default 5)",
+    )
+    g.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="seconds per attempt (default 10)"
+    )
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify TLS certificates (only for a test endpoint)",
+    )
+
+
+_CREDENTIALS_HELP = """credentials come from the environment: SMS_FLOW_TOKEN (an IAM token), or
+CLOUD_SDK_AK, CLOUD_SDK_SK and CLOUD_SDK_PROJECT_ID (AK/SK signing, as the SDK samples)."""
+
+
 # -- the parser ---------------------------------------------------------------------------
 
-_EPILOG = """exit codes: 0 done/allowed, 1 rejected by the chart (or a source failed),
-2 bad input, 3 API or network error, 4 not applied (frozen, or read-back disagrees)"""
+_EPILOG = (
+    """exit codes: 0 done/allowed, 1 rejected by the chart (or a source failed),
+2 bad input, 3 API or network error, 4 not applied (frozen, or read-back disagrees)
+
+"""
+    + _CREDENTIALS_HELP
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +572,150 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chart", metavar="FILE", help=chart_help)
     p.set_defaults(handler=_cmd_diagram)
 
+    p = sub.add_parser(
+        "get",
+        help="read a source server's state from the service",
+        description="Read a source server (GET /v3/sources/{id}) and show its state and the moves the chart permits.",
+        epilog=_CREDENTIALS_HELP,
+    )
+    p.add_argument("source_id", metavar="SOURCE_ID", help="the source server's id in SMS")
+    p.add_argument(
+        "--json", action="store_true", help="print the source as the service returned it"
+    )
+    p.add_argument("--chart", metavar="FILE", help=chart_help)
+    _add_endpoint_options(p)
+    p.set_defaults(handler=_cmd_get)
+
+    p = sub.add_parser(
+        "set",
+        help="check, push, verify and journal a state change",
+        description=(
+            "Read the source's current state, check the requested change against the chart, push it "
+            "(PUT /v3/sources/{id}/changestate), read it back, and say what happened. Exit 0 applied, "
+            "1 rejected by the chart, 2 bad input, 3 API or network error, 4 not applied (frozen, or "
+            "the read-back disagrees)."
+        ),
+        epilog=_CREDENTIALS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source_id", metavar="SOURCE_ID", help="the source server's id in SMS")
+    p.add_argument("--copystate", metavar="X", help="the copystate to set, e.g. REPLICATE")
+    p.add_argument(
+        "--migrationcycle", metavar="Y", help="the migration cycle to set, e.g. replicating"
+    )
+    p.add_argument(
+        "--path",
+        action="store_true",
+        help="when the change is not one permitted move, push the shortest legal path step by step",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="push even from a frozen state (needs --reason)"
+    )
+    p.add_argument(
+        "--reason", metavar="TEXT", help="why; journalled with the change (required with --force)"
+    )
+    p.add_argument(
+        "--actor", default="cli", metavar="NAME", help="who asks, for the journal (default: cli)"
+    )
+    p.add_argument(
+        "--no-verify", action="store_true", help="do not read the source back after the push"
+    )
+    p.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
+    )
+    p.add_argument("--no-journal", action="store_true", help="do not write the change to a journal")
+    p.add_argument("--json", action="store_true", help="print the applied steps as JSON")
+    p.add_argument("--chart", metavar="FILE", help=chart_help)
+    _add_endpoint_options(p)
+    p.set_defaults(handler=_cmd_set)
+
+    p = sub.add_parser(
+        "run",
+        help="drive a wave of sources to a target state (examples/wave.yaml)",
+        description=(
+            "Drive every source of a wave file along its shortest legal path to the target, with "
+            "bounded concurrency, a rate limit and a failure policy; every step journalled. Runs "
+            "against the embedded simulator unless the file or --endpoint/--region name a service. "
+            "Ctrl-C stops cleanly (steps in flight finish and are journalled); run the same command "
+            "again to resume, also after a crash. Exit 0 when every source is at the target, 1 when "
+            "any failed, 130 when stopped early."
+        ),
+        epilog=_CREDENTIALS_HELP,
+    )
+    p.add_argument("wave", metavar="WAVE.yaml", help="the wave file")
+    p.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
+    )
+    p.add_argument(
+        "--report",
+        metavar="PATH",
+        help="JSON report (default: beside the journal, reports/WAVE.json)",
+    )
+    p.add_argument(
+        "--concurrency", type=int, metavar="N", help="sources driven at once (overrides the file)"
+    )
+    p.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="R",
+        help="requests per second towards the service (overrides the file)",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="embedded simulator only: start over with new simulated sources (the journal keeps its history)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    p.add_argument(
+        "--log-level",
+        default=None,
+        choices=("debug", "info", "warning", "error"),
+        help="log level (stderr)",
+    )
+    g = p.add_argument_group("service")
+    g.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="the service (or a simulator) instead of the file's endpoint",
+    )
+    g.add_argument("--region", metavar="R", help="a region instead of an endpoint")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser(
+        "history",
+        help="what the journal says happened to a source or a wave",
+        description="Show the journal's entries for one source, or for every source of a wave, oldest first.",
+    )
+    p.add_argument("source_id", nargs="?", metavar="SOURCE_ID", help="a source server's id")
+    p.add_argument("--wave", metavar="NAME", help="every entry of this wave")
+    p.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="only the last N entries")
+    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.set_defaults(handler=_cmd_history)
+
+    from sms_flow.simulator import cli as simulator_cli
+
+    p = sub.add_parser(
+        "simulator",
+        help="run an SMS-compatible simulator (first line of output: its base URL)",
+        description=(
+            "Serve an SMS-compatible API on loopback for tests and demos: changestate, the read side, "
+            "registration, AK/SK or token auth, frozen states, the service's own moves, faults on demand. "
+            "Its first line of output is its base URL; it serves until interrupted."
+        ),
+    )
+    simulator_cli.add_arguments(p)
+    p.set_defaults(handler=simulator_cli.run)
+
     return parser
 
 
@@ -232,6 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         _err(f"sms-flow: {exc}")
         return EXIT_BAD_INPUT
+    except SmsFlowError as exc:
+        _err(f"sms-flow: {exc}")
+        return EXIT_API
     except KeyboardInterrupt:
         _err("sms-flow: interrupted")
         return 130

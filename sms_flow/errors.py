@@ -11,7 +11,8 @@
     ├── TransitionRejected              the local chart refuses the change (carries the verdict)
     ├── NotAppliedError                 the service answered, but the change did not take
     │   ├── IgnoredByServiceError       the source is in a state where the service ignores changestate
-    │   └── ReadBackMismatchError       reading the source back shows another state
+    │   ├── ReadBackMismatchError       reading the source back shows another state
+    │   └── WaitTimeoutError            the service did not make an awaited move in time
     ├── SupersededError                 a retry stopped: a newer change for the same source began
     ├── TransportError                  no usable HTTP answer
     │   ├── ConnectError                connection refused, reset or dropped
@@ -54,6 +55,7 @@ __all__ = [
     "TransitionRejected",
     "TransportError",
     "UnknownValueError",
+    "WaitTimeoutError",
 ]
 
 _SHOWN_BODY = 300
@@ -154,6 +156,10 @@ class ReadBackMismatchError(NotAppliedError):
         self.expected = expected
         self.observed = observed
         super().__init__(message, source_id=source_id, request_id=request_id)
+
+
+class WaitTimeoutError(NotAppliedError):
+    """The service did not make a move sms-flow waits for (a ``by: service`` edge) in time."""
 
 
 class SupersededError(SmsFlowError):

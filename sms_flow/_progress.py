@@ -1,0 +1,161 @@
+"""What a person sees while a wave or drill runs, and the summary at the end (rich)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from sms_flow.orchestrator import Event, EventKind, SourceOutcome, WaveReport
+
+__all__ = ["WaveDisplay", "print_wave_summary"]
+
+
+class WaveDisplay:
+    """A live progress display: one bar per copystate (how many sources are in it now),
+    one for the sources done, and the counts. On a terminal it redraws in place; elsewhere
+    it prints a status line every few seconds."""
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        wave: str,
+        target: str,
+        counts: Callable[[], Counter[str]],
+        total: Callable[[], int],
+        interval: float = 5.0,
+    ) -> None:
+        self.console = console
+        self.wave = wave
+        self.target = target
+        self._counts = counts
+        self._total = total
+        self._interval = interval
+        self._last_line = 0.0
+        self.done = 0
+        self.failed = 0
+        self.applied = 0
+        self.observed = 0
+        self.waiting = 0
+        self.started = time.monotonic()
+        self._live = console.is_terminal
+        self._progress = Progress(
+            TextColumn("{task.description:>14}"),
+            BarColumn(bar_width=40),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[extra]}"),
+            console=console,
+            transient=False,
+            refresh_per_second=8,
+            disable=not self._live,
+        )
+        self._tasks: dict[str, Any] = {}
+        self._overall: Any = None
+
+    def __enter__(self) -> WaveDisplay:
+        self._progress.start()
+        self._overall = self._progress.add_task("sources done", total=1, extra="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.refresh()
+        self._progress.stop()
+
+    def on_event(self, event: Event) -> None:
+        kind = event.kind
+        if kind is EventKind.STEP and event.step is not None:
+            if event.step.outcome.value == "applied":
+                self.applied += 1
+            else:
+                self.observed += 1
+                self.waiting = max(0, self.waiting - 1)
+        elif kind is EventKind.WAITING:
+            self.waiting += 1
+        elif kind is EventKind.SOURCE_DONE:
+            self.done += 1
+            if event.outcome is SourceOutcome.FAILED:
+                self.failed += 1
+        elif kind is EventKind.STOPPING:
+            self.console.print(
+                "[yellow]stopping: the steps in flight finish and are journalled; Ctrl-C again to abort[/]"
+            )
+
+    def refresh(self) -> None:
+        counts = self._counts()
+        total = max(1, self._total())
+        elapsed = time.monotonic() - self.started
+        rate = self.applied / elapsed if elapsed > 0 else 0.0
+        extra = f"failed {self.failed} · applied {self.applied} · waiting {self.waiting} · {rate:,.0f} transitions/s"
+        if not self._live:
+            now = time.monotonic()
+            if now - self._last_line >= self._interval:
+                self._last_line = now
+                shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                self.console.print(
+                    f"{self.wave}: {self.done}/{total} sources done; {extra}; now: {shown}"
+                )
+            return
+        self._progress.update(self._overall, total=total, completed=self.done, extra=extra)
+        for state, n in counts.items():
+            task = self._tasks.get(state)
+            if task is None:
+                task = self._tasks[state] = self._progress.add_task(state, total=total, extra="")
+            self._progress.update(task, total=total, completed=n)
+        for state, task in self._tasks.items():
+            if state not in counts:
+                self._progress.update(task, completed=0)
+
+
+def print_wave_summary(
+    console: Console, report: WaveReport, *, report_path: str | None = None
+) -> None:
+    """The table at the end of a wave: outcomes, transitions, failures with reasons."""
+    table = Table(
+        title=f"wave {report.wave} → {report.target}", show_header=True, header_style="bold"
+    )
+    table.add_column("outcome")
+    table.add_column("sources", justify="right")
+    labels = {
+        SourceOutcome.FINISHED: "reached the target",
+        SourceOutcome.ALREADY: "already at the target (skipped)",
+        SourceOutcome.FAILED: "failed",
+        SourceOutcome.STOPPED: "not finished (stopped)",
+    }
+    for outcome, label in labels.items():
+        table.add_row(label, str(report.count(outcome)))
+    table.add_row("total", str(len(report.sources)), style="bold")
+    console.print(table)
+    rate = report.applied / report.elapsed if report.elapsed > 0 else 0.0
+    console.print(
+        f"transitions applied: {report.applied}, moves made by the service: {report.observed}, "
+        f"elapsed {report.elapsed:.1f}s ({rate:,.0f} transitions/s)"
+    )
+    if report.recovery is not None and report.recovery.total:
+        r = report.recovery
+        console.print(
+            f"recovered from an earlier run: {r.applied} applied, {r.pushed_again} pushed again, "
+            f"{r.conflicts} conflicts, {r.failed} failed"
+        )
+    failed: Sequence[Any] = report.failed
+    if failed:
+        ft = Table(title=f"failed sources ({len(failed)})", header_style="bold red")
+        ft.add_column("source")
+        ft.add_column("state")
+        ft.add_column("reason")
+        for record in failed[:25]:
+            ft.add_row(record.source_id, record.state or "?", record.error or "")
+        if len(failed) > 25:
+            ft.add_row("…", "", f"{len(failed) - 25} more in the JSON report")
+        console.print(ft)
+    if report.halted:
+        console.print("[red]halted: the failure policy's limit of failed sources was reached[/]")
+    elif report.interrupted:
+        console.print("[yellow]stopped before the end; run the same command again to resume[/]")
+    if report_path:
+        console.print(f"report: {report_path}")

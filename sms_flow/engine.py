@@ -1,0 +1,626 @@
+"""The engine: validate, journal, push, verify, commit, one source at a time.
+
+Firing a trigger for a source:
+
+1. **validate** it against the chart (refused: :class:`~sms_flow.errors.TransitionRejected`,
+   journalled as ``rejected``, nothing sent). From a frozen state, or for a move only the
+   service makes, the engine refuses unless the caller forces it with a reason;
+2. **journal** the intent, durably, before anything goes out;
+3. **push** ``PUT /v3/sources/{id}/changestate`` with both fields of the destination;
+4. **verify** by reading the source back (on by default): the pushed pair, or a typed
+   error (:class:`~sms_flow.errors.IgnoredByServiceError` when nothing changed,
+   :class:`~sms_flow.errors.ReadBackMismatchError` when a third state shows);
+5. **commit**: the journal entry is settled and only then does the local state change.
+
+Steps 3 and 4 run as the ``before`` hook of the shared ``transitions`` machine, so a failure
+leaves the local state unchanged. Transitions for one source are serialized (first come,
+first served); different sources run concurrently. Moves the service makes itself
+(``by: service`` or ``by: action`` edges) are waited for by polling, never pushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sms_flow.chart import Chart, Edge, default_chart
+from sms_flow.errors import (
+    ApiError,
+    IgnoredByServiceError,
+    InputError,
+    NotAppliedError,
+    ReadBackMismatchError,
+    SmsFlowError,
+    TransitionRejected,
+    TransportError,
+    WaitTimeoutError,
+)
+from sms_flow.journal import Intent, Journal, Outcome
+from sms_flow.log import ensure_configured, get_logger
+from sms_flow.machine import LifecycleMachine
+from sms_flow.planner import Planner, Reason, ReasonCode, RequestLike, Verdict
+from sms_flow.states import StatePair, StateRequest
+from sms_flow.wire import SourceServer
+
+__all__ = ["Engine", "SmsApi", "StepResult", "WaitPolicy"]
+
+_log = get_logger("sms_flow.engine")
+
+
+class _Pushed(Protocol):
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+class SmsApi(Protocol):
+    """What the engine needs of a client (``SmsClient`` is one)."""
+
+    async def change_state(
+        self, source_id: str, copystate: Any = None, migrationcycle: Any = None
+    ) -> _Pushed: ...
+
+    async def get_source(self, source_id: str) -> SourceServer: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPolicy:
+    """How long and how often to poll while the service makes a move itself."""
+
+    timeout: float = 300.0
+    first_delay: float = 0.2
+    factor: float = 1.5
+    max_delay: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What became of one step for one source."""
+
+    source_id: str
+    trigger: str | None
+    from_state: StatePair
+    to_state: StatePair
+    outcome: Outcome
+    request_id: str | None = None
+    attempts: int = 0
+    forced: bool = False
+    journal_id: int | None = None
+    elapsed: float = 0.0
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_id": self.source_id,
+            "trigger": self.trigger,
+            "from": str(self.from_state),
+            "to": str(self.to_state),
+            "outcome": self.outcome.value,
+            "request_id": self.request_id,
+            "attempts": self.attempts,
+            "forced": self.forced,
+            "journal_id": self.journal_id,
+            "elapsed": round(self.elapsed, 6),
+            "note": self.note,
+        }
+
+
+class _Locks:
+    """One FIFO lock per source with work in flight; entries go when nobody holds them."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @asynccontextmanager
+    async def hold(self, source_id: str) -> AsyncIterator[None]:
+        entry = self._held.get(source_id)
+        if entry is None:
+            entry = self._held[source_id] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._held[source_id]
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+class Engine:
+    """Validates, journals, pushes, verifies and commits transitions for many sources.
+
+    ``client`` talks to the service (an :class:`~sms_flow.client.SmsClient`, or anything
+    with its ``change_state`` and ``get_source``). ``journal`` is optional: without one,
+    nothing is written down. ``verify`` reads each change back before committing it.
+    """
+
+    def __init__(
+        self,
+        client: SmsApi,
+        *,
+        chart: Chart | None = None,
+        journal: Journal | None = None,
+        verify: bool = True,
+        actor: str = "sms-flow",
+        wait: WaitPolicy | None = None,
+    ) -> None:
+        ensure_configured()
+        self.client = client
+        self.chart = chart or default_chart()
+        self.planner = Planner(self.chart)
+        self.machine = LifecycleMachine(self.chart, planner=self.planner)
+        self.journal = journal
+        self.verify = verify
+        self.actor = actor
+        self.wait_policy = wait or WaitPolicy()
+        self._states: dict[str, StatePair] = {}
+        self._locks = _Locks()
+
+    # -- tracking -----------------------------------------------------------------------
+
+    @property
+    def states(self) -> Mapping[str, StatePair]:
+        """The tracked sources and their last committed states (read-only view)."""
+        return self._states
+
+    def track(self, source_id: str, state: StatePair) -> None:
+        """Start tracking ``source_id`` in ``state`` (not sent anywhere)."""
+        self._states[source_id] = self._intern(state)
+
+    def track_many(self, states: Mapping[str, StatePair] | Iterable[tuple[str, StatePair]]) -> None:
+        """Track many sources at once; states are stored as the chart's shared pairs."""
+        items = states.items() if isinstance(states, Mapping) else states
+        pair = self.chart.pair
+        table = self._states
+        for source_id, state in items:
+            shared = pair(state[0], state[1])
+            table[source_id] = shared if shared is not None else StatePair(*state)
+
+    def forget(self, source_id: str) -> None:
+        self._states.pop(source_id, None)
+
+    def _intern(self, state: StatePair) -> StatePair:
+        return self.chart.pair(state.copystate, state.migrationcycle) or state
+
+    async def refresh(self, source_id: str) -> StatePair:
+        """Read the source from the service and track what it says."""
+        src = await self.client.get_source(source_id)
+        pair = self._pair_of(source_id, src)
+        self._states[source_id] = pair
+        return pair
+
+    def _pair_of(self, source_id: str, src: SourceServer) -> StatePair:
+        pair = src.pair
+        if pair is None:
+            raise TransitionRejected(
+                source_id,
+                Verdict(
+                    False,
+                    None,
+                    None,
+                    reasons=(
+                        Reason(
+                            ReasonCode.INVALID_CURRENT,
+                            f"the service reports state {src.describe_state()}, which sms-flow "
+                            "does not know; nothing can be planned from it",
+                        ),
+                    ),
+                ),
+            )
+        return self._intern(pair)
+
+    async def _current(self, source_id: str) -> StatePair:
+        state = self._states.get(source_id)
+        if state is None:
+            state = await self.refresh(source_id)
+        return state
+
+    # -- one step -----------------------------------------------------------------------
+
+    async def fire(
+        self,
+        source_id: str,
+        trigger: str,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        force: bool = False,
+        wave: str | None = None,
+    ) -> StepResult:
+        """Push one trigger for one source: validate, journal, push, verify, commit.
+
+        Returns the :class:`StepResult` of an applied step; raises
+        :class:`~sms_flow.errors.TransitionRejected` (nothing sent),
+        :class:`~sms_flow.errors.NotAppliedError` (sent, did not take),
+        :class:`~sms_flow.errors.ApiError` or :class:`~sms_flow.errors.TransportError`.
+        The local state changes only when the step was applied.
+        """
+        if force and not (reason and reason.strip()):
+            raise InputError("a forced change needs a reason (who asked and why); give reason=")
+        async with self._locks.hold(source_id):
+            current = await self._current(source_id)
+            return await self._fire_locked(
+                source_id, current, trigger, actor=actor, reason=reason, force=force, wave=wave
+            )
+
+    async def _fire_locked(
+        self,
+        source_id: str,
+        current: StatePair,
+        trigger: str,
+        *,
+        actor: str | None,
+        reason: str | None,
+        force: bool,
+        wave: str | None,
+    ) -> StepResult:
+        edge = self.chart.edge(current, trigger)
+        who = actor or self.actor
+        if edge is None:
+            verdict = self.machine._unknown_trigger(current, trigger)
+            await self._record_rejection(
+                source_id, current, None, trigger, who, reason, force, wave, verdict
+            )
+            raise TransitionRejected(source_id, verdict)
+        frozen = self.chart.is_frozen(current)
+        if (frozen or not edge.pushable) and not force:
+            verdict = self.planner.check(
+                current, StateRequest(edge.dest.copystate, edge.dest.migrationcycle)
+            )
+            await self._record_rejection(
+                source_id, current, edge.dest, trigger, who, reason, force, wave, verdict
+            )
+            raise TransitionRejected(source_id, verdict)
+        return await self._push(
+            source_id, current, edge, actor=who, reason=reason, forced=force, wave=wave
+        )
+
+    async def _record_rejection(
+        self,
+        source_id: str,
+        current: StatePair,
+        dest: StatePair | None,
+        trigger: str | None,
+        actor: str,
+        reason: str | None,
+        forced: bool,
+        wave: str | None,
+        verdict: Verdict,
+    ) -> None:
+        _log.info(
+            "rejected",
+            source_id=source_id,
+            trigger=trigger,
+            state=str(current),
+            reasons=[r.code.value for r in verdict.reasons],
+        )
+        if self.journal is not None:
+            intent = Intent(
+                source_id=source_id,
+                trigger=trigger,
+                from_state=str(current),
+                to_state=str(dest) if dest is not None else str(verdict.requested or "?"),
+                actor=actor,
+                reason=reason,
+                forced=forced,
+                wave=wave,
+            )
+            await self.journal.record(
+                intent, Outcome.REJECTED, error="; ".join(r.message for r in verdict.reasons)
+            )
+
+    async def _push(
+        self,
+        source_id: str,
+        current: StatePair,
+        edge: Edge,
+        *,
+        actor: str,
+        reason: str | None,
+        forced: bool,
+        wave: str | None,
+    ) -> StepResult:
+        started = time.monotonic()
+        journal = self.journal
+        entry_id: int | None = None
+        if journal is not None:
+            entry_id = await journal.begin(
+                Intent(
+                    source_id=source_id,
+                    trigger=edge.trigger,
+                    from_state=str(current),
+                    to_state=str(edge.dest),
+                    actor=actor,
+                    reason=reason,
+                    forced=forced,
+                    wave=wave,
+                )
+            )
+        pushed: list[_Pushed] = []
+
+        async def push_and_verify(e: Edge) -> None:
+            result = await self.client.change_state(
+                source_id, e.dest.copystate, e.dest.migrationcycle
+            )
+            pushed.append(result)
+            if self.verify:
+                await self._verify(source_id, current, e.dest, result.request_id)
+
+        try:
+            new = await self.machine.afire(current, edge.trigger, before=push_and_verify)
+        except BaseException as exc:
+            await self._settle_failure(entry_id, exc, pushed)
+            _log.warning(
+                "not applied",
+                source_id=source_id,
+                trigger=edge.trigger,
+                error=type(exc).__name__,
+                request_id=pushed[0].request_id if pushed else getattr(exc, "request_id", None),
+            )
+            raise
+        result = pushed[0]
+        if journal is not None and entry_id is not None:
+            await journal.settle(
+                entry_id, Outcome.APPLIED, request_id=result.request_id, attempts=result.attempts
+            )
+        self._states[source_id] = new
+        _log.debug(
+            "applied",
+            source_id=source_id,
+            trigger=edge.trigger,
+            request_id=result.request_id,
+            attempt=result.attempts,
+            state=str(new),
+        )
+        return StepResult(
+            source_id=source_id,
+            trigger=edge.trigger,
+            from_state=current,
+            to_state=new,
+            outcome=Outcome.APPLIED,
+            request_id=result.request_id,
+            attempts=result.attempts,
+            forced=forced,
+            journal_id=entry_id,
+            elapsed=time.monotonic() - started,
+        )
+
+    async def _verify(
+        self, source_id: str, before: StatePair, expected: StatePair, request_id: str | None
+    ) -> None:
+        src = await self.client.get_source(source_id)
+        observed = src.pair
+        if observed == expected:
+            return
+        shown = src.describe_state()
+        if observed == before:
+            why = f"the service answered 200 but the source is still {before}" + (
+                f" (it ignores changestate while the source is {before.copystate.value})"
+                if self.chart.is_frozen(before)
+                else ""
+            )
+            raise IgnoredByServiceError(
+                f"source {source_id}: not applied: {why}; pushed {expected}",
+                source_id=source_id,
+                request_id=request_id,
+            )
+        raise ReadBackMismatchError(
+            f"source {source_id}: not applied: pushed {expected} but reading it back shows {shown}; "
+            "someone else may have changed it: read it again (sms-flow get) before deciding",
+            source_id=source_id,
+            expected=str(expected),
+            observed=shown,
+            request_id=request_id,
+        )
+
+    async def _settle_failure(
+        self, entry_id: int | None, exc: BaseException, pushed: list[_Pushed]
+    ) -> None:
+        if self.journal is None or entry_id is None:
+            return
+        if isinstance(exc, IgnoredByServiceError):
+            outcome = Outcome.IGNORED
+        elif isinstance(exc, ReadBackMismatchError):
+            outcome = Outcome.CONFLICT
+        elif isinstance(exc, SmsFlowError | OSError):
+            outcome = Outcome.FAILED
+        else:
+            # Cancelled or interrupted while the push was out: leave the intent open, so that
+            # recovery settles it by reading the source back.
+            return
+        request_id = pushed[0].request_id if pushed else getattr(exc, "request_id", None)
+        attempts = pushed[0].attempts if pushed else getattr(exc, "attempts", 0)
+        await self.journal.settle(
+            entry_id, outcome, request_id=request_id, attempts=attempts or 0, error=str(exc)[:1000]
+        )
+
+    # -- waiting for the service ----------------------------------------------------------
+
+    async def wait_for_service(
+        self,
+        source_id: str,
+        edge: Edge | None = None,
+        *,
+        wave: str | None = None,
+        within: float | None = None,
+        on_poll: Callable[[StatePair], None] | None = None,
+    ) -> StepResult:
+        """Poll the source, with backoff, until the service moves it out of its state.
+
+        ``edge`` is the move expected (for the message); any move is accepted and recorded
+        as ``observed`` in the journal. A move the chart does not permit is recorded too,
+        with a note saying so. Raises :class:`~sms_flow.errors.WaitTimeoutError`.
+        """
+        async with self._locks.hold(source_id):
+            current = await self._current(source_id)
+            policy = self.wait_policy
+            limit = policy.timeout if within is None else within
+            started = time.monotonic()
+            delay = policy.first_delay
+            while True:
+                src = await self.client.get_source(source_id)
+                observed = self._pair_of(source_id, src)
+                if observed != current:
+                    return await self._observed(source_id, current, observed, edge, wave, started)
+                if on_poll is not None:
+                    on_poll(observed)
+                left = limit - (time.monotonic() - started)
+                if left <= 0:
+                    expected = f" ({edge.trigger} → {edge.dest})" if edge is not None else ""
+                    raise WaitTimeoutError(
+                        f"source {source_id}: waited {limit:.0f}s for the service to move it out of "
+                        f"{current}{expected}; it did not. "
+                        + (
+                            f"This move happens when another API is called: {edge.note}"
+                            if edge and edge.note
+                            else ""
+                        ),
+                        source_id=source_id,
+                    )
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * policy.factor, policy.max_delay)
+
+    async def _observed(
+        self,
+        source_id: str,
+        current: StatePair,
+        observed: StatePair,
+        expected: Edge | None,
+        wave: str | None,
+        started: float,
+    ) -> StepResult:
+        moves = [e for e in self.chart.edges_from(current) if e.dest == observed]
+        edge = moves[0] if moves else None
+        note = None
+        if edge is None:
+            note = f"observed a jump the chart does not permit: {current} → {observed}"
+            _log.warning(
+                "unexpected move", source_id=source_id, state=str(current), observed=str(observed)
+            )
+        elif expected is not None and edge != expected:
+            note = f"expected {expected.trigger} → {expected.dest}, the service made {edge.trigger}"
+        entry_id = None
+        if self.journal is not None:
+            entry_id = await self.journal.record(
+                Intent(
+                    source_id=source_id,
+                    trigger=edge.trigger if edge else None,
+                    from_state=str(current),
+                    to_state=str(observed),
+                    actor="service",
+                    reason=note,
+                    wave=wave,
+                ),
+                Outcome.OBSERVED,
+                error=note if edge is None else None,
+            )
+        self._states[source_id] = observed
+        return StepResult(
+            source_id=source_id,
+            trigger=edge.trigger if edge else None,
+            from_state=current,
+            to_state=observed,
+            outcome=Outcome.OBSERVED,
+            journal_id=entry_id,
+            elapsed=time.monotonic() - started,
+            note=note,
+        )
+
+    # -- a target instead of a trigger ------------------------------------------------------
+
+    def check(self, source_id: str, requested: RequestLike) -> Verdict:
+        """Check a requested change for a tracked source (nothing is sent)."""
+        return self.planner.check(self._states[source_id], requested)
+
+    async def change(
+        self,
+        source_id: str,
+        requested: RequestLike,
+        *,
+        follow_path: bool = False,
+        actor: str | None = None,
+        reason: str | None = None,
+        force: bool = False,
+        wave: str | None = None,
+    ) -> list[StepResult]:
+        """Move a source to a requested state (``StateRequest``, pair or ``"COPYSTATE/cycle"``).
+
+        Without ``follow_path`` the change must be one permitted move, else
+        :class:`~sms_flow.errors.TransitionRejected` carries the reasons and the shortest
+        legal path. With it, that path is pushed step by step, waiting for the service
+        where it makes a move. Returns the steps done (empty when already there).
+        """
+        current = await self._current(source_id)
+        verdict = self.planner.check(current, requested)
+        if verdict.allowed:
+            if verdict.edge is None:
+                return []
+            return [
+                await self.fire(
+                    source_id,
+                    verdict.edge.trigger,
+                    actor=actor,
+                    reason=reason,
+                    force=force,
+                    wave=wave,
+                )
+            ]
+        if (
+            verdict.edge is not None
+            and force
+            and verdict.codes <= {ReasonCode.FROZEN, ReasonCode.NOT_BY_CLIENT}
+        ):
+            return [
+                await self.fire(
+                    source_id,
+                    verdict.edge.trigger,
+                    actor=actor,
+                    reason=reason,
+                    force=True,
+                    wave=wave,
+                )
+            ]
+        if not follow_path or not verdict.path:
+            await self._record_rejection(
+                source_id,
+                current,
+                verdict.target,
+                None,
+                actor or self.actor,
+                reason,
+                force,
+                wave,
+                verdict,
+            )
+            raise TransitionRejected(source_id, verdict)
+        results: list[StepResult] = []
+        for step in verdict.path:
+            state = await self._current(source_id)
+            if state != step.source:
+                raise NotAppliedError(
+                    f"source {source_id}: expected {step.source} before {step.trigger}, found {state}; "
+                    "it was changed meanwhile",
+                    source_id=source_id,
+                )
+            if step.pushable and not self.chart.is_frozen(step.source):
+                results.append(
+                    await self.fire(source_id, step.trigger, actor=actor, reason=reason, wave=wave)
+                )
+            else:
+                results.append(await self.wait_for_service(source_id, step, wave=wave))
+        return results
+
+
+# Names a caller may want to catch around Engine calls, re-exported for convenience.
+EngineError = (TransitionRejected, NotAppliedError, ApiError, TransportError)
