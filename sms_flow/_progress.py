@@ -13,7 +13,7 @@ from rich.table import Table
 
 from sms_flow.orchestrator import Event, EventKind, SourceOutcome, WaveReport
 
-__all__ = ["WaveDisplay", "print_wave_summary"]
+__all__ = ["WaveDisplay", "print_drill_summary", "print_wave_summary"]
 
 
 class WaveDisplay:
@@ -156,6 +156,42 @@ def print_wave_summary(
     if report.halted:
         console.print("[red]halted: the failure policy's limit of failed sources was reached[/]")
     elif report.interrupted:
+        console.print("[yellow]stopped before the end; run the same command again to resume[/]")
+    if report_path:
+        console.print(f"report: {report_path}")
+
+
+def print_drill_summary(
+    console: Console, report: WaveReport, *, report_path: str | None = None
+) -> None:
+    """The table at the end of a drill: each source's verdict, the check's time and output."""
+    table = Table(title=f"drill {report.wave}", header_style="bold")
+    for col in ("source", "drill", "check (s)", "state", "note"):
+        table.add_column(col, overflow="fold")
+    verdicts: Counter[str] = Counter()
+    for record in report.sources.values():
+        verdict = str(
+            record.detail.get("drill") or (record.outcome.value if record.outcome else "?")
+        )
+        verdicts[verdict] += 1
+        style = {"passed": "green", "failed": "red", "timeout": "red", "error": "red"}.get(
+            verdict, ""
+        )
+        note = record.error or str(record.detail.get("check_output") or "")
+        seconds = record.detail.get("check_seconds")
+        table.add_row(
+            record.source_id,
+            f"[{style}]{verdict}[/]" if style else verdict,
+            f"{seconds:.2f}" if isinstance(seconds, float) else "",
+            record.state or "?",
+            note[:200],
+        )
+    console.print(table)
+    console.print(
+        ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+        + f"; elapsed {report.elapsed:.1f}s"
+    )
+    if report.interrupted:
         console.print("[yellow]stopped before the end; run the same command again to resume[/]")
     if report_path:
         console.print(f"report: {report_path}")

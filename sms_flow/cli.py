@@ -312,23 +312,11 @@ def _run_async(coro: Any) -> int:
 
 
 async def _run_wave(args: argparse.Namespace) -> int:
-    import signal
-
-    from rich.console import Console
-
-    from sms_flow._progress import WaveDisplay, print_wave_summary
-    from sms_flow.log import configure
-    from sms_flow.orchestrator import WaveSession, _folder_of, load_wave, state_counts
+    from sms_flow.orchestrator import WaveSession, _folder_of, load_wave
 
     spec = load_wave(
-        args.wave,
-        concurrency=args.concurrency,
-        rate_limit=args.rate_limit,
-        report=args.report,
+        args.wave, concurrency=args.concurrency, rate_limit=args.rate_limit, report=args.report
     )
-    console = Console(stderr=False)
-    if not args.json:
-        configure(level=args.log_level, stream=sys.stderr)
     session = WaveSession(
         spec,
         endpoint=args.endpoint,
@@ -337,6 +325,67 @@ async def _run_wave(args: argparse.Namespace) -> int:
         base_dir=_folder_of(args.wave),
         fresh=args.fresh,
     )
+    return await _drive_session(args, session, what="wave")
+
+
+async def _run_drill(args: argparse.Namespace) -> int:
+    from sms_flow.drill import DrillSession, DrillSpec, load_drill
+    from sms_flow.orchestrator import _folder_of
+
+    overrides: dict[str, Any] = {
+        "concurrency": args.concurrency,
+        "rate_limit": args.rate_limit,
+        "report": args.report,
+    }
+    if args.check:
+        overrides["check"] = {"command": args.check, "timeout": args.check_timeout or 60.0}
+    if args.drill:
+        spec = load_drill(args.drill, **overrides)
+        if args.check_timeout and spec.check is not None and not args.check:
+            spec = spec.model_copy(
+                update={"check": spec.check.model_copy(update={"timeout": args.check_timeout})}
+            )
+        base_dir = _folder_of(args.drill)
+    else:
+        if not args.ids or not args.check:
+            raise InputError(
+                "without a drill file give --ids ID[,ID...] and --check COMMAND (and --endpoint)"
+            )
+        raw = {
+            "name": args.name,
+            "sources": {"ids": [i for i in args.ids.split(",") if i]},
+            **overrides,
+        }
+        if args.endpoint is None and args.region is None:
+            raw["endpoint"] = "simulator"
+        try:
+            spec = DrillSpec.model_validate({k: v for k, v in raw.items() if v is not None})
+        except ValueError as exc:
+            raise InputError(f"drill options: {exc}") from None
+        base_dir = None
+    session = DrillSession(
+        spec,
+        endpoint=args.endpoint,
+        region=args.region,
+        journal_path=args.journal,
+        base_dir=base_dir,
+    )
+    return await _drive_session(args, session, what="drill")
+
+
+async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -> int:
+    import signal
+
+    from rich.console import Console
+
+    from sms_flow._progress import WaveDisplay, print_drill_summary, print_wave_summary
+    from sms_flow.log import configure
+    from sms_flow.orchestrator import state_counts
+
+    spec = session.spec
+    console = Console(stderr=False)
+    if not args.json:
+        configure(level=args.log_level, stream=sys.stderr)
     async with session:
         runner = session.runner
         task = asyncio.current_task()
@@ -375,7 +424,7 @@ async def _run_wave(args: argparse.Namespace) -> int:
                 ticker = asyncio.create_task(tick())
             if not args.json:
                 console.print(
-                    f"wave {spec.name} → {spec.target} on {runner.endpoint}; journal {session.journal_path}"
+                    f"{what} {spec.name} → {spec.target} on {runner.endpoint}; journal {session.journal_path}"
                 )
             report = await runner.run()
         finally:
@@ -388,10 +437,17 @@ async def _run_wave(args: argparse.Namespace) -> int:
         path = session.write_report(report)
     if args.json:
         _print_json(report.to_dict())
+    elif what == "drill":
+        print_drill_summary(console, report, report_path=str(path))
     else:
         print_wave_summary(console, report, report_path=str(path))
     if report.failed:
         return EXIT_REJECTED
+    if what == "drill":
+        from sms_flow.drill import drill_failures
+
+        if drill_failures(report):
+            return EXIT_REJECTED
     if report.interrupted and not report.ok:
         return 130
     return EXIT_OK
@@ -399,6 +455,10 @@ async def _run_wave(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     return _run_async(_run_wave(args))
+
+
+def _cmd_drill(args: argparse.Namespace) -> int:
+    return _run_async(_run_drill(args))
 
 
 async def _history(args: argparse.Namespace) -> int:
@@ -685,6 +745,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--region", metavar="R", help="a region instead of an endpoint")
     p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser(
+        "drill",
+        help="run a migration drill on syncing sources (premig*, with a check)",
+        description=(
+            "Run a migration drill on sources in SYNCING: premigready → premiging → the check → "
+            "premiged or premigfailed → back to SYNCING, with a report per source. The check is a "
+            "shell command run with SMS_FLOW_SOURCE_ID and SMS_FLOW_DRILL in its environment; exit "
+            "status 0 passes; one still running at its timeout is killed and fails. Give a drill file "
+            "(a wave file with a check), or --ids and --check. Exit 0 when every drill passed, 1 when "
+            "any failed or a source failed, 130 when stopped early; run it again to resume."
+        ),
+        epilog=_CREDENTIALS_HELP,
+    )
+    p.add_argument(
+        "drill", nargs="?", metavar="DRILL.yaml", help="the drill file (examples/drill.yaml)"
+    )
+    p.add_argument("--ids", metavar="ID,ID", help="sources to drill, without a drill file")
+    p.add_argument(
+        "--name",
+        default="drill",
+        help="the drill's name in the journal, without a drill file (default: drill)",
+    )
+    p.add_argument(
+        "--check", metavar="COMMAND", help="the check's shell command (overrides the file's)"
+    )
+    p.add_argument(
+        "--check-timeout",
+        type=float,
+        metavar="S",
+        help="seconds before a check counts as failed (default 60)",
+    )
+    p.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
+    )
+    p.add_argument(
+        "--report",
+        metavar="PATH",
+        help="JSON report (default: beside the journal, reports/NAME.json)",
+    )
+    p.add_argument("--concurrency", type=int, metavar="N", help="sources drilled at once")
+    p.add_argument(
+        "--rate-limit", type=float, metavar="R", help="requests per second towards the service"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    p.add_argument(
+        "--log-level",
+        default=None,
+        choices=("debug", "info", "warning", "error"),
+        help="log level (stderr)",
+    )
+    g = p.add_argument_group("service")
+    g.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="the service (or a simulator) instead of the file's endpoint",
+    )
+    g.add_argument("--region", metavar="R", help="a region instead of an endpoint")
+    p.set_defaults(handler=_cmd_drill)
 
     p = sub.add_parser(
         "history",

@@ -34,6 +34,7 @@ from sms_flow.errors import (
     InputError,
     NotAppliedError,
     ReadBackMismatchError,
+    ServerError,
     SmsFlowError,
     TransitionRejected,
     TransportError,
@@ -66,6 +67,14 @@ class SmsApi(Protocol):
     ) -> _Pushed: ...
 
     async def get_source(self, source_id: str) -> SourceServer: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Landed:
+    """A push whose answer was an error, but whose change the read-back shows."""
+
+    request_id: str | None
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,9 +359,23 @@ class Engine:
         pushed: list[_Pushed] = []
 
         async def push_and_verify(e: Edge) -> None:
-            result = await self.client.change_state(
-                source_id, e.dest.copystate, e.dest.migrationcycle
-            )
+            try:
+                result = await self.client.change_state(
+                    source_id, e.dest.copystate, e.dest.migrationcycle
+                )
+            except (ServerError, TransportError) as exc:
+                # The service may have applied the change and then failed to answer (a 5xx
+                # after the write, a dropped connection): read it back before calling it failed.
+                if not self.verify or not await self._landed(source_id, e.dest):
+                    raise
+                pushed.append(_Landed(getattr(exc, "request_id", None), exc.attempts))
+                _log.info(
+                    "applied despite an error answer",
+                    source_id=source_id,
+                    trigger=e.trigger,
+                    error=type(exc).__name__,
+                )
+                return
             pushed.append(result)
             if self.verify:
                 await self._verify(source_id, current, e.dest, result.request_id)
@@ -375,7 +398,7 @@ class Engine:
                 entry_id, Outcome.APPLIED, request_id=result.request_id, attempts=result.attempts
             )
         self._states[source_id] = new
-        _log.debug(
+        _log.info(
             "applied",
             source_id=source_id,
             trigger=edge.trigger,
@@ -396,6 +419,13 @@ class Engine:
             elapsed=time.monotonic() - started,
         )
 
+    async def _landed(self, source_id: str, expected: StatePair) -> bool:
+        try:
+            src = await self.client.get_source(source_id)
+        except SmsFlowError:
+            return False
+        return src.pair == expected
+
     async def _verify(
         self, source_id: str, before: StatePair, expected: StatePair, request_id: str | None
     ) -> None:
@@ -403,7 +433,7 @@ class Engine:
         observed = src.pair
         if observed == expected:
             return
-        shown = src.describe_state()
+        shown = str(observed) if observed is not None else src.describe_state()
         if observed == before:
             why = f"the service answered 200 but the source is still {before}" + (
                 f" (it ignores changestate while the source is {before.copystate.value})"

@@ -8,6 +8,7 @@
     │   ├── InvalidRequestError         breaks a documented limit (empty change, source_id, body size)
     │   └── ConfigError                 credentials, endpoint, wave or drill file not usable
     ├── ChartError                      a statechart file that does not load or is inconsistent
+    ├── JournalError                    the journal cannot do what was asked (misuse, SQLite failure)
     ├── TransitionRejected              the local chart refuses the change (carries the verdict)
     ├── NotAppliedError                 the service answered, but the change did not take
     │   ├── IgnoredByServiceError       the source is in a state where the service ignores changestate
@@ -44,6 +45,7 @@ __all__ = [
     "IgnoredByServiceError",
     "InputError",
     "InvalidRequestError",
+    "JournalError",
     "NotAppliedError",
     "NotFoundError",
     "ReadBackMismatchError",
@@ -113,6 +115,14 @@ class ChartError(SmsFlowError):
         if len(lines) > 1:
             lines.insert(0, f"{source}: {len(lines)} problems")
         super().__init__("\n".join(lines))
+
+
+class JournalError(SmsFlowError):
+    """The journal cannot do what was asked: a caller's mistake or an I/O failure.
+
+    Raised for settling an unknown or already settled entry, for use before ``open`` or
+    after ``close``, and (wrapping the :mod:`sqlite3` error) when SQLite fails.
+    """
 
 
 class TransitionRejected(SmsFlowError):

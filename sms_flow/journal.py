@@ -50,7 +50,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar
 
-from sms_flow.errors import ConfigError, SmsFlowError
+from sms_flow.errors import ConfigError, JournalError
 
 __all__ = [
     "Entry",
@@ -73,14 +73,6 @@ _CHUNK: Final = 500  # source ids per statement in last_applied (bound-parameter
 _ENV_PATH: Final = "SMS_FLOW_JOURNAL"
 
 _T = TypeVar("_T")
-
-
-class JournalError(SmsFlowError):
-    """The journal cannot do what was asked: a caller's mistake or an I/O failure.
-
-    Raised for settling an unknown or already settled entry, for use before ``open`` or
-    after ``close``, and (wrapping the :mod:`sqlite3` error) when SQLite fails.
-    """
 
 
 class Outcome(StrEnum):

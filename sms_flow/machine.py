@@ -15,6 +15,7 @@ same with an async hook, through ``transitions``' ``AsyncMachine``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -29,6 +30,10 @@ from sms_flow.states import StatePair, StateRequest
 __all__ = ["AsyncHook", "Hook", "LifecycleMachine"]
 
 _M = TypeVar("_M", bound=Machine)
+
+# A hook's exception reaches the caller, who reports it; transitions would log it again.
+for _name in ("transitions.core", "transitions.extensions.asyncio"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 Hook = Callable[[Edge], None]
 AsyncHook = Callable[[Edge], Awaitable[None]]

@@ -17,6 +17,7 @@ sources. A stop request (Ctrl-C) lets every in-flight step finish and be journal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -443,6 +444,7 @@ class EventKind(StrEnum):
     SOURCE_STARTED = "source_started"
     STEP = "step"
     WAITING = "waiting"
+    CHECK = "check"
     SOURCE_DONE = "source_done"
     STOPPING = "stopping"
     WAVE_DONE = "wave_done"
@@ -454,6 +456,8 @@ class SourceOutcome(StrEnum):
     ALREADY = "already"
     """Was at the target before this run did anything."""
     FAILED = "failed"
+    SKIPPED = "skipped"
+    """Not eligible (a drill on a source that is not syncing)."""
     STOPPED = "stopped"
     """Not finished because the run was stopped (Ctrl-C, or the failure policy)."""
 
@@ -474,7 +478,9 @@ class Event:
 
 
 @dataclass
-class _SourceRecord:
+class SourceRecord:
+    """One source in a wave report."""
+
     source_id: str
     start: str | None = None
     state: str | None = None
@@ -482,6 +488,7 @@ class _SourceRecord:
     steps: int = 0
     error: str | None = None
     error_type: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -493,7 +500,7 @@ class WaveReport:
     endpoint: str
     started_at: float
     finished_at: float = 0.0
-    sources: dict[str, _SourceRecord] = field(default_factory=dict)
+    sources: dict[str, SourceRecord] = field(default_factory=dict)
     applied: int = 0
     observed: int = 0
     halted: bool = False
@@ -504,7 +511,7 @@ class WaveReport:
         return sum(1 for r in self.sources.values() if r.outcome is outcome)
 
     @property
-    def failed(self) -> list[_SourceRecord]:
+    def failed(self) -> list[SourceRecord]:
         return [r for r in self.sources.values() if r.outcome is SourceOutcome.FAILED]
 
     @property
@@ -556,6 +563,7 @@ class WaveReport:
                     "outcome": r.outcome.value if r.outcome else None,
                     "steps": r.steps,
                     "error": r.error,
+                    **r.detail,
                 }
                 for r in self.sources.values()
             ],
@@ -592,6 +600,7 @@ class WaveRunner:
         self._stop = asyncio.Event()
         self.report = WaveReport(spec.name, spec.target, self.endpoint, time.time())
         self.members: list[str] = []
+        self.actor = f"wave:{spec.name}"
         self._failed = 0
 
     # -- events ----------------------------------------------------------------------------
@@ -685,12 +694,13 @@ class WaveRunner:
         report.recovery = await recover(
             self.engine, self.journal, wave=self.spec.name, concurrency=self.spec.concurrency
         )
+        conflicts = {d["source_id"] for d in report.recovery.details if d.get("result") == "conflict"}
         members = await self.resolve_members()
         self._emit(EventKind.WAVE_STARTED)
         states = await _read_states(self.engine.client, members, self.spec.concurrency)
         queue: asyncio.Queue[str] = asyncio.Queue()
         for source_id in members:
-            record = report.sources[source_id] = _SourceRecord(source_id)
+            record = report.sources[source_id] = SourceRecord(source_id)
             src = states.get(source_id)
             if src is None:
                 self._finish(
@@ -711,6 +721,15 @@ class WaveRunner:
                 continue
             self.engine.track(source_id, pair)
             record.start = record.state = str(pair)
+            if source_id in conflicts:
+                self._finish(
+                    record,
+                    SourceOutcome.FAILED,
+                    f"conflict: while the last run was stopped someone else moved it to {pair}; "
+                    "it is left alone: check it, then run again to drive it on",
+                    "Conflict",
+                )
+                continue
             queue.put_nowait(source_id)
 
         async def worker() -> None:
@@ -741,7 +760,7 @@ class WaveRunner:
 
     def _finish(
         self,
-        record: _SourceRecord,
+        record: SourceRecord,
         outcome: SourceOutcome,
         error: str | None = None,
         error_type: str | None = None,
@@ -758,20 +777,30 @@ class WaveRunner:
                 self.stop()
         self._emit(EventKind.SOURCE_DONE, source_id=record.source_id, outcome=outcome, error=error)
 
-    async def _drive(self, record: _SourceRecord) -> None:
-        engine = self.engine
-        source_id = record.source_id
-        state = engine.states[source_id]
-        first = engine.planner.plan(state, self.target)
+    async def _drive(self, record: SourceRecord) -> None:
+        """Take one source to the wave's target."""
+        state = self.engine.states[record.source_id]
+        first = self.engine.planner.plan(state, self.target)
         if first.found and not first.steps:
             self._finish(record, SourceOutcome.ALREADY)
             return
-        self._emit(EventKind.SOURCE_STARTED, source_id=source_id, state=state)
-        budget = 4 * max(len(first.steps), 1) + 8
+        if await self._walk(record, self.target):
+            self._finish(record, SourceOutcome.FINISHED)
+
+    async def _walk(self, record: SourceRecord, target: StateRequest) -> bool:
+        """Walk a source to ``target`` one step at a time, re-planning after each.
+
+        True when it is there. False when it failed (the record is finished as failed) or
+        the run is stopping (the record is left for the next run).
+        """
+        engine = self.engine
+        source_id = record.source_id
+        started = False
+        budget: int | None = None
         while True:
             state = engine.states[source_id]
             record.state = str(state)
-            plan = engine.planner.plan(state, self.target)
+            plan = engine.planner.plan(state, target)
             if not plan.found:
                 self._finish(
                     record,
@@ -779,12 +808,13 @@ class WaveRunner:
                     "; ".join(r.message for r in plan.reasons),
                     "NoPath",
                 )
-                return
+                return False
             if not plan.steps:
-                self._finish(record, SourceOutcome.FINISHED)
-                return
+                return True
+            if budget is None:
+                budget = 4 * len(plan.steps) + 8
             if self._stop.is_set():
-                return  # left for the next run; counted as stopped
+                return False
             budget -= 1
             if budget < 0:
                 self._finish(
@@ -793,27 +823,51 @@ class WaveRunner:
                     f"gave up: too many steps, last at {state}",
                     "Loop",
                 )
-                return
-            step = plan.steps[0]
-            try:
-                if step.pushable and not engine.chart.is_frozen(step.source):
-                    result = await engine.fire(
-                        source_id, step.trigger, actor=f"wave:{self.spec.name}", wave=self.spec.name
-                    )
-                    self.report.applied += 1
-                else:
-                    self._emit(EventKind.WAITING, source_id=source_id, edge=step, state=state)
-                    result = await engine.wait_for_service(
+                return False
+            if not started:
+                started = True
+                self._emit(EventKind.SOURCE_STARTED, source_id=source_id, state=state)
+            if not await self._step(record, plan.steps[0]):
+                return False
+
+    async def _step(self, record: SourceRecord, step: Edge) -> bool:
+        """Make one step (push it, or wait for the service); False when it failed."""
+        engine = self.engine
+        source_id = record.source_id
+        state = engine.states[source_id]
+        try:
+            if step.pushable and not engine.chart.is_frozen(step.source):
+                result = await engine.fire(
+                    source_id, step.trigger, actor=self.actor, wave=self.spec.name
+                )
+                self.report.applied += 1
+            else:
+                self._emit(EventKind.WAITING, source_id=source_id, edge=step, state=state)
+                waiting = asyncio.ensure_future(
+                    engine.wait_for_service(
                         source_id, step, wave=self.spec.name, within=self.spec.service_wait
                     )
-                    self.report.observed += 1
-            except (TransitionRejected, NotAppliedError, ApiError, TransportError) as exc:
-                record.state = str(engine.states.get(source_id, state))
-                self._finish(record, SourceOutcome.FAILED, str(exc), type(exc).__name__)
-                return
-            record.steps += 1
-            record.state = str(result.to_state)
-            self._emit(EventKind.STEP, source_id=source_id, step=result)
+                )
+                stopping = asyncio.ensure_future(self._stop.wait())
+                try:
+                    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopping.cancel()
+                if not waiting.done():
+                    waiting.cancel()  # nothing was sent; the next run waits again
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiting
+                    return False
+                result = waiting.result()
+                self.report.observed += 1
+        except (TransitionRejected, NotAppliedError, ApiError, TransportError) as exc:
+            record.state = str(engine.states.get(source_id, state))
+            self._finish(record, SourceOutcome.FAILED, str(exc), type(exc).__name__)
+            return False
+        record.steps += 1
+        record.state = str(result.to_state)
+        self._emit(EventKind.STEP, source_id=source_id, step=result)
+        return True
 
 
 def state_counts(engine: Engine, members: Iterable[str]) -> Counter[str]:

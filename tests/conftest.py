@@ -44,3 +44,11 @@ def write_chart(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_logs() -> None:
+    """Tests log at WARNING and above, to standard error, as the CLI does by default."""
+    from sms_flow.log import configure
+
+    configure(level="warning", json=True)

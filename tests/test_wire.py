@@ -53,7 +53,9 @@ def test_empty_change_is_refused_before_sending() -> None:
 def test_unknown_values_are_clear_errors() -> None:
     with pytest.raises(UnknownValueError, match="unknown copystate 'DONE'"):
         ChangeStateRequest.of("DONE")
-    with pytest.raises(UnknownValueError, match=r"unknown migrationcycle 'tested'.*does not accept"):
+    with pytest.raises(
+        UnknownValueError, match=r"unknown migrationcycle 'tested'.*does not accept"
+    ):
         ChangeStateRequest.of(migrationcycle="tested")
 
 

@@ -1,0 +1,325 @@
+"""The engine against the real simulator over loopback: push, verify, journal, commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from sms_flow.auth import TokenAuth
+from sms_flow.client import RetryPolicy, SmsClient
+from sms_flow.engine import Engine, WaitPolicy
+from sms_flow.errors import (
+    ApiError,
+    AuthError,
+    IgnoredByServiceError,
+    InputError,
+    ReadBackMismatchError,
+    ServerError,
+    TransitionRejected,
+    WaitTimeoutError,
+)
+from sms_flow.journal import Outcome, SqliteJournal
+from sms_flow.log import configure
+from sms_flow.planner import ReasonCode
+from sms_flow.simulator import Faults, Simulator, SimulatorConfig
+from sms_flow.states import parse_pair
+
+TOKEN = "engine-test-token-0123456789"
+FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, total_time=5.0, timeout=2.0)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with Simulator(SimulatorConfig(token=TOKEN, service_delay=0.05, seed=1)) as s:
+        yield s
+
+
+@pytest.fixture
+async def client(sim: Simulator) -> AsyncIterator[SmsClient]:
+    async with SmsClient(sim.url, auth=TokenAuth(TOKEN), retry=FAST) as c:
+        yield c
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
+    async with SqliteJournal(tmp_path / "journal.sqlite") as j:
+        yield j
+
+
+@pytest.fixture
+def engine(client: SmsClient, journal: SqliteJournal) -> Engine:
+    return Engine(
+        client, journal=journal, wait=WaitPolicy(timeout=5.0, first_delay=0.02, max_delay=0.1)
+    )
+
+
+def puts(sim: Simulator, source_id: str) -> int:
+    return sim.stats.puts_per_source.get(source_id, 0)
+
+
+async def test_fire_pushes_verifies_journals_and_commits(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("web-1")
+    result = await engine.fire(sid, "configure", actor="alice", reason="ticket 42")
+    assert str(result.to_state) == "WAITING/setting"
+    assert str(sim.source(sid).pair) == "WAITING/setting"
+    assert engine.states[sid] == result.to_state
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.APPLIED
+    assert (entry.trigger, entry.from_state, entry.to_state) == (
+        "configure",
+        "WAITING/checking",
+        "WAITING/setting",
+    )
+    assert (entry.actor, entry.reason, entry.forced) == ("alice", "ticket 42", False)
+    assert entry.request_id == result.request_id == sim.history(sid)[-1].request_id
+    assert entry.attempts == 1
+
+
+async def test_main_path_step_by_step(sim: Simulator, engine: Engine) -> None:
+    sid = await sim.register("db-1")
+    for trigger in ("configure", "start", "replicate", "sync", "cutover", "finish"):
+        await engine.fire(sid, trigger)
+    assert str(sim.source(sid).pair) == "FINISHED/cutovered"
+    assert [h.trigger for h in sim.history(sid)] == [
+        "configure",
+        "start",
+        "replicate",
+        "sync",
+        "cutover",
+        "finish",
+    ]
+
+
+async def test_rejected_trigger_sends_nothing_and_is_journalled(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("web-2")
+    await engine.refresh(sid)
+    with pytest.raises(TransitionRejected, match="'finish' is not permitted from WAITING/checking"):
+        await engine.fire(sid, "finish")
+    assert puts(sim, sid) == 0
+    assert str(engine.states[sid]) == "WAITING/checking"
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.REJECTED
+
+
+async def test_frozen_state_is_refused_unless_forced_with_a_reason(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("web-3")
+    await sim.move(sid, pair="STOPPED/syncing")
+    with pytest.raises(TransitionRejected) as info:
+        await engine.fire(sid, "resume")
+    assert ReasonCode.FROZEN in info.value.verdict.codes
+    assert puts(sim, sid) == 0
+    with pytest.raises(InputError, match="needs a reason"):
+        await engine.fire(sid, "resume", force=True)
+    # Forced: pushed, the service answers 200 and ignores it, the read-back shows it.
+    with pytest.raises(
+        IgnoredByServiceError, match="ignores changestate while the source is STOPPED"
+    ):
+        await engine.fire(sid, "resume", force=True, reason="operator bob: agent restarted by hand")
+    assert puts(sim, sid) == 1
+    assert str(engine.states[sid]) == "STOPPED/syncing"
+    entries = await journal.history(source_id=sid)
+    assert [e.outcome for e in entries] == [Outcome.REJECTED, Outcome.IGNORED]
+    assert entries[-1].forced and entries[-1].reason == "operator bob: agent restarted by hand"
+
+
+async def test_failed_push_leaves_local_state_unchanged(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("web-4")
+    await engine.refresh(sid)
+    sim.set_faults(Faults(error_rate=1.0))
+    with pytest.raises(ServerError) as info:
+        await engine.fire(sid, "configure")
+    assert info.value.attempts == FAST.attempts
+    assert str(engine.states[sid]) == "WAITING/checking"
+    sim.set_faults(Faults())
+    assert str(sim.source(sid).pair) == "WAITING/checking"
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.FAILED
+    assert "HTTP 50" in (entry.error or "")
+
+
+async def test_bad_credentials_fail_without_retry_and_change_nothing(
+    sim: Simulator, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("web-5")
+    async with SmsClient(sim.url, auth=TokenAuth("wrong-token"), retry=FAST) as bad:
+        engine = Engine(bad, journal=journal)
+        engine.track(sid, parse_pair("WAITING/checking"))
+        with pytest.raises(AuthError) as info:
+            await engine.fire(sid, "configure")
+    assert info.value.error_code == "SMS.9004"
+    assert info.value.attempts == 1
+    assert "wrong-token" not in str(info.value)
+    assert str(engine.states[sid]) == "WAITING/checking"
+    assert str(sim.source(sid).pair) == "WAITING/checking"
+
+
+class SomeoneElse:
+    """The real client, plus another operator who changes the source right after each push."""
+
+    def __init__(self, client: SmsClient, sim: Simulator, to: str) -> None:
+        self.client, self.sim, self.to = client, sim, to
+
+    async def change_state(
+        self, source_id: str, copystate: Any = None, migrationcycle: Any = None
+    ) -> Any:
+        result = await self.client.change_state(source_id, copystate, migrationcycle)
+        await self.sim.move(source_id, pair=self.to)
+        return result
+
+    async def get_source(self, source_id: str) -> Any:
+        return await self.client.get_source(source_id)
+
+
+async def test_read_back_mismatch_is_a_typed_error_and_a_conflict(
+    sim: Simulator, client: SmsClient, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("web-6")
+    engine = Engine(SomeoneElse(client, sim, "ERROR/setting"), journal=journal)
+    await engine.refresh(sid)
+    with pytest.raises(ReadBackMismatchError) as info:
+        await engine.fire(sid, "configure")
+    assert (info.value.expected, info.value.observed) == ("WAITING/setting", "ERROR/setting")
+    assert str(engine.states[sid]) == "WAITING/checking"
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.CONFLICT
+
+
+async def test_verify_off_reads_nothing_back(sim: Simulator, client: SmsClient) -> None:
+    sid = await sim.register("web-7")
+    engine = Engine(client, verify=False)
+    engine.track(sid, parse_pair("WAITING/checking"))
+    before = sum(sim.stats.requests.get("GET /v3/sources/{id}", {}).values())
+    await engine.fire(sid, "configure")
+    after = sum(sim.stats.requests.get("GET /v3/sources/{id}", {}).values())
+    assert after == before
+    assert str(engine.states[sid]) == "WAITING/setting"
+
+
+async def test_transitions_for_one_source_are_serialized_in_order(
+    sim: Simulator, engine: Engine
+) -> None:
+    sid = await sim.register("web-8")
+    sim.set_faults(Faults(latency=0.02, latency_jitter=0.03))
+    triggers = ["configure", "start", "replicate", "sync", "cutover", "finish"]
+    results = await asyncio.gather(*(engine.fire(sid, t) for t in triggers))
+    assert [r.trigger for r in results] == triggers
+    assert [h.trigger for h in sim.history(sid)] == triggers
+    # each step started from the state the previous one left
+    assert all(a.to_state == b.from_state for a, b in zip(results, results[1:], strict=False))
+
+
+async def test_different_sources_run_concurrently_and_all_land(
+    sim: Simulator, engine: Engine
+) -> None:
+    ids = [await sim.register(f"bulk-{i}") for i in range(40)]
+    sim.set_faults(Faults(latency=0.01))
+    results = await asyncio.gather(*(engine.fire(s, "configure") for s in ids))
+    assert {str(r.to_state) for r in results} == {"WAITING/setting"}
+    assert all(str(sim.source(s).pair) == "WAITING/setting" for s in ids)
+    assert len(engine._locks) == 0, "no lock is kept once its source is idle"
+
+
+async def test_change_to_a_target_pushes_the_path_and_waits_for_the_service(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("web-9")
+    with pytest.raises(TransitionRejected) as info:
+        await engine.change(sid, "SYNCING/syncing")
+    assert [e.trigger for e in info.value.verdict.path] == [
+        "configure",
+        "start",
+        "replicate",
+        "sync",
+    ]
+    assert puts(sim, sid) == 0
+    steps = await engine.change(sid, "SYNCING/syncing", follow_path=True)
+    assert [s.trigger for s in steps] == ["configure", "start", "replicate", "sync"]
+    # STOPPING → STOPPED is the service's move: pushed stop, then waited for stopped.
+    steps = await engine.change(sid, "STOPPED", follow_path=True)
+    assert [(s.trigger, s.outcome) for s in steps] == [
+        ("stop", Outcome.APPLIED),
+        ("stopped", Outcome.OBSERVED),
+    ]
+    assert str(sim.source(sid).pair) == "STOPPED/syncing"
+    entries = await journal.history(source_id=sid)
+    assert entries[-1].outcome is Outcome.OBSERVED and entries[-1].actor == "service"
+
+
+async def test_waiting_for_an_action_times_out_with_the_reason(
+    sim: Simulator, engine: Engine
+) -> None:
+    sid = await sim.register("web-10")
+    await sim.move(sid, pair="STOPPED/syncing")
+    await engine.refresh(sid)
+    edge = engine.chart.edge(engine.states[sid], "resume")
+    with pytest.raises(WaitTimeoutError, match="Task action start"):
+        await engine.wait_for_service(sid, edge, within=0.2)
+
+
+async def test_an_observed_jump_the_chart_forbids_is_flagged(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("web-11")
+    await sim.move(sid, pair="STOPPED/syncing")
+    await engine.refresh(sid)
+
+    async def someone_jumps() -> None:
+        await asyncio.sleep(0.05)
+        await sim.move(sid, pair="FINISHED/cutovered")
+
+    jumper = asyncio.create_task(someone_jumps())
+    result = await engine.wait_for_service(sid, None, within=3)
+    await jumper
+    assert result.outcome is Outcome.OBSERVED
+    assert result.note is not None and "does not permit" in result.note
+    assert str(engine.states[sid]) == "FINISHED/cutovered"
+    entries = await journal.history(source_id=sid)
+    assert entries[-1].outcome is Outcome.OBSERVED and "does not permit" in (
+        entries[-1].error or ""
+    )
+
+
+async def test_unknown_source_is_a_not_found_error(engine: Engine) -> None:
+    with pytest.raises(ApiError) as info:
+        await engine.fire("00000000-0000-4000-8000-000000000000", "configure")
+    assert info.value.status == 404
+
+
+async def test_steps_are_logged_with_ids_and_no_secret(sim: Simulator, engine: Engine) -> None:
+    sid = await sim.register("web-12")
+    await engine.refresh(sid)
+    configure(level="debug", json=True)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await engine.fire(sid, "configure")
+            with pytest.raises(TransitionRejected):
+                await engine.fire(sid, "finish")
+    finally:
+        configure(level="warning", json=True)
+    applied = [e for e in logs if e["event"] == "applied"]
+    assert applied and applied[0]["source_id"] == sid and applied[0]["trigger"] == "configure"
+    assert applied[0]["request_id"]
+    assert any(e["event"] == "rejected" for e in logs)
+    assert TOKEN not in repr(logs)
+    client_lines = [e for e in logs if "attempt" in e]
+    assert client_lines and all("source_id" in e and "request_id" in e for e in client_lines)
+
+
+async def test_tracking_keeps_one_shared_pair_per_state(engine: Engine) -> None:
+    pair = parse_pair("SYNCING/syncing")
+    engine.track_many((f"s{i}", parse_pair("SYNCING/syncing")) for i in range(1000))
+    assert len({id(engine.states[f"s{i}"]) for i in range(1000)}) == 1
+    assert engine.states["s1"] == pair
