@@ -332,6 +332,7 @@ class DrillSession(WaveSession):
                 endpoint=base.endpoint,
                 on_event=self._on_event,
                 check=self._check,
+                simulator=self.simulator,
             )
         except BaseException:
             await self.aclose()

@@ -589,9 +589,11 @@ class WaveRunner:
         *,
         endpoint: str = "",
         on_event: Callable[[Event], None] | None = None,
+        simulator: Any = None,
     ) -> None:
         self.spec = spec
         self.engine = engine
+        self.simulator = simulator
         self.journal = journal
         self.target = spec.target_request
         self.endpoint = endpoint or spec.endpoint
@@ -639,52 +641,62 @@ class WaveRunner:
 
     # -- membership ---------------------------------------------------------------------------
 
-    async def resolve_members(self, register: Callable[[str], Any] | None = None) -> list[str]:
-        """The wave's sources: from the journal when a run already named them, else resolved."""
-        known = await self.journal.members(self.spec.name)
+    async def resolve_members(self) -> list[str]:
+        """The wave's sources.
+
+        ``ids``: the file's list. ``query``: what the first run's query found (kept in the
+        journal, since the sources it moved no longer match it). ``count``: the sources
+        registered for this wave in the simulator.
+        """
         sel = self.spec.sources
-        if known and sel.count is None:
+        if sel.ids is not None:
+            self.members = list(sel.ids)
+            await self.journal.add_members(self.spec.name, self.members)
+            return self.members
+        known = await self.journal.members(self.spec.name)
+        if sel.query is not None:
+            if not known:
+                q = sel.query
+                api: Any = self.engine.client
+                found: list[str] = []
+                async for src in api.iter_sources(
+                    state=q.state, migration_cycle=q.migration_cycle, name=q.name
+                ):
+                    found.append(src.id)
+                    if q.limit is not None and len(found) >= q.limit:
+                        break
+                await self.journal.add_members(self.spec.name, found)
+                known = await self.journal.members(self.spec.name)
             self.members = known
             return known
-        api: Any = self.engine.client
-        if sel.ids is not None:
-            ids = list(sel.ids)
-        elif sel.query is not None:
-            q = sel.query
-            ids = []
-            async for src in api.iter_sources(
-                state=q.state, migration_cycle=q.migration_cycle, name=q.name
-            ):
-                ids.append(src.id)
-                if q.limit is not None and len(ids) >= q.limit:
-                    break
-        else:
-            ids = await self._register(known, sel.count or 0)
+        ids = await self._register(known, sel.count or 0)
         await self.journal.add_members(self.spec.name, ids)
-        self.members = await self.journal.members(self.spec.name)
-        return self.members
+        self.members = ids
+        return ids
 
     async def _register(self, known: list[str], count: int) -> list[str]:
-        """Against the simulator: make sure ``count`` sources named ``{wave}-NNNNN`` exist."""
+        """Against the simulator: make sure ``count`` sources named ``{wave}-NNNNN`` exist.
+
+        Registration goes straight to the embedded simulator (the agent's job in real life,
+        never subject to the simulated faults); names make it idempotent across crashes.
+        """
         if len(known) >= count:
             return known[:count]
-        api: Any = self.engine.client
+        sim = self.simulator
+        if sim is None:
+            raise ConfigError(
+                "sources.count registers sources in the embedded simulator; none is running"
+            )
         prefix = f"{self.spec.name}-"
         by_name: dict[str, str] = {}
-        async for src in api.iter_sources(name=prefix):
-            if src.name and src.name.startswith(prefix):
+        for src in sim.sources():
+            if src.name.startswith(prefix):
                 by_name.setdefault(src.name, src.id)
-        gate = asyncio.Semaphore(self.spec.concurrency)
-        names = [f"{prefix}{i:05d}" for i in range(1, count + 1)]
-
-        async def ensure(name: str) -> None:
-            if name in by_name:
-                return
-            async with gate:
-                by_name[name] = await api.register_source(name, os_type="LINUX")
-
-        await asyncio.gather(*(ensure(n) for n in names))
-        return [by_name[n] for n in names]
+        for i in range(1, count + 1):
+            name = f"{prefix}{i:05d}"
+            if name not in by_name:
+                by_name[name] = await sim.register(name, os_type="LINUX")
+        return [by_name[f"{prefix}{i:05d}"] for i in range(1, count + 1)]
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -694,7 +706,9 @@ class WaveRunner:
         report.recovery = await recover(
             self.engine, self.journal, wave=self.spec.name, concurrency=self.spec.concurrency
         )
-        conflicts = {d["source_id"] for d in report.recovery.details if d.get("result") == "conflict"}
+        conflicts = {
+            d["source_id"] for d in report.recovery.details if d.get("result") == "conflict"
+        }
         members = await self.resolve_members()
         self._emit(EventKind.WAVE_STARTED)
         states = await _read_states(self.engine.client, members, self.spec.concurrency)
@@ -1013,7 +1027,12 @@ class WaveSession:
                 actor=f"wave:{spec.name}",
             )
             self.runner = WaveRunner(
-                spec, engine, self.journal, endpoint=shown_endpoint, on_event=self._on_event
+                spec,
+                engine,
+                self.journal,
+                endpoint=shown_endpoint,
+                on_event=self._on_event,
+                simulator=self.simulator,
             )
         except BaseException:
             await self.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,7 @@ async def test_transitions_for_one_source_are_serialized_in_order(
     assert [r.trigger for r in results] == triggers
     assert [h.trigger for h in sim.history(sid)] == triggers
     # each step started from the state the previous one left
-    assert all(a.to_state == b.from_state for a, b in zip(results, results[1:], strict=False))
+    assert all(a.to_state == b.from_state for a, b in itertools.pairwise(results))
 
 
 async def test_different_sources_run_concurrently_and_all_land(

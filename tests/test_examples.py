@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -35,3 +37,59 @@ def test_validate_request_takes_the_operators_pairs() -> None:
     result = run_example("validate_request.py", "REPLICATE/replicating", "SYNCING/syncing")
     assert result.returncode == 0, result.stderr
     assert "allowed: sync: REPLICATE/replicating → SYNCING/syncing" in result.stdout
+
+
+def test_push_change_example() -> None:
+    result = run_example("push_change.py")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "applied configure: WAITING/checking → WAITING/setting" in out
+    assert "Shortest legal path (3 steps)" in out
+    assert "applied sync: SYNCING/syncing" in out
+    assert "forced, and as predicted" in out
+    assert "#7 resume: STOPPED/syncing → SYNCING/syncing: ignored" in out
+
+
+def test_drive_wave_example() -> None:
+    result = run_example("drive_wave.py", "--sources", "12")
+    assert result.returncode == 0, result.stderr
+    assert "12 of 12 sources reached FINISHED/cutovered" in result.stdout
+    assert "60 transitions applied" in result.stdout
+
+
+def test_drill_with_check_example() -> None:
+    result = run_example("drill_with_check.py")
+    assert result.returncode == 0, result.stderr
+    assert "passed 4, failed 1, timed out 1" in result.stdout
+
+
+def test_runbook_example_handles_its_failures() -> None:
+    result = run_example("runbook.py")
+    assert result.returncode == 0, result.stderr
+    assert "starting the task again" in result.stdout
+    assert "NotFoundError: needs a person" in result.stdout
+    assert "done: 30 of 30 registered sources at FINISHED/cutovered" in result.stdout
+
+
+def test_wave_and_drill_files_run_with_the_cli(tmp_path: Path) -> None:
+    wave = subprocess.run(
+        [sys.executable, "-m", "sms_flow", "run", str(REPO / "examples" / "wave.yaml"), "--json"],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert wave.returncode == 0, wave.stderr
+    totals = json.loads(wave.stdout)["totals"]
+    assert (totals["sources"], totals["finished"], totals["transitions_applied"]) == (
+        200,
+        200,
+        1000,
+    )
+    drill = subprocess.run(
+        [sys.executable, "-m", "sms_flow", "drill", str(REPO / "examples" / "drill.yaml"), "--json"],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    report = json.loads(drill.stdout)
+    verdicts = {s["drill"] for s in report["sources"]}
+    assert verdicts <= {"passed", "failed"} and "passed" in verdicts
+    # the example's check fails sources whose id ends in 0 or 1: exit 1 exactly when one does
+    expect_fail = any(s["source_id"][-1] in "01" for s in report["sources"])
+    assert drill.returncode == (1 if expect_fail else 0), drill.stderr

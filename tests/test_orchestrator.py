@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -56,7 +57,7 @@ def assert_clean_history(history: list[dict[str, Any]] | list[Any], expected: li
     """Exactly the planned path: no repeats, no gaps, each step starting where the last ended."""
     rows = [h if isinstance(h, dict) else h.to_dict() for h in history]
     assert [h["trigger"] for h in rows] == expected
-    for a, b in zip(rows, rows[1:], strict=False):
+    for a, b in itertools.pairwise(rows):
         assert a["to"] == b["from"]
 
 

@@ -1,0 +1,875 @@
+"""The async HTTP client of the SMS API: one shared session, retries, typed errors.
+
+:class:`SmsClient` sends ``PUT /v3/sources/{source_id}/changestate`` exactly as the API page
+documents it, and reads sources back (``GET /v3/sources[/{id}]``, ``POST /v3/sources``). It
+knows the wire and nothing above it: no statechart, no journal, no waves.
+
+Retries follow :class:`RetryPolicy`: exponential backoff with full jitter, a 429's
+``Retry-After`` honoured, a bound on the attempts and on the whole call. Connection errors,
+timeouts, 429 and the retryable 5xx are retried; other 4xx never are. Every attempt is signed
+afresh (an AK/SK signature carries its date). The ``POST`` that registers a source is not
+idempotent, so it is retried only when the service surely did not process it (the
+connection was refused, or a 429).
+
+A retry must never overtake a newer change for the same source: each ``change_state`` call
+takes a sequence number, and a retry stops with :class:`~sms_flow.errors.SupersededError`
+when a newer call for the same source has started. Only sources with a call in flight are
+remembered.
+
+Bad input (a source id over the limit or unsafe in a path, an unknown value, an empty
+change) raises an :class:`~sms_flow.errors.InputError` before anything is sent. No message,
+log line or ``repr`` holds a token, a secret key, an ``Authorization`` header or a signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import os
+import random
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from importlib import metadata
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+from pydantic import ValidationError
+from yarl import URL
+
+from sms_flow.auth import Auth, auth_from_env
+from sms_flow.errors import (
+    ApiError,
+    AuthError,
+    ConfigError,
+    ConnectError,
+    InvalidRequestError,
+    NotFoundError,
+    RequestTimeoutError,
+    ServerError,
+    SupersededError,
+    ThrottledError,
+    TransportError,
+    UnknownValueError,
+    truncate,
+)
+from sms_flow.states import (
+    CopyState,
+    MigrationCycle,
+    SdkCycle,
+    Spelling,
+    parse_copystate,
+    parse_service_cycle,
+)
+from sms_flow.wire import (
+    BODY_MAX_BYTES,
+    ChangeStateRequest,
+    RegisterSourceRequest,
+    SourceList,
+    SourceServer,
+    parse_error_body,
+    validate_source_id,
+)
+
+__all__ = [
+    "ENDPOINT_ENV",
+    "REGION_ENV",
+    "PushResult",
+    "RetryPolicy",
+    "SmsClient",
+    "endpoint_for_region",
+]
+
+ENDPOINT_ENV: Final = "SMS_FLOW_ENDPOINT"
+"""The environment variable :meth:`SmsClient.from_env` reads the endpoint from."""
+REGION_ENV: Final = "SMS_FLOW_REGION"
+"""The environment variable :meth:`SmsClient.from_env` reads the region from."""
+
+_log = structlog.get_logger("sms_flow.client")
+
+# Endpoints that do not follow https://sms.{region}.myhuaweicloud.com.
+_SPECIAL_ENDPOINTS: Final = {"ru-moscow-1": "https://sms-api.ru-moscow-1.myhuaweicloud.com"}
+_REGION_RE: Final = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+")
+# Caches on the hot path are bounded: a long-running process pushing to many sources must
+# not grow without limit. Beyond the bound, values are computed each time.
+_CACHE_MAX: Final = 4096
+_SHOWN_DETAIL: Final = 200
+_SECRET_HEADERS: Final = frozenset({"authorization", "x-auth-token"})
+
+
+def _user_agent() -> str:
+    try:
+        return f"sms-flow/{metadata.version('sms-flow')}"
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "sms-flow"
+
+
+_USER_AGENT: Final = _user_agent()
+_JSON_HEADERS: Final = {"Content-Type": "application/json", "User-Agent": _USER_AGENT}
+_GET_HEADERS: Final = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+
+
+def endpoint_for_region(region: str) -> str:
+    """The SMS endpoint of a Huawei Cloud region, as the official SDK lists them.
+
+    ``https://sms.{region}.myhuaweicloud.com``, except ``ru-moscow-1``
+    (``https://sms-api.ru-moscow-1.myhuaweicloud.com``). Raises
+    :class:`~sms_flow.errors.ConfigError` for a string that is not a region id.
+    """
+    if not isinstance(region, str) or not _REGION_RE.fullmatch(region):
+        raise ConfigError(
+            f"region {region!r} is not a Huawei Cloud region id; give one such as "
+            "cn-north-4, ap-southeast-3 or ru-moscow-1 (or an endpoint URL instead)"
+        )
+    return _SPECIAL_ENDPOINTS.get(region, f"https://sms.{region}.myhuaweicloud.com")
+
+
+def _check_endpoint(endpoint: str) -> str:
+    """Parse and check an endpoint URL; the result has no trailing slash."""
+    try:
+        url = URL(endpoint.strip())
+    except (TypeError, ValueError, AttributeError):
+        raise ConfigError(
+            f"endpoint {endpoint!r} is not a URL; give one such as "
+            "https://sms.cn-north-4.myhuaweicloud.com"
+        ) from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(
+            f"endpoint {truncate(str(url), 80)!r} is not an absolute http(s) URL; give one "
+            "such as https://sms.cn-north-4.myhuaweicloud.com"
+        )
+    if url.user is not None or url.password is not None:
+        # Never echo the URL here: its user info may hold a password.
+        raise ConfigError(
+            "the endpoint holds a user name or password; remove it (credentials go in "
+            "SMS_FLOW_TOKEN or CLOUD_SDK_AK/CLOUD_SDK_SK/CLOUD_SDK_PROJECT_ID)"
+        )
+    if url.raw_query_string or url.raw_fragment:
+        raise ConfigError(
+            f"endpoint {url.origin()}: remove the query or fragment; give the base URL only"
+        )
+    return str(url.with_path(url.raw_path.rstrip("/"), encoded=True))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a call is retried.
+
+    ``attempts`` counts every attempt, the first included. Before attempt *n + 1* the
+    client sleeps ``uniform(0, min(max_delay, base_delay * 2**(n - 1)))`` (full jitter), or
+    at least a 429's ``Retry-After``. ``total_time`` bounds the whole call, sleeps included;
+    ``timeout`` bounds one attempt. Only ``retry_statuses`` are retried (429 and 5xx only),
+    besides connection errors and timeouts.
+    """
+
+    attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 10.0
+    total_time: float = 60.0
+    timeout: float = 10.0
+    retry_statuses: frozenset[int] = field(default=frozenset({429, 500, 502, 503, 504}))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ConfigError(
+                f"RetryPolicy.attempts is {self.attempts!r}; give 1 or more (1 = never retry)"
+            )
+        for name in ("base_delay", "max_delay"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"RetryPolicy.{name} is {value!r}; give 0 or more seconds")
+        for name in ("total_time", "timeout"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"RetryPolicy.{name} is {value!r}; give more than 0 seconds")
+        bad = sorted(s for s in self.retry_statuses if not (s == 429 or 500 <= s <= 599))
+        if bad:
+            raise ConfigError(
+                f"RetryPolicy.retry_statuses holds {bad}; only 429 and 5xx may be retried "
+                "(another 4xx means the request itself is wrong and would fail again)"
+            )
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The sleep after failed attempt ``attempt`` (1-based), before the next one."""
+        cap = min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 64))
+        return (rng or random).uniform(0.0, cap)
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """The outcome of a successful ``change_state``.
+
+    ``status`` is the HTTP status (200), ``request_id`` the ``X-Request-Id`` of the answer,
+    ``attempts`` how many attempts it took, ``elapsed`` the seconds the whole call took.
+    A 200 does not prove the change landed: in some states the service ignores it; read
+    the source back to know.
+    """
+
+    source_id: str
+    status: int
+    request_id: str | None
+    attempts: int
+    elapsed: float
+
+
+class _Mode(Enum):
+    """Which failures of a request may be retried."""
+
+    IDEMPOTENT = "idempotent"  # PUT changestate, GET: every transport error, 429, 5xx
+    NOT_SENT = "not sent"  # POST: only when the request surely was not processed
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: bytes
+    request_id: str | None
+    attempts: int
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Seconds from ``Retry-After`` (delta seconds or an HTTP-date); ``None`` if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _redact(text: str, sent: Mapping[str, str]) -> str:
+    """Remove from ``text`` any credential sent in ``sent`` (in case a proxy echoes it)."""
+    for name, value in sent.items():
+        if name.lower() not in _SECRET_HEADERS or not value:
+            continue
+        text = text.replace(value, "<redacted>")
+        _, sep, signature = value.rpartition("Signature=")
+        if sep and signature:
+            text = text.replace(signature, "<redacted>")
+    return text
+
+
+def _describe(exc: BaseException) -> str:
+    detail = str(exc).strip()
+    name = type(exc).__name__
+    return truncate(f"{name}: {detail}" if detail else name, _SHOWN_DETAIL)
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt{'s' if n != 1 else ''}"
+
+
+def _state_filter(value: CopyState | str) -> str:
+    """A copystate as the read side spells it: lower case, ``initialize`` for INIT."""
+    copystate = parse_copystate(value)
+    return "initialize" if copystate is CopyState.INIT else copystate.value.lower()
+
+
+def _cycle_filter(value: MigrationCycle | SdkCycle | str) -> str:
+    """A migration cycle to filter on; the SDK-only cycles are valid on the read side."""
+    cycle = parse_service_cycle(str(value))
+    if cycle is None:
+        valid = ", ".join([*(c.value for c in MigrationCycle), *(c.value for c in SdkCycle)])
+        raise UnknownValueError("migration_cycle", str(value), valid)
+    return cycle.value
+
+
+class SmsClient:
+    """An async client of the SMS API; use it as ``async with SmsClient(...) as client``.
+
+    Give exactly one of ``endpoint`` (a base URL such as
+    ``https://sms.cn-north-4.myhuaweicloud.com``) and ``region`` (``cn-north-4``). ``auth``
+    signs every attempt (:class:`~sms_flow.auth.TokenAuth` or
+    :class:`~sms_flow.auth.AkSkAuth`). ``spelling`` chooses how enum values are sent.
+    TLS certificates are verified unless ``verify_tls=False``; ``ca_file`` adds a CA bundle.
+    ``limit`` caps the open connections. ``rng`` draws the backoff jitter (default: the
+    ``random`` module), for reproducible timing.
+
+    A ``session`` given by the caller is used as is and not closed; the TLS options and
+    ``limit`` then belong to it. On such a session aiohttp may resend a PUT or GET once,
+    unseen, when a kept-alive connection breaks; the client's own session does not.
+    """
+
+    __slots__ = (
+        "_auth",
+        "_base",
+        "_bodies",
+        "_latest",
+        "_limit",
+        "_owns_session",
+        "_retry",
+        "_rng",
+        "_seq",
+        "_session",
+        "_spelling",
+        "_ssl",
+        "_targets",
+        "_timeout",
+    )
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        region: str | None = None,
+        auth: Auth | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        spelling: Spelling = Spelling.PAGE,
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+        limit: int = 100,
+        session: aiohttp.ClientSession | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if (endpoint is None) == (region is None):
+            raise ConfigError(
+                "give exactly one of endpoint (e.g. https://sms.cn-north-4.myhuaweicloud.com) "
+                f"and region (e.g. cn-north-4); from the environment: {ENDPOINT_ENV} or "
+                f"{REGION_ENV}"
+            )
+        if endpoint is None:
+            endpoint = endpoint_for_region(region)  # type: ignore[arg-type]  # one is given
+        base = _check_endpoint(endpoint)
+        if not isinstance(retry, RetryPolicy):
+            raise ConfigError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        if not isinstance(limit, int) or limit < 0:
+            raise ConfigError(f"limit is {limit!r}; give the most connections to open (0 = no cap)")
+        if session is not None and (not verify_tls or ca_file is not None or limit != 100):
+            raise ConfigError(
+                "verify_tls, ca_file and limit configure the client's own session; with a "
+                "session of your own, set them on its connector instead"
+            )
+        if ca_file is not None and not verify_tls:
+            raise ConfigError(
+                "ca_file is given but verify_tls is False; a CA file only matters when "
+                "certificates are verified: drop one of the two"
+            )
+        ssl_arg: ssl.SSLContext | bool = verify_tls
+        if ca_file is not None:
+            if not os.path.isfile(ca_file):
+                raise ConfigError(f"ca_file {ca_file!r} is not a file; give a PEM CA bundle")
+            try:
+                ssl_arg = ssl.create_default_context(cafile=ca_file)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(
+                    f"ca_file {ca_file!r} is not a usable PEM CA bundle ({exc}); check the file"
+                ) from None
+        self._base = base
+        self._auth = auth
+        self._retry = retry
+        self._rng = rng
+        self._spelling = Spelling(spelling)
+        self._ssl = ssl_arg
+        self._limit = limit
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=retry.timeout)
+        self._seq = 0
+        self._latest: dict[str, int] = {}
+        self._targets: dict[str, tuple[URL, str]] = {}
+        self._bodies: dict[tuple[object, object], bytes] = {}
+
+    # --- construction and lifetime -------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> SmsClient:
+        """A client configured from the environment; keyword ``overrides`` win.
+
+        The endpoint comes from ``SMS_FLOW_ENDPOINT`` or ``SMS_FLOW_REGION`` (one of them),
+        the credentials from :func:`~sms_flow.auth.auth_from_env` (``SMS_FLOW_TOKEN``, or
+        ``CLOUD_SDK_AK``/``CLOUD_SDK_SK``/``CLOUD_SDK_PROJECT_ID``).
+        """
+        endpoint = overrides.pop("endpoint", None)
+        region = overrides.pop("region", None)
+        if endpoint is None and region is None:
+            endpoint = environ.get(ENDPOINT_ENV) or None
+            region = environ.get(REGION_ENV) or None
+            if endpoint is not None and region is not None:
+                raise ConfigError(
+                    f"both {ENDPOINT_ENV} and {REGION_ENV} are set; set only one "
+                    f"(unset {REGION_ENV} to use the endpoint, or the other way round)"
+                )
+            if endpoint is None and region is None:
+                raise ConfigError(
+                    f"no SMS endpoint: set {ENDPOINT_ENV} (e.g. "
+                    f"https://sms.cn-north-4.myhuaweicloud.com) or {REGION_ENV} (e.g. "
+                    "cn-north-4), or pass endpoint= or region= (--endpoint/--region)"
+                )
+        if "auth" not in overrides:
+            overrides["auth"] = auth_from_env(environ)
+        return cls(endpoint, region=region, **overrides)
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL requests go to."""
+        return self._base
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._retry
+
+    @property
+    def spelling(self) -> Spelling:
+        return self._spelling
+
+    def __repr__(self) -> str:
+        # The auth object is named by its type only: a custom Auth's repr might hold secrets.
+        auth = type(self._auth).__name__ if self._auth is not None else None
+        return (
+            f"SmsClient(endpoint={self._base!r}, auth={auth}, retry={self._retry!r}, "
+            f"spelling={self._spelling.value!r})"
+        )
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Open the client's own session (``async with`` does this)."""
+        if self._session is None or (self._owns_session and self._session.closed):
+            connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl)
+            # trust_env stays off: it would read ~/.netrc and add an Authorization header.
+            session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            # aiohttp silently resends a PUT or GET once when the connection breaks
+            # (aio-libs/aiohttp#10790); that resend could overtake a newer change for the
+            # same source and hides an attempt, so it is switched off, as aiohttp's own test
+            # client does. Retries are this module's business.
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
+            self._session = session
+            self._owns_session = True
+
+    async def aclose(self) -> None:
+        """Close the client's own session; a session given by the caller stays open."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- changestate ---------------------------------------------------------------------
+
+    async def change_state(
+        self,
+        source_id: str,
+        copystate: CopyState | str | None = None,
+        migrationcycle: MigrationCycle | str | None = None,
+    ) -> PushResult:
+        """``PUT /v3/sources/{source_id}/changestate`` with the given fields.
+
+        Everything is checked first (the source id, the values, that the change names
+        something): bad input raises an :class:`~sms_flow.errors.InputError` and sends
+        nothing. Returns a :class:`PushResult` on a 2xx. Raises an
+        :class:`~sms_flow.errors.ApiError` subclass for an HTTP error,
+        :class:`~sms_flow.errors.ConnectError` or :class:`~sms_flow.errors.RequestTimeoutError`
+        when no answer came, and :class:`~sms_flow.errors.SupersededError` when a retry was
+        dropped because a newer change for the same source began.
+        """
+        try:
+            url, path = self._targets[source_id]
+        except (KeyError, TypeError):
+            url, path = self._target(source_id, "/changestate")
+        key = (copystate, migrationcycle)
+        try:
+            body = self._bodies[key]
+        except (KeyError, TypeError):
+            body = self._change_body(copystate, migrationcycle)
+        self._seq = seq = self._seq + 1
+        latest = self._latest
+        latest[source_id] = seq
+        start = time.monotonic()
+        try:
+            answer = await self._call(
+                "PUT", url, path, body, _JSON_HEADERS, _Mode.IDEMPOTENT, source_id, seq
+            )
+        finally:
+            if latest.get(source_id) == seq:
+                del latest[source_id]
+        return PushResult(
+            source_id, answer.status, answer.request_id, answer.attempts, time.monotonic() - start
+        )
+
+    def _target(self, source_id: str, suffix: str) -> tuple[URL, str]:
+        """The URL and path of a source's resource, checked; cached for ``/changestate``."""
+        path = f"/v3/sources/{quote(validate_source_id(source_id), safe='')}{suffix}"
+        target = URL(self._base + path, encoded=True), path
+        if suffix == "/changestate" and len(self._targets) < _CACHE_MAX:
+            self._targets[source_id] = target
+        return target
+
+    def _change_body(self, copystate: object, migrationcycle: object) -> bytes:
+        request = ChangeStateRequest.of(copystate, migrationcycle)  # type: ignore[arg-type]
+        body = request.to_wire(self._spelling)
+        if len(self._bodies) < _CACHE_MAX:
+            self._bodies[(copystate, migrationcycle)] = body
+        return body
+
+    # --- the read side and registration --------------------------------------------------
+
+    async def get_source(self, source_id: str) -> SourceServer:
+        """``GET /v3/sources/{source_id}``: the source server as the service reports it."""
+        url, path = self._target(source_id, "")
+        answer = await self._call("GET", url, path, None, _GET_HEADERS, _Mode.IDEMPOTENT)
+        data = answer.body
+        try:
+            raw = json.loads(data)
+            if isinstance(raw, dict) and isinstance(raw.get("source_server"), dict):
+                raw = raw["source_server"]  # tolerate an enveloped answer
+            return SourceServer.model_validate(raw)
+        except (ValueError, ValidationError):
+            raise self._unusable("GET", path, answer, "a source server") from None
+
+    async def list_sources(
+        self,
+        *,
+        state: CopyState | str | None = None,
+        migration_cycle: MigrationCycle | SdkCycle | str | None = None,
+        name: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
+    ) -> SourceList:
+        """``GET /v3/sources``: one page of source servers, filtered as given.
+
+        ``state`` and ``migration_cycle`` are checked (an unknown one raises
+        :class:`~sms_flow.errors.UnknownValueError`) and sent as the read side spells them;
+        ``name`` matches part of a name.
+        """
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidRequestError(f"limit is {limit!r}; give 1 or more (the default is 200)")
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidRequestError(f"offset is {offset!r}; give 0 or more")
+        query: dict[str, str] = {}
+        if state is not None:
+            query["state"] = _state_filter(state)
+        if migration_cycle is not None:
+            query["migration_cycle"] = _cycle_filter(migration_cycle)
+        if name is not None:
+            query["name"] = name
+        query["limit"] = str(limit)
+        query["offset"] = str(offset)
+        path = "/v3/sources"
+        url = URL(self._base + path, encoded=True).with_query(query)
+        answer = await self._call("GET", url, path, None, _GET_HEADERS, _Mode.IDEMPOTENT)
+        try:
+            return SourceList.model_validate_json(answer.body)
+        except (ValueError, ValidationError):
+            raise self._unusable("GET", path, answer, "a list of source servers") from None
+
+    async def iter_sources(
+        self,
+        *,
+        state: CopyState | str | None = None,
+        migration_cycle: MigrationCycle | SdkCycle | str | None = None,
+        name: str | None = None,
+        page_size: int = 200,
+    ) -> AsyncIterator[SourceServer]:
+        """Every source server matching the filters, page by page, until ``count`` is reached."""
+        offset = 0
+        while True:
+            page = await self.list_sources(
+                state=state,
+                migration_cycle=migration_cycle,
+                name=name,
+                limit=page_size,
+                offset=offset,
+            )
+            for server in page.source_servers:
+                yield server
+            offset += len(page.source_servers)
+            if not page.source_servers or offset >= page.count:
+                return
+
+    async def register_source(self, name: str, **fields: Any) -> str:
+        """``POST /v3/sources``: register a source server (as the agent does); its id.
+
+        Not idempotent: retried only when the request surely was not processed (the
+        connection was refused, or a 429), never after a timeout, a dropped connection or a
+        5xx, which would risk registering it twice.
+        """
+        try:
+            request = RegisterSourceRequest(name=name, **fields)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise InvalidRequestError(f"cannot register source {name!r}: {problems}") from None
+        body = request.model_dump_json(exclude_none=True).encode()
+        if len(body) > BODY_MAX_BYTES:
+            raise InvalidRequestError(
+                f"the registration of {truncate(name, 40)!r} is {len(body)} bytes; the API "
+                f"refuses a body over {BODY_MAX_BYTES} bytes (SMS.2004)"
+            )
+        path = "/v3/sources"
+        url = URL(self._base + path, encoded=True)
+        answer = await self._call("POST", url, path, body, _JSON_HEADERS, _Mode.NOT_SENT)
+        try:
+            raw = json.loads(answer.body)
+        except ValueError:
+            raw = None
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
+            raise self._unusable("POST", path, answer, 'an {"id": ...} object')
+        source_id: str = raw["id"]
+        return source_id
+
+    def _unusable(self, method: str, path: str, answer: _Answer, what: str) -> TransportError:
+        shown = truncate(answer.body.decode("utf-8", "replace"), _SHOWN_DETAIL)
+        rid = f", request_id {answer.request_id}" if answer.request_id else ""
+        return TransportError(
+            f"{method} {path}: HTTP {answer.status} from {self._base}, but the body is not "
+            f"{what}{rid}: {shown!r}; check that the endpoint is the SMS API",
+            attempts=answer.attempts,
+        )
+
+    # --- one call, with retries ----------------------------------------------------------
+
+    def _superseded(self, source_id: str | None, seq: int) -> bool:
+        return source_id is not None and self._latest.get(source_id) != seq
+
+    async def _call(
+        self,
+        method: str,
+        url: URL,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        mode: _Mode,
+        source_id: str | None = None,
+        seq: int = 0,
+    ) -> _Answer:
+        """Send one request, retrying per the policy; the answer of a 2xx, else raise."""
+        session = self._session
+        if session is None or session.closed:
+            raise RuntimeError(
+                "the SmsClient is not open, or its session was closed; use "
+                "`async with SmsClient(...) as client:` (or `await client.open()`)"
+            )
+        policy = self._retry
+        auth = self._auth
+        payload = body if body is not None else b""
+        deadline = time.monotonic() + policy.total_time
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining >= policy.timeout:
+                timeout = self._timeout
+                limit_s = policy.timeout
+            else:
+                limit_s = max(remaining, 0.001)
+                timeout = aiohttp.ClientTimeout(total=limit_s)
+            sent = auth.sign(method, url, headers, payload) if auth is not None else headers
+            error: TransportError | ApiError
+            retryable: bool
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers=sent,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    raise_for_status=False,
+                ) as resp:
+                    data = await resp.read()
+                    status = resp.status
+                    request_id = resp.headers.get("X-Request-Id")
+                    if 200 <= status < 300:
+                        _log.debug(
+                            "sms.answer",
+                            method=method,
+                            path=path,
+                            source_id=source_id,
+                            attempt=attempt,
+                            status=status,
+                            request_id=request_id,
+                        )
+                        return _Answer(status, data, request_id, attempt)
+                    api_error = self._api_error(method, path, resp, data, sent, attempt)
+                error = api_error
+                retryable = status in policy.retry_statuses and (
+                    mode is _Mode.IDEMPOTENT or status == 429
+                )
+                reason = f"HTTP {status}"
+                if api_error.error_code:
+                    reason = f"{reason} {api_error.error_code}"
+            except TimeoutError:
+                error = RequestTimeoutError(
+                    f"{method} {path}: no answer from {self._base} within {limit_s:g} s "
+                    f"(after {_attempts(attempt)}); check the network path to the endpoint, "
+                    "or raise RetryPolicy.timeout / total_time",
+                    attempts=attempt,
+                )
+                retryable = mode is _Mode.IDEMPOTENT
+                reason = "timeout"
+                request_id = None
+            except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+                error = ConnectError(
+                    f"{method} {path}: the TLS handshake with {self._base} failed "
+                    f"({_describe(exc)}); check the endpoint's certificate and ca_file (or the "
+                    "system CA store); verify_tls=False is for test endpoints only",
+                    attempts=attempt,
+                )
+                retryable = False
+                reason = "tls"
+                request_id = None
+            except aiohttp.ClientConnectorError as exc:
+                error = ConnectError(
+                    f"{method} {path}: cannot connect to {self._base} "
+                    f"({_describe(exc.os_error)}) "
+                    f"(after {_attempts(attempt)}); check the endpoint ({ENDPOINT_ENV} or "
+                    f"{REGION_ENV}), DNS, proxy and firewall",
+                    attempts=attempt,
+                )
+                retryable = True  # nothing was sent
+                reason = "connect failed"
+                request_id = None
+            except (aiohttp.ClientError, OSError) as exc:
+                error = ConnectError(
+                    f"{method} {path}: the connection to {self._base} broke before an "
+                    f"answer came ({_describe(exc)}) (after {_attempts(attempt)}); check "
+                    "proxies and load balancers on the way, or retry later",
+                    attempts=attempt,
+                )
+                retryable = mode is _Mode.IDEMPOTENT
+                reason = "connection dropped"
+                request_id = None
+            _log.debug(
+                "sms.answer",
+                method=method,
+                path=path,
+                source_id=source_id,
+                attempt=attempt,
+                reason=reason,
+                request_id=request_id,
+            )
+
+            # Decide whether to try again.
+            if not retryable:
+                raise error
+            give_up = ""
+            delay = policy.backoff(attempt, self._rng)
+            if attempt >= policy.attempts:
+                give_up = f"all {policy.attempts} attempts made"
+            else:
+                retry_after = error.retry_after if isinstance(error, ThrottledError) else None
+                if retry_after is not None:
+                    delay = max(delay, retry_after)
+                left = deadline - time.monotonic()
+                if delay >= left:
+                    give_up = (
+                        f"the next attempt would start after total_time ({policy.total_time:g} s)"
+                    )
+                    if retry_after is not None:
+                        give_up = (
+                            f"Retry-After {retry_after:g} s does not fit in the "
+                            f"{max(left, 0.0):.3g} s left of total_time"
+                        )
+            if give_up:
+                _log.warning(
+                    "sms.give_up",
+                    method=method,
+                    path=path,
+                    source_id=source_id,
+                    attempt=attempt,
+                    reason=reason,
+                    request_id=request_id,
+                    why=give_up,
+                )
+                raise error
+            if self._superseded(source_id, seq):
+                raise self._superseded_error(method, path, source_id, attempt)
+            _log.info(
+                "sms.retry",
+                method=method,
+                path=path,
+                source_id=source_id,
+                attempt=attempt,
+                reason=reason,
+                request_id=request_id,
+                delay=round(delay, 3),
+            )
+            await asyncio.sleep(delay)
+            if self._superseded(source_id, seq):
+                raise self._superseded_error(method, path, source_id, attempt)
+
+    def _superseded_error(
+        self, method: str, path: str, source_id: str | None, attempts: int
+    ) -> SupersededError:
+        _log.info("sms.superseded", method=method, path=path, source_id=source_id, attempt=attempts)
+        return SupersededError(
+            f"{method} {path}: stopped retrying source {source_id} after {_attempts(attempts)}: "
+            "a newer change for the same source has started, and a retry must not overtake "
+            "it; the newer call's outcome is the one to act on"
+        )
+
+    def _api_error(
+        self,
+        method: str,
+        path: str,
+        resp: aiohttp.ClientResponse,
+        data: bytes,
+        sent: Mapping[str, str],
+        attempt: int,
+    ) -> ApiError:
+        """The :class:`ApiError` subclass for a non-2xx answer, parsed tolerantly."""
+        status = resp.status
+        text = _redact(data.decode("utf-8", "replace"), sent)
+        parsed = parse_error_body(text) if text else None
+        common: dict[str, Any] = {
+            "status": status,
+            "request_id": resp.headers.get("X-Request-Id"),
+            "body": text,
+            "method": method,
+            "url": path,
+            "attempts": attempt,
+        }
+        if parsed is not None:
+            common.update(
+                error_code=parsed.error_code,
+                error_msg=parsed.error_msg,
+                error_param=parsed.error_param,
+                details=[d.model_dump() for d in parsed.details or ()],
+                encoded_authorization_message=parsed.encoded_authorization_message,
+            )
+        elif text:
+            content_type = resp.headers.get("Content-Type", "no Content-Type")
+            common["body"] = f"({content_type}) {text}"
+        if status == 429:
+            retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+            return ThrottledError(retry_after=retry_after, **common)
+        cls: type[ApiError]
+        if status in (401, 403):
+            cls = AuthError
+        elif status == 404:
+            cls = NotFoundError
+        elif status >= 500:
+            cls = ServerError
+        else:
+            cls = ApiError
+        return cls(**common)
