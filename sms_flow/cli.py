@@ -30,6 +30,7 @@ from sms_flow.errors import (
     TransitionRejected,
     TransportError,
 )
+from sms_flow.log import configure as configure_logging
 from sms_flow.planner import Plan, Planner, Verdict
 from sms_flow.states import parse_pair, parse_request
 
@@ -247,17 +248,26 @@ async def _set(args: argparse.Namespace) -> int:
             if verdict.noop:
                 _out(f"source {args.source_id} is already {current}; nothing sent")
                 return EXIT_OK
-            frozen_only = not verdict.allowed and ReasonCode.FROZEN in verdict.codes
-            if (
-                not verdict.allowed
-                and not args.path
-                and not (args.force and verdict.edge is not None)
-            ):
+            frozen = not verdict.allowed and ReasonCode.FROZEN in verdict.codes
+            forceable = verdict.edge is not None and verdict.codes <= {
+                ReasonCode.FROZEN,
+                ReasonCode.NOT_BY_CLIENT,
+            }
+            if not verdict.allowed and not args.path and not (args.force and forceable):
                 _print_verdict(verdict)
-                if frozen_only:
+                if args.force:
                     _out(
-                        f"not applied: {current.copystate.value} is frozen; the service would answer 200 and "
-                        "change nothing. Wait for the service, or --force --reason to push anyway"
+                        "--force only lifts the refusal to push from a frozen state or a move the "
+                        f"service makes; the chart permits no move from {current} to {requested}"
+                    )
+                    return EXIT_REJECTED
+                if frozen:
+                    hint = " Wait for the service" + (
+                        ", or --force --reason TEXT to push anyway." if forceable else "."
+                    )
+                    _out(
+                        f"not applied: {current.copystate.value} is frozen; the service would "
+                        f"answer 200 and change nothing.{hint}"
                     )
                     return EXIT_NOT_APPLIED
                 return EXIT_REJECTED
@@ -376,16 +386,11 @@ async def _run_drill(args: argparse.Namespace) -> int:
 async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -> int:
     import signal
 
-    from rich.console import Console
-
     from sms_flow._progress import WaveDisplay, print_drill_summary, print_wave_summary
-    from sms_flow.log import configure
     from sms_flow.orchestrator import state_counts
 
     spec = session.spec
-    console = Console(stderr=False)
-    if not args.json:
-        configure(level=args.log_level, stream=sys.stderr)
+    console = _console()
     async with session:
         runner = session.runner
         task = asyncio.current_task()
@@ -480,7 +485,6 @@ async def _history(args: argparse.Namespace) -> int:
         return EXIT_OK
     from datetime import UTC, datetime
 
-    from rich.console import Console
     from rich.table import Table
 
     title = f"source {args.source_id}" if args.source_id else f"wave {args.wave}"
@@ -502,6 +506,8 @@ async def _history(args: argparse.Namespace) -> int:
         note = e.error or e.reason or ""
         if e.forced:
             note = f"FORCED: {note}"
+        if len(note) > 90:
+            note = note[:89] + "… (--json shows all)"
         table.add_row(
             str(e.id),
             when,
@@ -513,12 +519,21 @@ async def _history(args: argparse.Namespace) -> int:
             e.request_id or "-",
             note,
         )
-    Console().print(table)
+    _console().print(table)
     return EXIT_OK
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
     return _run_async(_history(args))
+
+
+def _console() -> Any:
+    """A rich console; when the output is not a terminal, wide enough not to fold tables."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=160)
 
 
 def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
@@ -846,6 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    configure_logging(level=getattr(args, "log_level", None), stream=sys.stderr)
     try:
         return handler(args)
     except ChartError as exc:

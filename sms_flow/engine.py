@@ -384,7 +384,7 @@ class Engine:
             new = await self.machine.afire(current, edge.trigger, before=push_and_verify)
         except BaseException as exc:
             await self._settle_failure(entry_id, exc, pushed)
-            _log.warning(
+            _log.info(
                 "not applied",
                 source_id=source_id,
                 trigger=edge.trigger,
