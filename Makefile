@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/validate_request.py
+	$(BIN)/sms-flow run examples/wave.yaml --fresh
 
 lint: $(STAMP)
 	$(BIN)/ruff check sms_flow tests examples benchmarks

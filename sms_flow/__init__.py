@@ -10,6 +10,8 @@ The public API is what this module exports (``__all__``); modules and names star
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from sms_flow.chart import Basis, By, Chart, Edge, StateInfo, default_chart, load_chart
 from sms_flow.errors import (
     ApiError,
@@ -49,7 +51,75 @@ from sms_flow.states import (
 
 __version__ = "0.1.0"
 
+# Names from the I/O layers are imported when first used, so that `import sms_flow` (and the
+# `sms-flow check` command) does not pay for aiohttp, SQLite and the simulator.
+_LAZY = {
+    "AkSkAuth": "sms_flow.auth",
+    "TokenAuth": "sms_flow.auth",
+    "auth_from_env": "sms_flow.auth",
+    "SmsClient": "sms_flow.client",
+    "RetryPolicy": "sms_flow.client",
+    "PushResult": "sms_flow.client",
+    "Engine": "sms_flow.engine",
+    "StepResult": "sms_flow.engine",
+    "WaitPolicy": "sms_flow.engine",
+    "Journal": "sms_flow.journal",
+    "SqliteJournal": "sms_flow.journal",
+    "Intent": "sms_flow.journal",
+    "Entry": "sms_flow.journal",
+    "Outcome": "sms_flow.journal",
+    "JournalError": "sms_flow.errors",
+    "WaitTimeoutError": "sms_flow.errors",
+    "WaveSpec": "sms_flow.orchestrator",
+    "WaveSession": "sms_flow.orchestrator",
+    "WaveRunner": "sms_flow.orchestrator",
+    "WaveReport": "sms_flow.orchestrator",
+    "Event": "sms_flow.orchestrator",
+    "EventKind": "sms_flow.orchestrator",
+    "SourceOutcome": "sms_flow.orchestrator",
+    "load_wave": "sms_flow.orchestrator",
+    "run_wave": "sms_flow.orchestrator",
+    "recover": "sms_flow.orchestrator",
+    "DrillSpec": "sms_flow.drill",
+    "DrillSession": "sms_flow.drill",
+    "load_drill": "sms_flow.drill",
+    "run_drill": "sms_flow.drill",
+}
+
+if TYPE_CHECKING:
+    from sms_flow.auth import AkSkAuth, TokenAuth, auth_from_env
+    from sms_flow.client import PushResult, RetryPolicy, SmsClient
+    from sms_flow.drill import DrillSession, DrillSpec, load_drill, run_drill
+    from sms_flow.engine import Engine, StepResult, WaitPolicy
+    from sms_flow.errors import JournalError, WaitTimeoutError
+    from sms_flow.journal import Entry, Intent, Journal, Outcome, SqliteJournal
+    from sms_flow.orchestrator import (
+        Event,
+        EventKind,
+        SourceOutcome,
+        WaveReport,
+        WaveRunner,
+        WaveSession,
+        WaveSpec,
+        load_wave,
+        recover,
+        run_wave,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sms_flow' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "AkSkAuth",
     "ApiError",
     "AuthError",
     "Basis",
@@ -59,40 +129,69 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "CopyState",
+    "DrillSession",
+    "DrillSpec",
     "Edge",
+    "Engine",
+    "Entry",
+    "Event",
+    "EventKind",
     "IgnoredByServiceError",
     "InputError",
+    "Intent",
     "InvalidRequestError",
+    "Journal",
+    "JournalError",
     "LifecycleMachine",
     "MigrationCycle",
     "NotAppliedError",
     "NotFoundError",
+    "Outcome",
     "Plan",
     "Planner",
+    "PushResult",
     "ReadBackMismatchError",
     "Reason",
     "ReasonCode",
     "RequestTimeoutError",
+    "RetryPolicy",
     "SdkCycle",
     "ServerError",
+    "SmsClient",
     "SmsFlowError",
+    "SourceOutcome",
     "Spelling",
+    "SqliteJournal",
     "StateInfo",
     "StatePair",
     "StateRequest",
+    "StepResult",
     "SupersededError",
     "ThrottledError",
+    "TokenAuth",
     "TransitionRejected",
     "TransportError",
     "UnknownValueError",
     "Verdict",
+    "WaitPolicy",
+    "WaitTimeoutError",
+    "WaveReport",
+    "WaveRunner",
+    "WaveSession",
+    "WaveSpec",
     "__version__",
+    "auth_from_env",
     "check",
     "default_chart",
     "load_chart",
+    "load_drill",
+    "load_wave",
     "parse_copystate",
     "parse_cycle",
     "parse_pair",
     "parse_request",
     "plan",
+    "recover",
+    "run_drill",
+    "run_wave",
 ]

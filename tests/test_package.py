@@ -11,14 +11,18 @@ import sms_flow
 from tests.conftest import REPO
 
 EXPECTED_ALL = {
-    "ApiError", "AuthError", "Basis", "By", "Chart", "ChartError", "ConfigError", "ConnectError",
-    "CopyState", "Edge", "IgnoredByServiceError", "InputError", "InvalidRequestError",
-    "LifecycleMachine", "MigrationCycle", "NotAppliedError", "NotFoundError", "Plan", "Planner",
-    "ReadBackMismatchError", "Reason", "ReasonCode", "RequestTimeoutError", "SdkCycle",
-    "ServerError", "SmsFlowError", "Spelling", "StateInfo", "StatePair", "StateRequest",
-    "SupersededError", "ThrottledError", "TransitionRejected", "TransportError",
-    "UnknownValueError", "Verdict", "__version__", "check", "default_chart", "load_chart",
-    "parse_copystate", "parse_cycle", "parse_pair", "parse_request", "plan",
+    "AkSkAuth", "ApiError", "AuthError", "Basis", "By", "Chart", "ChartError", "ConfigError",
+    "ConnectError", "CopyState", "DrillSession", "DrillSpec", "Edge", "Engine", "Entry", "Event",
+    "EventKind", "IgnoredByServiceError", "InputError", "Intent", "InvalidRequestError", "Journal",
+    "JournalError", "LifecycleMachine", "MigrationCycle", "NotAppliedError", "NotFoundError",
+    "Outcome", "Plan", "Planner", "PushResult", "ReadBackMismatchError", "Reason", "ReasonCode",
+    "RequestTimeoutError", "RetryPolicy", "SdkCycle", "ServerError", "SmsClient", "SmsFlowError",
+    "SourceOutcome", "Spelling", "SqliteJournal", "StateInfo", "StatePair", "StateRequest",
+    "StepResult", "SupersededError", "ThrottledError", "TokenAuth", "TransitionRejected",
+    "TransportError", "UnknownValueError", "Verdict", "WaitPolicy", "WaitTimeoutError",
+    "WaveReport", "WaveRunner", "WaveSession", "WaveSpec", "__version__", "auth_from_env", "check",
+    "default_chart", "load_chart", "load_drill", "load_wave", "parse_copystate", "parse_cycle",
+    "parse_pair", "parse_request", "plan", "recover", "run_drill", "run_wave",
 }  # fmt: skip
 
 
@@ -26,6 +30,19 @@ def test_public_api_is_pinned() -> None:
     assert set(sms_flow.__all__) == EXPECTED_ALL
     for name in sms_flow.__all__:
         assert hasattr(sms_flow, name), name
+
+
+def test_import_stays_light() -> None:
+    """`import sms_flow` and the planner do not load the HTTP, SQLite and simulator layers."""
+    code = (
+        "import sys, sms_flow; sms_flow.check('SYNCING/syncing', 'CUTOVERING'); "
+        "print(sorted(m for m in ('aiohttp', 'sqlite3', 'sms_flow.client', 'sms_flow.simulator') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_py_typed_ships() -> None:
