@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/sms-flow run examples/wave.yaml --fresh
 
+LINTED := sms_flow tests examples $(wildcard benchmarks)
+
 lint: $(STAMP)
-	$(BIN)/ruff check sms_flow tests examples benchmarks
-	$(BIN)/ruff format --check sms_flow tests examples benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
