@@ -861,7 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
-    configure_logging(level=getattr(args, "log_level", None), stream=sys.stderr)
+    configure_logging(level=getattr(args, "log_level", None))
     try:
         return handler(args)
     except ChartError as exc:

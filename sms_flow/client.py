@@ -62,6 +62,7 @@ from sms_flow.errors import (
     UnknownValueError,
     truncate,
 )
+from sms_flow.log import ensure_configured
 from sms_flow.states import (
     CopyState,
     MigrationCycle,
@@ -340,6 +341,7 @@ class SmsClient:
         session: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        ensure_configured()
         if (endpoint is None) == (region is None):
             raise ConfigError(
                 "give exactly one of endpoint (e.g. https://sms.cn-north-4.myhuaweicloud.com) "
@@ -672,6 +674,12 @@ class SmsClient:
         policy = self._retry
         auth = self._auth
         payload = body if body is not None else b""
+        unsure = (
+            ""
+            if mode is _Mode.IDEMPOTENT
+            else "; the request may have been processed: look for its result before sending "
+            "it again"
+        )
         deadline = time.monotonic() + policy.total_time
         attempt = 0
         while True:
@@ -722,7 +730,7 @@ class SmsClient:
                 error = RequestTimeoutError(
                     f"{method} {path}: no answer from {self._base} within {limit_s:g} s "
                     f"(after {_attempts(attempt)}); check the network path to the endpoint, "
-                    "or raise RetryPolicy.timeout / total_time",
+                    f"or raise RetryPolicy.timeout / total_time{unsure}",
                     attempts=attempt,
                 )
                 retryable = mode is _Mode.IDEMPOTENT
@@ -753,7 +761,7 @@ class SmsClient:
                 error = ConnectError(
                     f"{method} {path}: the connection to {self._base} broke before an "
                     f"answer came ({_describe(exc)}) (after {_attempts(attempt)}); check "
-                    "proxies and load balancers on the way, or retry later",
+                    f"proxies and load balancers on the way, or retry later{unsure}",
                     attempts=attempt,
                 )
                 retryable = mode is _Mode.IDEMPOTENT

@@ -62,6 +62,13 @@ def configure(
     log lines go (default standard error, so that standard output stays for results).
     """
     out = stream if stream is not None else sys.stderr
+    # Without a given stream, look sys.stderr up at each log call: it may be replaced later
+    # (pytest's capture, a daemon redirecting its output) and the old one closed.
+    factory: Any = (
+        structlog.PrintLoggerFactory(stream)
+        if stream is not None
+        else (lambda *_args: structlog.PrintLogger(sys.stderr))
+    )
     name = (level or os.environ.get("SMS_FLOW_LOG_LEVEL") or "warning").lower()
     if name not in _LEVELS:
         raise ValueError(f"unknown log level {name!r}; use one of: {', '.join(_LEVELS)}")
@@ -81,7 +88,7 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[name]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
 

@@ -46,7 +46,7 @@ def write_chart(tmp_path: Path) -> Callable[[str], Path]:
     return write
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _quiet_logs() -> None:
     """Tests log at WARNING and above, to standard error, as the CLI does by default."""
     from sms_flow.log import configure

@@ -638,7 +638,7 @@ async def test_retries_are_bounded_by_total_time(sim: Simulator, sid: str) -> No
     async with client_for(sim, retry=policy) as client:
         with pytest.raises(ServerError) as caught:
             await client.change_state(sid, "WAITING", "setting")
-    assert time.monotonic() - started < 0.4 + 0.15
+    assert time.monotonic() - started < 0.4 + 0.3  # 1000 attempts would take 50 s
     assert 2 <= caught.value.attempts < 1000
     assert count(sim, PUT_ROUTE) == caught.value.attempts
 
@@ -650,7 +650,7 @@ async def test_slow_answers_time_out_after_the_attempts(sim: Simulator, sid: str
     async with client_for(sim, retry=policy) as client:
         with pytest.raises(RequestTimeoutError) as caught:
             await client.change_state(sid, "WAITING", "setting")
-    assert caught.value.attempts == 2 and time.monotonic() - started < 0.8
+    assert caught.value.attempts == 2 and time.monotonic() - started < 0.9  # not 2 s
     assert "0.15 s" in str(caught.value) and sim.url in str(caught.value)
     await wait_until(lambda: count(sim, PUT_ROUTE, "cancelled") == 2)
     assert sim.source(sid).migrationcycle is MigrationCycle.CHECKING
@@ -663,7 +663,7 @@ async def test_total_time_caps_a_single_attempt(sim: Simulator, sid: str) -> Non
     async with client_for(sim, retry=policy) as client:
         with pytest.raises(RequestTimeoutError) as caught:
             await client.change_state(sid, "WAITING", "setting")
-    assert caught.value.attempts == 1 and time.monotonic() - started < 0.6
+    assert caught.value.attempts == 1 and time.monotonic() - started < 0.9  # not 1 s
 
 
 async def test_newer_change_supersedes_a_retry(sim: Simulator, sid: str) -> None:
@@ -750,6 +750,7 @@ async def test_registration_is_retried_only_when_surely_not_processed(sim: Simul
         with pytest.raises(ThrottledError) as throttled:
             await client.register_source("db-01")
     assert server_error.value.attempts == 1 and dropped.value.attempts == 1
+    assert "may have been processed" in str(dropped.value)
     assert throttled.value.attempts == 3
     assert count(sim, POST_ROUTE) == 1 + 1 + 3 and sim.sources() == []
 
