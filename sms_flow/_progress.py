@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -29,9 +29,11 @@ class WaveDisplay:
         target: str,
         counts: Callable[[], Counter[str]],
         total: Callable[[], int],
+        order: Sequence[str] = (),
         interval: float = 5.0,
     ) -> None:
         self.console = console
+        self._order = {name: i for i, name in enumerate(order)}
         self.wave = wave
         self.target = target
         self._counts = counts
@@ -64,7 +66,7 @@ class WaveDisplay:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.refresh()
+        self.refresh(final=True)
         self._progress.stop()
 
     def on_event(self, event: Event) -> None:
@@ -86,30 +88,41 @@ class WaveDisplay:
                 "[yellow]stopping: the steps in flight finish and are journalled; Ctrl-C again to abort[/]"
             )
 
-    def refresh(self) -> None:
+    def refresh(self, *, final: bool = False) -> None:
         counts = self._counts()
-        total = max(1, self._total())
+        counts.pop("?", None)  # sources whose state is not read yet
+        total = self._total()
+        if total == 0:
+            return
         elapsed = time.monotonic() - self.started
         rate = self.applied / elapsed if elapsed > 0 else 0.0
         extra = f"failed {self.failed} · applied {self.applied} · waiting {self.waiting} · {rate:,.0f} transitions/s"
         if not self._live:
             now = time.monotonic()
-            if now - self._last_line >= self._interval:
+            if final or now - self._last_line >= self._interval:
                 self._last_line = now
-                shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                shown = ", ".join(f"{k} {v}" for k, v in self._sorted(counts))
                 self.console.print(
                     f"{self.wave}: {self.done}/{total} sources done; {extra}; now: {shown}"
                 )
             return
         self._progress.update(self._overall, total=total, completed=self.done, extra=extra)
-        for state, n in counts.items():
-            task = self._tasks.get(state)
-            if task is None:
-                task = self._tasks[state] = self._progress.add_task(state, total=total, extra="")
-            self._progress.update(task, total=total, completed=n)
+        if any(state not in self._tasks for state in counts):
+            # A state shows up for the first time: redraw the bars in lifecycle order.
+            for task in self._tasks.values():
+                self._progress.remove_task(task)
+            seen = set(self._tasks) | set(counts)
+            self._tasks = {
+                state: self._progress.add_task(state, total=total, extra="")
+                for state, _ in self._sorted(dict.fromkeys(seen, 0))
+            }
         for state, task in self._tasks.items():
-            if state not in counts:
-                self._progress.update(task, completed=0)
+            self._progress.update(task, total=total, completed=counts.get(state, 0))
+
+    def _sorted(self, counts: Mapping[str, int]) -> list[tuple[str, int]]:
+        return sorted(
+            counts.items(), key=lambda kv: (self._order.get(kv[0], len(self._order)), kv[0])
+        )
 
 
 def print_wave_summary(

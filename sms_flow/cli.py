@@ -417,6 +417,7 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
                     target=spec.target,
                     counts=lambda: state_counts(runner.engine, runner.members),
                     total=lambda: len(runner.members),
+                    order=[cs.value for cs in runner.engine.chart.states],
                 )
                 runner.subscribe(display.on_event)
                 display.__enter__()
