@@ -119,6 +119,11 @@ _JSON_HEADERS: Final = {"Content-Type": "application/json", "User-Agent": _USER_
 _GET_HEADERS: Final = {"Accept": "application/json", "User-Agent": _USER_AGENT}
 
 
+def _is_loopback(endpoint: str) -> bool:
+    host = URL(endpoint).host or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 def endpoint_for_region(region: str) -> str:
     """The SMS endpoint of a Huawei Cloud region, as the official SDK lists them.
 
@@ -418,7 +423,14 @@ class SmsClient:
                 )
         if "auth" not in overrides:
             overrides["auth"] = auth_from_env(environ)
-        return cls(endpoint, region=region, **overrides)
+        client = cls(endpoint, region=region, **overrides)
+        if overrides["auth"] is None and not _is_loopback(client.endpoint):
+            raise ConfigError(
+                f"no credentials for {client.endpoint}: set SMS_FLOW_TOKEN (an IAM token), or "
+                "CLOUD_SDK_AK, CLOUD_SDK_SK and CLOUD_SDK_PROJECT_ID (AK/SK); only a simulator on "
+                "this machine (127.0.0.1, localhost) is called without them"
+            )
+        return client
 
     @property
     def endpoint(self) -> str:

@@ -785,3 +785,13 @@ async def test_logs_say_why_and_hold_no_secret(
     assert "attempts" in give_up["why"]
     assert {e["log_level"] for e in logs if e["event"] == "sms.answer"} == {"debug"}
     assert_no_secret(logs)
+
+
+def test_a_real_endpoint_without_credentials_is_refused_before_anything_is_sent() -> None:
+    with pytest.raises(
+        ConfigError, match=r"no credentials for https://sms\.cn-north-4\.myhuaweicloud\.com"
+    ) as info:
+        SmsClient.from_env({"SMS_FLOW_REGION": "cn-north-4"})
+    assert "SMS_FLOW_TOKEN" in str(info.value) and "CLOUD_SDK_AK" in str(info.value)
+    local = SmsClient.from_env({"SMS_FLOW_ENDPOINT": "http://127.0.0.1:9"})
+    assert local.endpoint == "http://127.0.0.1:9"

@@ -462,3 +462,41 @@ def test_history_command_shows_a_sources_path(external_sim: Any, tmp_path: Path)
 def test_planned_path_is_the_main_path() -> None:
     assert planned_path("WAITING/checking") == MAIN_PATH
     assert REPO.is_dir()
+
+
+async def test_rate_limiter_spaces_calls() -> None:
+    from sms_flow.orchestrator import RateLimiter
+
+    limiter = RateLimiter(200.0)  # one call every 5 ms, no burst
+    started = time.monotonic()
+    stamps = []
+    for _ in range(21):
+        await limiter.acquire()
+        stamps.append(time.monotonic())
+    # 20 intervals of at least 5 ms each (the lower bound is the behaviour; no upper bound)
+    assert stamps[-1] - started >= 20 * 0.005 * 0.95
+    with pytest.raises(Exception, match="must be above 0"):
+        RateLimiter(0)
+
+
+async def test_wave_file_errors_name_the_field(tmp_path: Path) -> None:
+    from sms_flow.errors import ConfigError
+    from sms_flow.orchestrator import load_wave
+
+    path = write_wave(
+        tmp_path / "w.yaml", name="x", sources={"count": 3}, endpoint="https://sms.example.com"
+    )
+    with pytest.raises(ConfigError, match="only the simulator allows"):
+        load_wave(path)
+    path = write_wave(tmp_path / "w.yaml", name="x", sources={"ids": ["a/b"]})
+    with pytest.raises(ConfigError, match="not safe in a URL path"):
+        load_wave(path)
+    path = write_wave(
+        tmp_path / "w.yaml",
+        name="x",
+        sources={"count": 3},
+        target="FINISHED/checking",
+        concurency=3,
+    )
+    with pytest.raises(ConfigError, match="concurency"):
+        load_wave(path)
