@@ -537,6 +537,33 @@ def _console() -> Any:
     return Console(width=160)
 
 
+def _add_journal_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
+    )
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options that `run` and `drill` share: output, logging, and where the service is."""
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    p.add_argument(
+        "--log-level",
+        default=None,
+        choices=("debug", "info", "warning", "error"),
+        help="log level (stderr)",
+    )
+    g = p.add_argument_group("service")
+    g.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="the service (or a simulator) instead of the file's endpoint",
+    )
+    g.add_argument("--region", metavar="R", help="a region instead of an endpoint")
+
+
 def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("service")
     g.add_argument(
@@ -696,11 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-verify", action="store_true", help="do not read the source back after the push"
     )
-    p.add_argument(
-        "--journal",
-        metavar="PATH",
-        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
-    )
+    _add_journal_option(p)
     p.add_argument("--no-journal", action="store_true", help="do not write the change to a journal")
     p.add_argument("--json", action="store_true", help="print the applied steps as JSON")
     p.add_argument("--chart", metavar="FILE", help=chart_help)
@@ -721,11 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_CREDENTIALS_HELP,
     )
     p.add_argument("wave", metavar="WAVE.yaml", help="the wave file")
-    p.add_argument(
-        "--journal",
-        metavar="PATH",
-        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
-    )
+    _add_journal_option(p)
     p.add_argument(
         "--report",
         metavar="PATH",
@@ -745,21 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="embedded simulator only: start over with new simulated sources (the journal keeps its history)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress display")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
-    p.add_argument(
-        "--log-level",
-        default=None,
-        choices=("debug", "info", "warning", "error"),
-        help="log level (stderr)",
-    )
-    g = p.add_argument_group("service")
-    g.add_argument(
-        "--endpoint",
-        metavar="URL",
-        help="the service (or a simulator) instead of the file's endpoint",
-    )
-    g.add_argument("--region", metavar="R", help="a region instead of an endpoint")
+    _add_run_options(p)
     p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser(
@@ -793,11 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds before a check counts as failed (default 60)",
     )
-    p.add_argument(
-        "--journal",
-        metavar="PATH",
-        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
-    )
+    _add_journal_option(p)
     p.add_argument(
         "--report",
         metavar="PATH",
@@ -807,21 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rate-limit", type=float, metavar="R", help="requests per second towards the service"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress display")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
-    p.add_argument(
-        "--log-level",
-        default=None,
-        choices=("debug", "info", "warning", "error"),
-        help="log level (stderr)",
-    )
-    g = p.add_argument_group("service")
-    g.add_argument(
-        "--endpoint",
-        metavar="URL",
-        help="the service (or a simulator) instead of the file's endpoint",
-    )
-    g.add_argument("--region", metavar="R", help="a region instead of an endpoint")
+    _add_run_options(p)
     p.set_defaults(handler=_cmd_drill)
 
     p = sub.add_parser(
@@ -831,11 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source_id", nargs="?", metavar="SOURCE_ID", help="a source server's id")
     p.add_argument("--wave", metavar="NAME", help="every entry of this wave")
-    p.add_argument(
-        "--journal",
-        metavar="PATH",
-        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
-    )
+    _add_journal_option(p)
     p.add_argument("--limit", type=int, metavar="N", help="only the last N entries")
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
     p.set_defaults(handler=_cmd_history)

@@ -277,7 +277,7 @@ class Engine:
         edge = self.chart.edge(current, trigger)
         who = actor or self.actor
         if edge is None:
-            verdict = self.machine._unknown_trigger(current, trigger)
+            verdict = self.machine.explain_trigger(current, trigger)
             await self._record_rejection(
                 source_id, current, None, trigger, who, reason, force, wave, verdict
             )
@@ -378,7 +378,7 @@ class Engine:
                 return
             pushed.append(result)
             if self.verify:
-                await self._verify(source_id, current, e.dest, result.request_id)
+                await self.verify_applied(source_id, current, e.dest, result.request_id)
 
         try:
             new = await self.machine.afire(current, edge.trigger, before=push_and_verify)
@@ -426,9 +426,14 @@ class Engine:
             return False
         return src.pair == expected
 
-    async def _verify(
+    async def verify_applied(
         self, source_id: str, before: StatePair, expected: StatePair, request_id: str | None
     ) -> None:
+        """Read the source back: it must show ``expected``.
+
+        Raises :class:`~sms_flow.errors.IgnoredByServiceError` when it still shows
+        ``before``, :class:`~sms_flow.errors.ReadBackMismatchError` when it shows another state.
+        """
         src = await self.client.get_source(source_id)
         observed = src.pair
         if observed == expected:

@@ -101,10 +101,11 @@ class LifecycleMachine:
     def _edge_or_reject(self, state: StatePair, trigger: str) -> Edge:
         edge = self.chart.edge(state, trigger)
         if edge is None:
-            raise TransitionRejected(None, self._unknown_trigger(state, trigger))
+            raise TransitionRejected(None, self.explain_trigger(state, trigger))
         return edge
 
-    def _unknown_trigger(self, state: StatePair, trigger: str) -> Verdict:
+    def explain_trigger(self, state: StatePair, trigger: str) -> Verdict:
+        """Why ``trigger`` cannot fire from ``state``: a rejected verdict naming the permitted ones."""
         if not self.chart.is_permitted(state):
             return self.planner.check(state, StateRequest(state.copystate, None))
         moves = ", ".join(self.triggers(state)) or "none"
@@ -135,7 +136,7 @@ class LifecycleMachine:
         try:
             self._machine.events[trigger].trigger(cursor, hook=before, edge=edge)
         except MachineError as exc:  # pragma: no cover - the chart and machine agree
-            raise TransitionRejected(None, self._unknown_trigger(state, trigger)) from exc
+            raise TransitionRejected(None, self.explain_trigger(state, trigger)) from exc
         return self._by_name[cursor.state]
 
     async def afire(
@@ -150,7 +151,7 @@ class LifecycleMachine:
         try:
             await amachine.events[trigger].trigger(cursor, hook=before, edge=edge)
         except MachineError as exc:  # pragma: no cover - the chart and machine agree
-            raise TransitionRejected(None, self._unknown_trigger(state, trigger)) from exc
+            raise TransitionRejected(None, self.explain_trigger(state, trigger)) from exc
         return self._by_name[cursor.state]
 
     def state_named(self, name: str) -> StatePair:

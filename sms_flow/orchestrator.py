@@ -414,7 +414,9 @@ async def _settle_one(
     try:
         pushed = await engine.client.change_state(source_id, dest.copystate, dest.migrationcycle)
         if engine.verify:
-            await engine._verify(source_id, parse_pair(entry.from_state), dest, pushed.request_id)
+            await engine.verify_applied(
+                source_id, parse_pair(entry.from_state), dest, pushed.request_id
+            )
     except (ApiError, TransportError, NotAppliedError) as exc:
         await journal.settle(
             entry.id, Outcome.FAILED, error=f"recovery: pushed again and failed: {exc}"[:1000]
