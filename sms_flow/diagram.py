@@ -71,7 +71,7 @@ def to_mermaid(chart: Chart) -> str:
     """The chart as a Mermaid ``stateDiagram-v2``."""
     lines = [
         "stateDiagram-v2",
-        "    direction TB",
+        "    direction LR",
     ]
     groups = _groups(chart)
     for i, group in enumerate(groups):
@@ -91,8 +91,13 @@ def to_mermaid(chart: Chart) -> str:
     lines.append(
         f"    [*] --> {_node_id(initial.copystate)} : registered ({initial.migrationcycle.value})"
     )
+    # One arrow per pair of copystates, its label listing every move between them: Mermaid
+    # draws parallel arrows on top of each other, and keeps only one loop on a state.
+    labels: dict[tuple[CopyState, CopyState], list[str]] = {}
     for src, dst, trigger, by, cycle_text in _merged_edges(chart):
-        lines.append(f"    {_node_id(src)} --> {_node_id(dst)} : {_label(trigger, by, cycle_text)}")
+        labels.setdefault((src, dst), []).append(_label(trigger, by, cycle_text))
+    for (src, dst), texts in labels.items():
+        lines.append(f"    {_node_id(src)} --> {_node_id(dst)} : {' / '.join(texts)}")
     for info in chart.states.values():
         if info.final:
             lines.append(f"    {_node_id(info.copystate)} --> [*]")
