@@ -1,0 +1,18 @@
+"""Benchmarks of sms-flow against what a user would use instead, on the same machine, in one run.
+
+Run them all with ``make bench`` or ``python -m benchmarks`` (``--quick`` for a smoke run,
+``--only B1,B3`` for some of them). Each benchmark module states in its docstring what it
+measures and against which baseline; :mod:`benchmarks.__main__` prints the table and writes
+``benchmarks/results.json``. These are programs that print figures, not timed tests: nothing
+here runs in ``make test``.
+
+=====  ====================================  ==========================================
+id     module                                what
+=====  ====================================  ==========================================
+B1     :mod:`benchmarks.b1_check`            ``Planner.check`` throughput
+B2     :mod:`benchmarks.b2_tracking`         tracking 100,000 sources in the engine
+B3     :mod:`benchmarks.b3_push`             10,000 signed, journalled pushes
+B4     :mod:`benchmarks.b4_wave`             a 2,000-source wave to FINISHED/cutovered
+B5     :mod:`benchmarks.b5_recovery`         settling 10,000 open intents
+=====  ====================================  ==========================================
+"""
