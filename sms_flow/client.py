@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import math
 import os
 import random
@@ -62,6 +63,7 @@ from sms_flow.errors import (
     UnknownValueError,
     truncate,
 )
+from sms_flow.log import enabled as log_enabled
 from sms_flow.log import ensure_configured
 from sms_flow.states import (
     CopyState,
@@ -720,15 +722,16 @@ class SmsClient:
                     status = resp.status
                     request_id = resp.headers.get("X-Request-Id")
                     if 200 <= status < 300:
-                        _log.debug(
-                            "sms.answer",
-                            method=method,
-                            path=path,
-                            source_id=source_id,
-                            attempt=attempt,
-                            status=status,
-                            request_id=request_id,
-                        )
+                        if log_enabled(logging.DEBUG):
+                            _log.debug(
+                                "sms.answer",
+                                method=method,
+                                path=path,
+                                source_id=source_id,
+                                attempt=attempt,
+                                status=status,
+                                request_id=request_id,
+                            )
                         return _Answer(status, data, request_id, attempt)
                     api_error = self._api_error(method, path, resp, data, sent, attempt)
                 error = api_error

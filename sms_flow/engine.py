@@ -21,9 +21,9 @@ first served); different sources run concurrently. Moves the service makes itsel
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,6 +41,7 @@ from sms_flow.errors import (
     WaitTimeoutError,
 )
 from sms_flow.journal import Intent, Journal, Outcome
+from sms_flow.log import enabled as log_enabled
 from sms_flow.log import ensure_configured, get_logger
 from sms_flow.machine import LifecycleMachine
 from sms_flow.planner import Planner, Reason, ReasonCode, RequestLike, Verdict
@@ -120,27 +121,38 @@ class StepResult:
 
 
 class _Locks:
-    """One FIFO lock per source with work in flight; entries go when nobody holds them."""
+    """One FIFO lock per source with work in flight; entries go when nobody holds them.
+
+    ``await acquire(id)`` ... ``release(id)`` (in a ``finally``) rather than a context
+    manager: this runs for every step, and the generator an ``asynccontextmanager`` needs
+    costs more than the lock.
+    """
 
     __slots__ = ("_held",)
 
     def __init__(self) -> None:
-        self._held: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._held: dict[str, list[Any]] = {}
 
-    @asynccontextmanager
-    async def hold(self, source_id: str) -> AsyncIterator[None]:
+    async def acquire(self, source_id: str) -> None:
         entry = self._held.get(source_id)
         if entry is None:
-            entry = self._held[source_id] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
+            entry = self._held[source_id] = [asyncio.Lock(), 0]
+        entry[1] += 1
         try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._held[source_id]
+            await entry[0].acquire()
+        except BaseException:
+            self._leave(source_id, entry)
+            raise
+
+    def release(self, source_id: str) -> None:
+        entry = self._held[source_id]
+        entry[0].release()
+        self._leave(source_id, entry)
+
+    def _leave(self, source_id: str, entry: list[Any]) -> None:
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._held[source_id]
 
     def __len__(self) -> int:
         return len(self._held)
@@ -257,11 +269,15 @@ class Engine:
         """
         if force and not (reason and reason.strip()):
             raise InputError("a forced change needs a reason (who asked and why); give reason=")
-        async with self._locks.hold(source_id):
+        locks = self._locks
+        await locks.acquire(source_id)
+        try:
             current = await self._current(source_id)
             return await self._fire_locked(
                 source_id, current, trigger, actor=actor, reason=reason, force=force, wave=wave
             )
+        finally:
+            locks.release(source_id)
 
     async def _fire_locked(
         self,
@@ -394,18 +410,25 @@ class Engine:
             raise
         result = pushed[0]
         if journal is not None and entry_id is not None:
+            # Queued, not awaited: it is written before this source's next intent (one writer,
+            # first in first out), and an outcome lost to a crash is settled by recovery.
             await journal.settle(
-                entry_id, Outcome.APPLIED, request_id=result.request_id, attempts=result.attempts
+                entry_id,
+                Outcome.APPLIED,
+                request_id=result.request_id,
+                attempts=result.attempts,
+                wait=False,
             )
         self._states[source_id] = new
-        _log.info(
-            "applied",
-            source_id=source_id,
-            trigger=edge.trigger,
-            request_id=result.request_id,
-            attempt=result.attempts,
-            state=str(new),
-        )
+        if log_enabled(logging.INFO):
+            _log.info(
+                "applied",
+                source_id=source_id,
+                trigger=edge.trigger,
+                request_id=result.request_id,
+                attempt=result.attempts,
+                state=str(new),
+            )
         return StepResult(
             source_id=source_id,
             trigger=edge.trigger,
@@ -497,7 +520,8 @@ class Engine:
         as ``observed`` in the journal. A move the chart does not permit is recorded too,
         with a note saying so. Raises :class:`~sms_flow.errors.WaitTimeoutError`.
         """
-        async with self._locks.hold(source_id):
+        await self._locks.acquire(source_id)
+        try:
             current = await self._current(source_id)
             policy = self.wait_policy
             limit = policy.timeout if within is None else within
@@ -525,6 +549,8 @@ class Engine:
                     )
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * policy.factor, policy.max_delay)
+        finally:
+            self._locks.release(source_id)
 
     async def _observed(
         self,

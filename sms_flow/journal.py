@@ -51,6 +51,9 @@ from types import TracebackType
 from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar
 
 from sms_flow.errors import ConfigError, JournalError
+from sms_flow.log import get_logger
+
+_log = get_logger("sms_flow.journal")
 
 __all__ = [
     "Entry",
@@ -196,11 +199,15 @@ class Journal(Protocol):
         request_id: str | None = None,
         attempts: int = 0,
         error: str | None = None,
+        wait: bool = True,
     ) -> None:
         """Write the outcome of a pending entry; durable when this returns.
 
         Settling an unknown entry, an already settled one, or with ``Outcome.PENDING``
-        raises :class:`JournalError`.
+        raises :class:`JournalError`. With ``wait=False`` it returns once the write is
+        queued: it is made in order with everything queued before and after it (so before
+        the next ``begin``), and a failure is logged instead of raised. An outcome lost to
+        a crash is found again by recovery, which reads the source back.
         """
         ...
 
@@ -529,6 +536,15 @@ def _post(results: list[tuple[asyncio.AbstractEventLoop, _Result]]) -> None:
             loop.call_soon_threadsafe(_deliver, items)
 
 
+def _report_unawaited(future: asyncio.Future[Any]) -> None:
+    """Log the failure of a write nobody awaits (``settle(wait=False)``)."""
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        _log.error("journal write failed", error=str(exc))
+
+
 class _Aborted(Exception):
     """The whole transaction of a batch is lost; every operation in it fails."""
 
@@ -657,12 +673,17 @@ class SqliteJournal(Journal):
         request_id: str | None = None,
         attempts: int = 0,
         error: str | None = None,
+        wait: bool = True,
     ) -> None:
         outcome = _final(outcome, f"settle entry {entry_id}")
         now = time.time()
-        await self._submit(
+        future = self._submit(
             lambda c: _settle(c, entry_id, outcome, request_id, attempts, error, now), writes=True
         )
+        if wait:
+            await future
+        else:
+            future.add_done_callback(_report_unawaited)
 
     async def record(
         self,
@@ -775,6 +796,29 @@ class SqliteJournal(Journal):
             _post(late)
 
     def _execute(
+        self, conn: sqlite3.Connection, batch: list[_Op[Any]]
+    ) -> list[tuple[asyncio.AbstractEventLoop, _Result]]:
+        """Run a batch in one transaction.
+
+        First as a whole, which is the common case and the cheap one. If any operation
+        fails, the transaction is rolled back and the batch runs again with each write in a
+        savepoint of its own, so that only the failed operation's caller gets the error.
+        """
+        writes = any(op.writes for op in batch)
+        try:
+            conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+            values = [op.fn(conn) for op in batch]
+            conn.execute("COMMIT")
+        except Exception:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            return self._execute_each(conn, batch)
+        return [
+            (op.loop, (op.future, None, value)) for op, value in zip(batch, values, strict=True)
+        ]
+
+    def _execute_each(
         self, conn: sqlite3.Connection, batch: list[_Op[Any]]
     ) -> list[tuple[asyncio.AbstractEventLoop, _Result]]:
         """Run a batch in one transaction; each write in a savepoint of its own."""

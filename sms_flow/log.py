@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure", "ensure_configured", "get_logger", "redact"]
+__all__ = ["configure", "enabled", "ensure_configured", "get_logger", "redact"]
 
 _SECRET_KEYS = frozenset(
     {
@@ -39,6 +39,15 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+# The level set by configure(); 0 (everything) when structlog was configured by someone else.
+# Hot paths ask enabled() first: a filtered-out structlog call still costs microseconds.
+_threshold = [0]
+
+
+def enabled(level: int) -> bool:
+    """True when a log call at ``level`` (``logging.DEBUG`` ...) would be written."""
+    return level >= _threshold[0]
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -78,6 +87,7 @@ def configure(
         if as_json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    _threshold[0] = _LEVELS[name]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -98,7 +98,14 @@ class StatePair(NamedTuple):
     migrationcycle: MigrationCycle
 
     def __str__(self) -> str:
-        return f"{self.copystate.value}/{self.migrationcycle.value}"
+        name = _PAIR_NAMES.get(self)
+        if name is None:
+            name = _PAIR_NAMES[self] = f"{self.copystate.value}/{self.migrationcycle.value}"
+        return name
+
+
+# "COPYSTATE/cycle" of each pair, made once (at most 20 x 6 of them): journalled on every step.
+_PAIR_NAMES: dict[tuple[CopyState, MigrationCycle], str] = {}
 
 
 class StateRequest(NamedTuple):
