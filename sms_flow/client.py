@@ -104,7 +104,7 @@ _SPECIAL_ENDPOINTS: Final = {"ru-moscow-1": "https://sms-api.ru-moscow-1.myhuawe
 _REGION_RE: Final = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+")
 # Caches on the hot path are bounded: a long-running process pushing to many sources must
 # not grow without limit. Beyond the bound, values are computed each time.
-_CACHE_MAX: Final = 4096
+_CACHE_MAX: Final = 20_000
 _SHOWN_DETAIL: Final = 200
 _SECRET_HEADERS: Final = frozenset({"authorization", "x-auth-token"})
 
@@ -325,6 +325,7 @@ class SmsClient:
         "_limit",
         "_owns_session",
         "_retry",
+        "_reads",
         "_rng",
         "_seq",
         "_session",
@@ -395,6 +396,7 @@ class SmsClient:
         self._seq = 0
         self._latest: dict[str, int] = {}
         self._targets: dict[str, tuple[URL, str]] = {}
+        self._reads: dict[str, tuple[URL, str]] = {}
         self._bodies: dict[tuple[object, object], bytes] = {}
 
     # --- construction and lifetime -------------------------------------------------------
@@ -531,11 +533,12 @@ class SmsClient:
         )
 
     def _target(self, source_id: str, suffix: str) -> tuple[URL, str]:
-        """The URL and path of a source's resource, checked; cached for ``/changestate``."""
+        """The URL and path of a source's resource, checked; cached for changestate and reads."""
         path = f"/v3/sources/{quote(validate_source_id(source_id), safe='')}{suffix}"
         target = URL(self._base + path, encoded=True), path
-        if suffix == "/changestate" and len(self._targets) < _CACHE_MAX:
-            self._targets[source_id] = target
+        cache = self._targets if suffix == "/changestate" else self._reads if suffix == "" else None
+        if cache is not None and len(cache) < _CACHE_MAX:
+            cache[source_id] = target
         return target
 
     def _change_body(self, copystate: object, migrationcycle: object) -> bytes:
@@ -549,7 +552,10 @@ class SmsClient:
 
     async def get_source(self, source_id: str) -> SourceServer:
         """``GET /v3/sources/{source_id}``: the source server as the service reports it."""
-        url, path = self._target(source_id, "")
+        try:
+            url, path = self._reads[source_id]
+        except (KeyError, TypeError):
+            url, path = self._target(source_id, "")
         answer = await self._call("GET", url, path, None, _GET_HEADERS, _Mode.IDEMPOTENT)
         data = answer.body
         try:

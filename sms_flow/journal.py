@@ -491,7 +491,7 @@ class _Op(Generic[_T]):
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], _T],
-        future: asyncio.Future[_T],
+        future: asyncio.Future[_T] | None,
         loop: asyncio.AbstractEventLoop,
         writes: bool,
     ) -> None:
@@ -511,13 +511,17 @@ class _Stop:
         self.loop = loop
 
 
-_Result = tuple["asyncio.Future[Any]", BaseException | None, Any]
-_Queue = queue.SimpleQueue[_Op[Any] | _Stop]
+_Result = tuple["asyncio.Future[Any] | None", BaseException | None, Any]
+_Queue = queue.SimpleQueue[list[_Op[Any]] | _Stop]
 
 
 def _deliver(results: list[_Result]) -> None:
     """Resolve the futures of one batch; runs on the event loop."""
     for future, exc, value in results:
+        if future is None:  # nobody waits (settle(wait=False)): report a failure in the log
+            if exc is not None:
+                _log.error("journal write failed", error=str(exc))
+            continue
         if future.done():  # the caller was cancelled; the operation happened all the same
             continue
         if exc is not None:
@@ -534,15 +538,6 @@ def _post(results: list[tuple[asyncio.AbstractEventLoop, _Result]]) -> None:
     for loop, items in by_loop.items():
         with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
             loop.call_soon_threadsafe(_deliver, items)
-
-
-def _report_unawaited(future: asyncio.Future[Any]) -> None:
-    """Log the failure of a write nobody awaits (``settle(wait=False)``)."""
-    if future.cancelled():
-        return
-    exc = future.exception()
-    if exc is not None:
-        _log.error("journal write failed", error=str(exc))
 
 
 class _Aborted(Exception):
@@ -581,6 +576,7 @@ class SqliteJournal(Journal):
         self._path = Path(os.fspath(path)).absolute()
         self._synchronous = synchronous
         self._queue: _Queue = queue.SimpleQueue()  # replaced by each open()
+        self._pending: list[_Op[Any]] = []  # queued this turn of the loop, not yet handed over
         self._thread: threading.Thread | None = None
         self._state: Literal["new", "opening", "open", "closing", "closed"] = "new"
         self._operations = 0
@@ -633,6 +629,7 @@ class SqliteJournal(Journal):
         self._state = "closing"
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        self._flush()
         self._queue.put(_Stop(done, loop))
         try:
             await done
@@ -643,9 +640,7 @@ class SqliteJournal(Journal):
 
     # --- operations --------------------------------------------------------------------
 
-    def _submit(
-        self, fn: Callable[[sqlite3.Connection], _T], *, writes: bool
-    ) -> asyncio.Future[_T]:
+    def _check_open(self) -> None:
         if self._state != "open":
             if self._state in ("closing", "closed"):
                 raise JournalError(
@@ -654,10 +649,32 @@ class SqliteJournal(Journal):
             raise JournalError(
                 f"journal {self._path} is not open; use 'async with journal:' or await open()"
             )
+
+    def _submit(
+        self, fn: Callable[[sqlite3.Connection], _T], *, writes: bool
+    ) -> asyncio.Future[_T]:
+        self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
-        self._queue.put(_Op(fn, future, loop, writes))
+        self._pending.append(_Op(fn, future, loop, writes))
+        if len(self._pending) == 1:
+            # Hand everything queued in this turn of the event loop to the thread at once:
+            # one wake-up of the thread for many operations, not one each.
+            loop.call_soon(self._flush)
         return future
+
+    def _submit_nowait(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        """Queue a write nobody waits for; a failure is logged (see settle(wait=False))."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        self._pending.append(_Op(fn, None, loop, True))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._pending:
+            ops, self._pending = self._pending, []
+            self._queue.put(ops)
 
     async def begin(self, intent: Intent) -> int:
         now = time.time()
@@ -677,13 +694,11 @@ class SqliteJournal(Journal):
     ) -> None:
         outcome = _final(outcome, f"settle entry {entry_id}")
         now = time.time()
-        future = self._submit(
-            lambda c: _settle(c, entry_id, outcome, request_id, attempts, error, now), writes=True
-        )
+        op = lambda c: _settle(c, entry_id, outcome, request_id, attempts, error, now)  # noqa: E731
         if wait:
-            await future
+            await self._submit(op, writes=True)
         else:
-            future.add_done_callback(_report_unawaited)
+            self._submit_nowait(op)
 
     async def record(
         self,
@@ -754,7 +769,7 @@ class SqliteJournal(Journal):
                     if isinstance(item, _Stop):
                         stop = item
                         break
-                    batch.append(item)
+                    batch.extend(item)
                     if len(batch) >= _MAX_BATCH:
                         break
                     try:
@@ -785,12 +800,13 @@ class SqliteJournal(Journal):
                     item = requests.get_nowait()
                 except queue.Empty:
                     break
-                late.append(
-                    (
-                        item.loop,
-                        (item.future, JournalError(f"journal {self._path} is closed"), None),
+                for op in [item] if isinstance(item, _Stop) else item:
+                    late.append(
+                        (
+                            op.loop,
+                            (op.future, JournalError(f"journal {self._path} is closed"), None),
+                        )
                     )
-                )
             if stop is not None:
                 late.append((stop.loop, (stop.future, close_error, None)))
             _post(late)

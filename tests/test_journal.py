@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+import structlog
 
 import sms_flow
 from sms_flow.errors import ConfigError, SmsFlowError
@@ -677,3 +678,40 @@ def test_default_journal_path_is_under_the_current_directory(
     monkeypatch.delenv("SMS_FLOW_JOURNAL", raising=False)
     monkeypatch.chdir(tmp_path)
     assert default_journal_path() == tmp_path / ".sms-flow" / "journal.sqlite"
+
+
+# --- settle without waiting ------------------------------------------------------------
+
+
+async def test_settle_without_waiting_is_written_before_the_next_begin(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        first = await journal.begin(
+            Intent("s1", "configure", "WAITING/checking", "WAITING/setting", "a", None)
+        )
+        await journal.settle(first, Outcome.APPLIED, request_id="r1", attempts=1, wait=False)
+        second = await journal.begin(
+            Intent("s1", "start", "WAITING/setting", "INIT/replicating", "a", None)
+        )
+        # the second begin is committed, so the settle queued before it is too
+        assert rows(path, "SELECT id, outcome, request_id FROM entries ORDER BY id") == [
+            (first, "applied", "r1"),
+            (second, "pending", None),
+        ]
+        await journal.settle(second, Outcome.APPLIED, wait=False)
+    # close() writes what is still queued
+    assert rows(path, "SELECT outcome FROM entries WHERE id = ?", (second,)) == [("applied",)]
+
+
+async def test_a_failed_settle_nobody_waits_for_is_logged(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        entry = await journal.begin(
+            Intent("s1", "configure", "WAITING/checking", "WAITING/setting", "a", None)
+        )
+        await journal.settle(entry, Outcome.APPLIED)
+        with structlog.testing.capture_logs() as logs:
+            await journal.settle(entry, Outcome.FAILED, wait=False)  # settled twice: a bug
+            await journal.history()  # a round trip: the queued settle has run by now
+            await asyncio.sleep(0)
+    [event] = [e for e in logs if e["event"] == "journal write failed"]
+    assert "already settled" in event["error"]
+    assert event["log_level"] == "error"
