@@ -203,11 +203,12 @@ RequestLike = StateRequest | StatePair | tuple[Any, Any] | str
 class Planner:
     """Checks and plans changes against one chart; answers are computed once and kept."""
 
-    __slots__ = ("_memo", "_routes", "chart")
+    __slots__ = ("_memo", "_plans", "_routes", "chart")
 
     def __init__(self, chart: Chart) -> None:
         self.chart = chart
         self._memo: dict[tuple[Any, Any], Verdict] = {}
+        self._plans: dict[tuple[Any, Any], Plan] = {}
         self._routes: dict[StatePair, tuple[dict[StatePair, int], dict[StatePair, Edge]]] = {}
 
     # -- check ----------------------------------------------------------------------------
@@ -337,10 +338,23 @@ class Planner:
         part of the plan: a driver waits for them instead of pushing.
         """
         try:
+            return self._plans[current, requested]
+        except (KeyError, TypeError):
+            pass
+        try:
             cur = _as_pair(current)
             req = _as_request(requested)
         except InputError as exc:
             return Plan(None, None, None, (), (Reason(ReasonCode.UNKNOWN_VALUE, str(exc)),))
+        key = (cur, req)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plan(cur, req)
+            if len(self._plans) < _MAX_MEMO:
+                self._plans[key] = found
+        return found
+
+    def _plan(self, cur: StatePair, req: StateRequest) -> Plan:
         if req.empty:
             verdict = self._decide(cur, req)
             return Plan(cur, req, None, (), verdict.reasons)
