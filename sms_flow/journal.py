@@ -43,7 +43,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -330,6 +330,24 @@ _SETTLE: Final = (
     "WHERE id = ? AND outcome = 'pending'"
 )
 _ADD_WAVE: Final = "INSERT OR IGNORE INTO waves (name) VALUES (?)"
+# The bulk forms: a multi-row INSERT with the ids given, and one UPDATE for many outcomes.
+_INSERT_ROWS: Final = (
+    "INSERT INTO entries (id, source_id, trigger, from_state, to_state, actor, reason, forced, "
+    "wave, outcome, request_id, attempts, error, created_at, settled_at) VALUES "
+)
+_ROW_SLOTS: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SETTLE_ROWS: Final = (
+    "UPDATE entries SET outcome = v.column1, request_id = v.column2, attempts = v.column3, "
+    "error = v.column4, settled_at = v.column5 FROM (VALUES {}) AS v "
+    "WHERE entries.id = v.column6 AND entries.outcome = 'pending'"
+)
+_SETTLE_SLOTS: Final = "(?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT: Final = 500  # 15 parameters a row: well under SQLite's 32,766
+
+
+def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
@@ -352,6 +370,34 @@ def _entry(row: tuple[Any, ...]) -> Entry:
     )
 
 
+def _row(
+    intent: Intent,
+    outcome: Outcome,
+    request_id: str | None,
+    attempts: int,
+    error: str | None,
+    created_at: float,
+    settled_at: float | None,
+) -> tuple[Any, ...]:
+    """The values of _INSERT for an entry."""
+    return (
+        intent.source_id,
+        intent.trigger,
+        intent.from_state,
+        intent.to_state,
+        intent.actor,
+        intent.reason,
+        int(intent.forced),
+        intent.wave,
+        outcome.value,
+        request_id,
+        attempts,
+        error,
+        created_at,
+        settled_at,
+    )
+
+
 def _insert(
     conn: sqlite3.Connection,
     intent: Intent,
@@ -365,23 +411,7 @@ def _insert(
     if intent.wave is not None:
         conn.execute(_ADD_WAVE, (intent.wave,))
     cursor = conn.execute(
-        _INSERT,
-        (
-            intent.source_id,
-            intent.trigger,
-            intent.from_state,
-            intent.to_state,
-            intent.actor,
-            intent.reason,
-            int(intent.forced),
-            intent.wave,
-            outcome.value,
-            request_id,
-            attempts,
-            error,
-            created_at,
-            settled_at,
-        ),
+        _INSERT, _row(intent, outcome, request_id, attempts, error, created_at, settled_at)
     )
     entry_id = cursor.lastrowid
     assert entry_id is not None
@@ -486,7 +516,7 @@ def _waves(conn: sqlite3.Connection) -> list[str]:
 class _Op(Generic[_T]):
     """One queued operation: what to run on the thread, and where to send the answer."""
 
-    __slots__ = ("fn", "future", "loop", "writes")
+    __slots__ = ("fn", "future", "loop", "row", "settle", "wave", "writes")
 
     def __init__(
         self,
@@ -494,11 +524,19 @@ class _Op(Generic[_T]):
         future: asyncio.Future[_T] | None,
         loop: asyncio.AbstractEventLoop,
         writes: bool,
+        *,
+        row: tuple[Any, ...] | None = None,
+        wave: str | None = None,
+        settle: tuple[Any, ...] | None = None,
     ) -> None:
         self.fn = fn
         self.future = future
         self.loop = loop
         self.writes = writes
+        # Set for the two hot operations, so that a batch of them is written in bulk:
+        self.row = row  # an entry to insert (the columns of _INSERT)
+        self.wave = wave  # its wave
+        self.settle = settle  # an outcome to write (the parameters of _SETTLE)
 
 
 class _Stop:
@@ -540,6 +578,10 @@ def _post(results: list[tuple[asyncio.AbstractEventLoop, _Result]]) -> None:
             loop.call_soon_threadsafe(_deliver, items)
 
 
+class _Replay(Exception):
+    """A bulk batch met something only the operation-by-operation path reports properly."""
+
+
 class _Aborted(Exception):
     """The whole transaction of a batch is lost; every operation in it fails."""
 
@@ -576,7 +618,10 @@ class SqliteJournal(Journal):
         self._path = Path(os.fspath(path)).absolute()
         self._synchronous = synchronous
         self._queue: _Queue = queue.SimpleQueue()  # replaced by each open()
-        self._pending: list[_Op[Any]] = []  # queued this turn of the loop, not yet handed over
+        self._pending: list[_Op[Any]] = []
+        self._waves_known: set[str] = (
+            set()
+        )  # in the waves table already (writer thread only)  # queued this turn of the loop, not yet handed over
         self._thread: threading.Thread | None = None
         self._state: Literal["new", "opening", "open", "closing", "closed"] = "new"
         self._operations = 0
@@ -651,23 +696,31 @@ class SqliteJournal(Journal):
             )
 
     def _submit(
-        self, fn: Callable[[sqlite3.Connection], _T], *, writes: bool
+        self,
+        fn: Callable[[sqlite3.Connection], _T],
+        *,
+        writes: bool,
+        row: tuple[Any, ...] | None = None,
+        wave: str | None = None,
+        settle: tuple[Any, ...] | None = None,
     ) -> asyncio.Future[_T]:
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
-        self._pending.append(_Op(fn, future, loop, writes))
+        self._pending.append(_Op(fn, future, loop, writes, row=row, wave=wave, settle=settle))
         if len(self._pending) == 1:
             # Hand everything queued in this turn of the event loop to the thread at once:
             # one wake-up of the thread for many operations, not one each.
             loop.call_soon(self._flush)
         return future
 
-    def _submit_nowait(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def _submit_nowait(
+        self, fn: Callable[[sqlite3.Connection], Any], *, settle: tuple[Any, ...] | None = None
+    ) -> None:
         """Queue a write nobody waits for; a failure is logged (see settle(wait=False))."""
         self._check_open()
         loop = asyncio.get_running_loop()
-        self._pending.append(_Op(fn, None, loop, True))
+        self._pending.append(_Op(fn, None, loop, True, settle=settle))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)
 
@@ -679,7 +732,10 @@ class SqliteJournal(Journal):
     async def begin(self, intent: Intent) -> int:
         now = time.time()
         return await self._submit(
-            lambda c: _insert(c, intent, Outcome.PENDING, None, 0, None, now, None), writes=True
+            lambda c: _insert(c, intent, Outcome.PENDING, None, 0, None, now, None),
+            writes=True,
+            row=_row(intent, Outcome.PENDING, None, 0, None, now, None),
+            wave=intent.wave,
         )
 
     async def settle(
@@ -695,10 +751,11 @@ class SqliteJournal(Journal):
         outcome = _final(outcome, f"settle entry {entry_id}")
         now = time.time()
         op = lambda c: _settle(c, entry_id, outcome, request_id, attempts, error, now)  # noqa: E731
+        params = (outcome.value, request_id, attempts, error, now, entry_id)
         if wait:
-            await self._submit(op, writes=True)
+            await self._submit(op, writes=True, settle=params)
         else:
-            self._submit_nowait(op)
+            self._submit_nowait(op, settle=params)
 
     async def record(
         self,
@@ -714,6 +771,8 @@ class SqliteJournal(Journal):
         return await self._submit(
             lambda c: _insert(c, intent, outcome, request_id, attempts, error, now, now),
             writes=True,
+            row=_row(intent, outcome, request_id, attempts, error, now, now),
+            wave=intent.wave,
         )
 
     async def open_intents(self, *, wave: str | None = None) -> list[Entry]:
@@ -821,6 +880,14 @@ class SqliteJournal(Journal):
         savepoint of its own, so that only the failed operation's caller gets the error.
         """
         writes = any(op.writes for op in batch)
+        if all(op.row is not None or op.settle is not None for op in batch):
+            try:
+                return self._execute_bulk(conn, batch)
+            except Exception:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                return self._execute_each(conn, batch)
         try:
             conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
             values = [op.fn(conn) for op in batch]
@@ -833,6 +900,52 @@ class SqliteJournal(Journal):
         return [
             (op.loop, (op.future, None, value)) for op, value in zip(batch, values, strict=True)
         ]
+
+    def _execute_bulk(
+        self, conn: sqlite3.Connection, batch: list[_Op[Any]]
+    ) -> list[tuple[asyncio.AbstractEventLoop, _Result]]:
+        """Write a batch of begins, records and settles with a few statements in all.
+
+        Every SQLite call hands the GIL back and forth with the event loop's thread, and
+        that, more than SQLite's own work, is what the journal cost the engine: so entries
+        go in with one multi-row INSERT (ids given here, in order, under the write lock)
+        and outcomes with one UPDATE ... FROM (VALUES ...). If anything is off (an
+        unknown or already settled entry), the caller rolls back and replays the batch
+        operation by operation.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        inserts = [op for op in batch if op.row is not None]
+        settles = [op for op in batch if op.settle is not None]
+        ids: dict[int, int] = {}
+        if inserts:
+            waves = sorted({op.wave for op in inserts if op.wave is not None} - self._waves_known)
+            if waves:
+                conn.execute(
+                    "INSERT OR IGNORE INTO waves (name) VALUES " + ",".join(["(?)"] * len(waves)),
+                    waves,
+                )
+            found = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'entries'"
+            ).fetchone()
+            next_id = (found[0] if found else 0) + 1
+            for chunk in _chunks(inserts, _ROWS_PER_STATEMENT):
+                params: list[Any] = []
+                for op in chunk:
+                    ids[id(op)] = next_id
+                    params.append(next_id)
+                    params.extend(op.row)  # type: ignore[arg-type]  # set: chosen above
+                    next_id += 1
+                conn.execute(_INSERT_ROWS + ",".join([_ROW_SLOTS] * len(chunk)), params)
+        for chunk in _chunks(settles, _ROWS_PER_STATEMENT):
+            params = [value for op in chunk for value in op.settle]  # type: ignore[union-attr]
+            cursor = conn.execute(
+                _SETTLE_ROWS.format(",".join([_SETTLE_SLOTS] * len(chunk))), params
+            )
+            if cursor.rowcount != len(chunk):
+                raise _Replay("an outcome for an unknown or settled entry")
+        conn.execute("COMMIT")
+        self._waves_known.update(op.wave for op in inserts if op.wave is not None)
+        return [(op.loop, (op.future, None, ids.get(id(op)))) for op in batch]
 
     def _execute_each(
         self, conn: sqlite3.Connection, batch: list[_Op[Any]]

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sms_flow.chart import Chart, Edge
 from sms_flow.errors import TransitionRejected
@@ -86,3 +88,16 @@ def test_service_moves_can_be_followed(machine: LifecycleMachine) -> None:
     # follow what it observes.
     assert str(machine.fire(parse_pair("STOPPING/syncing"), "stopped")) == "STOPPED/syncing"
     assert machine.triggers(parse_pair("clearing/cutovered")) == ["clear_done", "clear_failed"]
+
+
+@given(st.data())
+def test_afire_reaches_the_state_fire_reaches_through_transitions(
+    machine: LifecycleMachine, chart: Chart, data: st.DataObject
+) -> None:
+    state = data.draw(st.sampled_from(chart.pairs))
+    trigger = data.draw(st.sampled_from(chart.triggers))
+    if not machine.may(state, trigger):
+        with pytest.raises(TransitionRejected):
+            asyncio.run(machine.afire(state, trigger))
+        return
+    assert asyncio.run(machine.afire(state, trigger)) == machine.fire(state, trigger)
