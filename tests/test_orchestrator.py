@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -336,6 +337,18 @@ def sms_flow(*args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+def applied_entries(journal: Path) -> int:
+    if not journal.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(journal, timeout=5)) as conn:
+            return int(
+                conn.execute("SELECT count(*) FROM entries WHERE outcome = 'applied'").fetchone()[0]
+            )
+    except sqlite3.OperationalError:  # the journal is being created
+        return 0
+
+
 def pending_intents(journal: Path) -> int:
     with sqlite3.connect(journal) as conn:
         return int(
@@ -395,7 +408,7 @@ def test_sigkill_with_the_embedded_simulator_then_resume(tmp_path: Path) -> None
     assert report["totals"]["sources"] == 60
     assert report["totals"]["failed"] == 0
     state = tmp_path / ".sms-flow" / "simulator.sqlite"
-    with sqlite3.connect(state) as conn:
+    with contextlib.closing(sqlite3.connect(state)) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables, "the embedded simulator kept its sources in a file"
     journal = tmp_path / ".sms-flow" / "journal.sqlite"
@@ -407,7 +420,7 @@ def test_sigkill_with_the_embedded_simulator_then_resume(tmp_path: Path) -> None
 
 
 def test_ctrl_c_stops_cleanly_and_a_second_run_resumes(external_sim: Any, tmp_path: Path) -> None:
-    sim = external_sim(60, "--latency", "0.01")
+    sim = external_sim(60, "--latency", "0.02")
     wave = write_wave(
         tmp_path / "wave.yaml",
         name="ctrlc",
@@ -419,7 +432,12 @@ def test_ctrl_c_stops_cleanly_and_a_second_run_resumes(external_sim: Any, tmp_pa
     proc = sms_flow(
         "run", str(wave), "--journal", str(journal), "--no-progress", "--json", cwd=tmp_path
     )
-    time.sleep(1.5)
+    # Interrupt once the run is well under way (20 steps journalled of 300), not at a guess.
+    deadline = time.monotonic() + 60
+    while applied_entries(journal) < 20:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
