@@ -350,7 +350,7 @@ def applied_entries(journal: Path) -> int:
 
 
 def pending_intents(journal: Path) -> int:
-    with sqlite3.connect(journal) as conn:
+    with contextlib.closing(sqlite3.connect(journal)) as conn:
         return int(
             conn.execute("SELECT count(*) FROM entries WHERE outcome = 'pending'").fetchone()[0]
         )
