@@ -7,6 +7,7 @@ Exit codes, the same for every command:
 * 2 - bad input: an unknown value, a bad option, an unusable file or credentials
 * 3 - the API or the network failed (status, error_code, error_msg, request_id printed)
 * 4 - not applied: the service ignored the change (frozen) or the read-back disagrees
+* 130 - a wave or drill stopped by Ctrl-C before the end (run it again to resume)
 """
 
 from __future__ import annotations
