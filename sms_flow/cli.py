@@ -603,7 +603,8 @@ CLOUD_SDK_AK, CLOUD_SDK_SK and CLOUD_SDK_PROJECT_ID (AK/SK signing, as the SDK s
 
 _EPILOG = (
     """exit codes: 0 done/allowed, 1 rejected by the chart (or a source failed),
-2 bad input, 3 API or network error, 4 not applied (frozen, or read-back disagrees)
+2 bad input, 3 API or network error, 4 not applied (frozen, or read-back disagrees),
+130 a wave or drill stopped by Ctrl-C (run it again to resume)
 
 """
     + _CREDENTIALS_HELP
