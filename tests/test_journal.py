@@ -636,9 +636,7 @@ def test_a_read_only_directory_is_refused(tmp_path: Path) -> None:
         # root writes anywhere; drop the capabilities that allow it, as an operator's account lacks them
         setpriv = shutil.which("setpriv")
         if setpriv is None:
-            pytest.skip(
-                reason="running as root without setpriv (util-linux) to drop CAP_DAC_OVERRIDE"
-            )
+            pytest.skip(reason="root, and no setpriv (util-linux) to drop DAC override")
         command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--", *command]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
