@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sms_flow.errors import ConfigError
 from sms_flow.journal import Outcome
@@ -38,6 +38,8 @@ from sms_flow.orchestrator import (
     WaveSession,
     WaveSpec,
     _folder_of,
+    load_spec,
+    run_session,
 )
 from sms_flow.states import CopyState, MigrationCycle, StatePair, StateRequest
 
@@ -88,30 +90,12 @@ class DrillSpec(WaveSpec):
 
 def load_drill(path: str | Path, **overrides: Any) -> DrillSpec:
     """Read and check a drill file; raises :class:`~sms_flow.errors.ConfigError`."""
-    import yaml
 
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"drill file {p} does not exist; give the path of a drill YAML file"
-        ) from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"drill file {p} cannot be read: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"drill file {p}: a drill is a mapping with name, sources, check ...")
-    if isinstance(raw.get("check"), str):
-        raw["check"] = {"command": raw["check"]}
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return DrillSpec.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or '(file)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"drill file {p}: {problems}") from None
+    def short_check(raw: dict[str, Any]) -> None:  # `check: COMMAND` for `check: {command: ...}`
+        if isinstance(raw.get("check"), str):
+            raw["check"] = {"command": raw["check"]}
+
+    return load_spec(path, DrillSpec, "drill", overrides, short_check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,14 +337,13 @@ async def run_drill(
     if not isinstance(spec, DrillSpec):
         base_dir = _folder_of(spec)
         spec = load_drill(spec)
-    async with DrillSession(
-        spec,
-        check=check,
-        endpoint=endpoint,
-        journal_path=journal_path,
-        base_dir=base_dir,
-        on_event=on_event,
-    ) as session:
-        report = await session.runner.run()
-        session.write_report(report)
-        return report
+    return await run_session(
+        DrillSession(
+            spec,
+            check=check,
+            endpoint=endpoint,
+            journal_path=journal_path,
+            base_dir=base_dir,
+            on_event=on_event,
+        )
+    )

@@ -23,13 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sms_flow.chart import Chart, Edge, default_chart
 from sms_flow.errors import (
-    ApiError,
     IgnoredByServiceError,
     InputError,
     NotAppliedError,
@@ -512,7 +511,6 @@ class Engine:
         *,
         wave: str | None = None,
         within: float | None = None,
-        on_poll: Callable[[StatePair], None] | None = None,
     ) -> StepResult:
         """Poll the source, with backoff, until the service moves it out of its state.
 
@@ -532,8 +530,6 @@ class Engine:
                 observed = self._pair_of(source_id, src)
                 if observed != current:
                     return await self._observed(source_id, current, observed, edge, wave, started)
-                if on_poll is not None:
-                    on_poll(observed)
                 left = limit - (time.monotonic() - started)
                 if left <= 0:
                     expected = f" ({edge.trigger} → {edge.dest})" if edge is not None else ""
@@ -681,7 +677,3 @@ class Engine:
             else:
                 results.append(await self.wait_for_service(source_id, step, wave=wave))
         return results
-
-
-# Names a caller may want to catch around Engine calls, re-exported for convenience.
-EngineError = (TransitionRejected, NotAppliedError, ApiError, TransportError)

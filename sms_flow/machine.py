@@ -144,7 +144,3 @@ class LifecycleMachine:
         if before is not None:
             await before(edge)
         return edge.dest
-
-    def state_named(self, name: str) -> StatePair:
-        """The pair a machine state name stands for."""
-        return self._by_name[name]

@@ -20,11 +20,11 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -142,6 +142,19 @@ class SimulatorOptions(BaseModel):
     apply_then_fail_rate: float = Field(0.0, ge=0, le=1)
 
 
+_FAULT_FIELDS: set[str] = set(
+    {
+        "latency",
+        "latency_jitter",
+        "error_rate",
+        "throttle_rate",
+        "retry_after",
+        "drop_rate",
+        "apply_then_fail_rate",
+    }
+)
+
+
 class WaveSpec(BaseModel):
     """A wave file (YAML); ``examples/wave.yaml`` is the reference."""
 
@@ -198,30 +211,47 @@ def load_wave(path: str | Path, **overrides: Any) -> WaveSpec:
 
     Raises :class:`~sms_flow.errors.ConfigError` naming the file and the offending field.
     """
+    return load_spec(path, WaveSpec, "wave", overrides)
+
+
+_SpecT = TypeVar("_SpecT", bound=BaseModel)
+
+
+def load_spec(
+    path: str | Path,
+    model: type[_SpecT],
+    kind: str,
+    overrides: Mapping[str, Any],
+    adjust: Callable[[dict[str, Any]], None] | None = None,
+) -> _SpecT:
+    """Read a YAML file of ``kind`` (wave, drill) into ``model``; ``adjust`` may rewrite the raw
+    mapping first. Every problem is a :class:`~sms_flow.errors.ConfigError` naming the file."""
     p = Path(path)
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(
-            f"wave file {p} does not exist; give the path of a wave YAML file"
+            f"{kind} file {p} does not exist; give the path of a {kind} YAML file"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"wave file {p} cannot be read: {exc}") from None
+        raise ConfigError(f"{kind} file {p} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"wave file {p} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{kind} file {p} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"wave file {p}: a wave is a mapping with name, sources, target ...")
+        raise ConfigError(f"{kind} file {p}: a {kind} is a mapping with name, sources ...")
+    if adjust is not None:
+        adjust(raw)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return WaveSpec.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(x) for x in err['loc']) or '(file)'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ConfigError(f"wave file {p}: {problems}") from None
+        raise ConfigError(f"{kind} file {p}: {problems}") from None
     except SmsFlowError as exc:
-        raise ConfigError(f"wave file {p}: {exc}") from None
+        raise ConfigError(f"{kind} file {p}: {exc}") from None
 
 
 # -- rate limit ----------------------------------------------------------------------------------
@@ -991,15 +1021,7 @@ class WaveSession:
                         state_file=state_file,
                         service_delay=opts.service_delay,
                         seed=opts.seed,
-                        faults=Faults(
-                            latency=opts.latency,
-                            latency_jitter=opts.latency_jitter,
-                            error_rate=opts.error_rate,
-                            throttle_rate=opts.throttle_rate,
-                            retry_after=opts.retry_after,
-                            drop_rate=opts.drop_rate,
-                            apply_then_fail_rate=opts.apply_then_fail_rate,
-                        ),
+                        faults=Faults(**opts.model_dump(include=_FAULT_FIELDS)),
                     )
                 )
                 await self.simulator.start()
@@ -1091,14 +1113,21 @@ async def run_wave(
     if not isinstance(spec, WaveSpec):
         base_dir = _folder_of(spec)
         spec = load_wave(spec)
-    async with WaveSession(
-        spec,
-        endpoint=endpoint,
-        journal_path=journal_path,
-        base_dir=base_dir,
-        fresh=fresh,
-        on_event=on_event,
-    ) as session:
+    return await run_session(
+        WaveSession(
+            spec,
+            endpoint=endpoint,
+            journal_path=journal_path,
+            base_dir=base_dir,
+            fresh=fresh,
+            on_event=on_event,
+        )
+    )
+
+
+async def run_session(session: WaveSession) -> WaveReport:
+    """Open ``session``, run its runner to the end, write the JSON report, close."""
+    async with session:
         report = await session.runner.run()
         session.write_report(report)
         return report

@@ -377,12 +377,6 @@ class Planner:
             return Plan(cur, req, None, (), (reason,))
         return Plan(cur, req, target, path)
 
-    def distance(self, current: StatePair, target: StatePair) -> int | None:
-        """The number of moves on the shortest path, or ``None`` when there is none."""
-        dist, _ = self._route(current)
-        cost = dist.get(target)
-        return None if cost is None else cost // _STEP
-
     # -- internals ----------------------------------------------------------------------
 
     def _targets(self, req: StateRequest) -> list[StatePair]:
