@@ -93,6 +93,8 @@ class Firing:
 
         Returns the state the machine reached, which is the edge's destination.
         """
+        # transitions' own state change: the part of Transition.execute between the before and
+        # the after callbacks (exit, set_state, enter), run once the push is known to have landed.
         self._transition._change_state(self._data)
         return self._by_name[self._cursor.state]
 
