@@ -95,8 +95,8 @@ class _Landed:
 class WaitPolicy:
     """How long and how often to poll while the service makes a move itself.
 
-    ``timeout`` bounds the wait; the first poll comes ``first_delay`` seconds after the first
-    read, and each delay is ``factor`` times the last, up to ``max_delay``. Every field is a
+    ``timeout`` bounds the wait. The source is read at once, then again after ``first_delay``
+    seconds, each delay ``factor`` times the last, up to ``max_delay``. Every field is a
     finite number above 0, and ``factor`` is at least 1 (a shrinking delay would end up
     polling without pause): anything else raises :class:`~sms_flow.errors.ConfigError`.
     """
