@@ -53,7 +53,7 @@ When nothing is registered at the gate, ``may_`` is not asked: it could only ans
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, cast
 
 from transitions import EventData, Machine, Transition
 
@@ -103,9 +103,18 @@ class Firing:
 
         Returns the state the machine reached, which is the edge's destination.
         """
-        # transitions' own state change: the part of Transition.execute between the before and
-        # the after callbacks (exit, set_state, enter), run once the push is known to have landed.
-        self._transition._change_state(self._data)
+        transition, data = self._transition, self._data
+        machine = data.machine
+        dest_name = cast(str, transition.dest)  # a chart edge always has a destination
+        dest = machine.states[dest_name]
+        if machine.states[transition.source].on_exit or dest.on_enter or dest.final:
+            # transitions' own state change: the part of Transition.execute between the before
+            # and the after callbacks (exit, set_state, enter), once the push has landed.
+            transition._change_state(data)
+        else:
+            # Nothing registered to run on the way: the state change is set_state alone.
+            machine.set_state(dest, self._cursor)
+            data.update(dest_name)
         return self._by_name[self._cursor.state]
 
     def finish(self) -> None:

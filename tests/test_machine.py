@@ -44,6 +44,17 @@ def bound(chart: Chart) -> tuple[LifecycleMachine, object]:
     return machine, model
 
 
+@pytest.fixture(scope="module")
+def watched(chart: Chart) -> tuple[LifecycleMachine, list[str]]:
+    """A machine with on_exit and on_enter callbacks on every state, and what they saw."""
+    machine = LifecycleMachine(chart)
+    seen: list[str] = []
+    for name, state in machine.machine.states.items():
+        state.add_callback("exit", lambda event, name=name: seen.append(f"exit {name}"))
+        state.add_callback("enter", lambda event, name=name: seen.append(f"enter {name}"))
+    return machine, seen
+
+
 def test_fire_moves_along_an_edge(machine: LifecycleMachine) -> None:
     assert str(machine.fire(WAITING, "configure")) == "WAITING/setting"
 
@@ -81,15 +92,16 @@ def test_a_step_commits_only_when_told(own: LifecycleMachine) -> None:
     transition = own.machine.get_transitions("configure", str(WAITING))[0]
     transition.add_callback("before", lambda event: log.append("before"))
     transition.add_callback("after", lambda event: log.append(f"after {event.model.state}"))
+    own.machine.states[str(WAITING)].add_callback("exit", lambda event: log.append("exit"))
     own.machine.states[str(SETTING)].add_callback("enter", lambda event: log.append("enter"))
     abandoned = own.begin(WAITING, "configure")
     assert log == ["before"]
     del abandoned  # the push failed: nothing else runs, no state changed anywhere
     firing = own.begin(WAITING, "configure", source_id="s1")
     new = firing.commit()
-    assert new == SETTING and log == ["before", "before", "enter"]
+    assert new == SETTING and log == ["before", "before", "exit", "enter"]
     firing.finish()
-    assert log == ["before", "before", "enter", "after WAITING/setting"]
+    assert log == ["before", "before", "exit", "enter", "after WAITING/setting"]
 
 
 def test_a_condition_refuses_the_step_before_anything_runs(own: LifecycleMachine) -> None:
@@ -180,10 +192,15 @@ def test_service_moves_can_be_followed(machine: LifecycleMachine) -> None:
 
 @given(st.data())
 def test_the_machine_decides_the_committed_state(
-    bound: tuple[LifecycleMachine, object], chart: Chart, data: st.DataObject
+    bound: tuple[LifecycleMachine, object],
+    watched: tuple[LifecycleMachine, list[str]],
+    chart: Chart,
+    data: st.DataObject,
 ) -> None:
-    """A step's committed state is the one transitions' own trigger reaches on a bound model."""
+    """A step's committed state is the one transitions' own trigger reaches on a bound model,
+    whether the states have callbacks to run on the way or not."""
     machine, model = bound
+    with_callbacks, seen = watched
     state: StatePair = data.draw(st.sampled_from(chart.pairs))
     trigger: str = data.draw(st.sampled_from(chart.triggers))
     machine.machine.set_state(str(state), model)
@@ -200,3 +217,6 @@ def test_the_machine_decides_the_committed_state(
     assert model.trigger(trigger) is True  # type: ignore[attr-defined]
     assert str(committed) == model.state  # type: ignore[attr-defined]
     assert committed == edge.dest
+    seen.clear()
+    assert with_callbacks.fire(state, trigger) == committed
+    assert seen == [f"exit {state}", f"enter {committed}"]
