@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sms_flow.log import ensure_configured
 
-    ensure_configured()  # as the engine does; the client alone would log at debug level
+    ensure_configured()  # as the CLI does; unconfigured, structlog would print debug lines
     sizes = _sizes(args)
     machine = machine_info()
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 """B4: a 2,000-source wave to ``FINISHED/cutovered``, journal on, read-back on.
 
-What is measured: a :class:`~sms_flow.orchestrator.WaveSession` running a
-:class:`~sms_flow.orchestrator.WaveSpec` with ``sources: {ids: [...]}`` (the ``sources``
+What is measured: a :class:`~sms_flow.wave.WaveSession` running a
+:class:`~sms_flow.wave.WaveSpec` with ``sources: {ids: [...]}`` (the ``sources``
 sources a simulator process registered, all at ``WAITING/checking``), ``endpoint`` the
 simulator's URL, AK/SK signing (from ``CLOUD_SDK_AK``/``CLOUD_SDK_SK``/``CLOUD_SDK_PROJECT_ID``
 as a user would set them), a fresh SQLite journal, ``verify: true`` (every push read back)
@@ -56,7 +56,7 @@ def _status_mb(field: str) -> float:
 
 
 async def _wave(url: str, ids: list[str], journal: Path, concurrency: int) -> dict[str, Any]:
-    from sms_flow.orchestrator import Event, EventKind, SourceOutcome, WaveSession, WaveSpec
+    from sms_flow.wave import Event, EventKind, SourceOutcome, WaveSession, WaveSpec
 
     spec = WaveSpec.model_validate(
         {

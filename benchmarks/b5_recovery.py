@@ -1,7 +1,7 @@
 """B5: recovery: the time to settle a journal of 10,000 open intents.
 
-What is measured: wall time of ``orchestrator.recover(engine, journal)`` (its default
-concurrency) in a process that has just started: a fresh :class:`~sms_flow.engine.Engine`
+What is measured: wall time of ``sms_flow.wave.recover(engine, journal, client=client)``
+(its default concurrency) in a process that has just started: a fresh :class:`~sms_flow.engine.Engine`
 (read-back on, as by default), a fresh :class:`~sms_flow.client.SmsClient` signing with
 AK/SK, and the journal reopened from its file.
 
@@ -46,8 +46,8 @@ from sms_flow.auth import AkSkAuth
 from sms_flow.client import SmsClient
 from sms_flow.engine import Engine
 from sms_flow.journal import Intent, SqliteJournal
-from sms_flow.orchestrator import recover
 from sms_flow.states import CopyState, MigrationCycle
+from sms_flow.wave import recover
 
 TARGET_INTENTS = 10_000
 TARGET_SECONDS = 10.0
@@ -98,7 +98,7 @@ async def _recover(sim: SimulatorProcess, journal_path: Path) -> tuple[Any, CpuC
     ):
         engine = Engine(client, journal=journal)
         with CpuClock(sim.pid) as clock:
-            report = await recover(engine, journal)
+            report = await recover(engine, journal, client=client)
         left = len(await journal.open_intents())
     if left:
         raise AssertionError(f"B5: {left} intents still open after recovery")

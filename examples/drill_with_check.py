@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sms_flow.drill import DrillSpec, run_drill
+from sms_flow.wave import DrillSpec, run_drill
 
 
 async def main() -> int:

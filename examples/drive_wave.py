@@ -15,7 +15,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from sms_flow.orchestrator import Event, EventKind, WaveSession, WaveSpec
+from sms_flow.wave import Event, EventKind, WaveSession, WaveSpec
 
 
 async def main(n_sources: int) -> int:

@@ -18,8 +18,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from sms_flow.orchestrator import SourceOutcome, WaveReport, WaveSpec, run_wave
 from sms_flow.simulator import Faults, Simulator, SimulatorConfig
+from sms_flow.wave import SourceOutcome, WaveReport, WaveSpec, run_wave
 
 MISSING = "00000000-0000-4000-8000-0000000000aa"
 

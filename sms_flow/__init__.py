@@ -70,30 +70,31 @@ _LAZY = {
     "Outcome": "sms_flow.journal",
     "JournalError": "sms_flow.errors",
     "WaitTimeoutError": "sms_flow.errors",
-    "WaveSpec": "sms_flow.orchestrator",
-    "WaveSession": "sms_flow.orchestrator",
-    "WaveRunner": "sms_flow.orchestrator",
-    "WaveReport": "sms_flow.orchestrator",
-    "Event": "sms_flow.orchestrator",
-    "EventKind": "sms_flow.orchestrator",
-    "SourceOutcome": "sms_flow.orchestrator",
-    "load_wave": "sms_flow.orchestrator",
-    "run_wave": "sms_flow.orchestrator",
-    "recover": "sms_flow.orchestrator",
-    "DrillSpec": "sms_flow.drill",
-    "DrillSession": "sms_flow.drill",
-    "load_drill": "sms_flow.drill",
-    "run_drill": "sms_flow.drill",
+    "WaveSpec": "sms_flow.wave",
+    "WaveSession": "sms_flow.wave",
+    "WaveRunner": "sms_flow.wave",
+    "WaveReport": "sms_flow.wave",
+    "Event": "sms_flow.wave",
+    "EventKind": "sms_flow.wave",
+    "SourceOutcome": "sms_flow.wave",
+    "load_wave": "sms_flow.wave",
+    "run_wave": "sms_flow.wave",
+    "recover": "sms_flow.wave",
+    "DrillSpec": "sms_flow.wave",
+    "DrillSession": "sms_flow.wave",
+    "load_drill": "sms_flow.wave",
+    "run_drill": "sms_flow.wave",
 }
 
 if TYPE_CHECKING:
     from sms_flow.auth import AkSkAuth, TokenAuth, auth_from_env
     from sms_flow.client import PushResult, RetryPolicy, SmsClient
-    from sms_flow.drill import DrillSession, DrillSpec, load_drill, run_drill
     from sms_flow.engine import Engine, StepResult, WaitPolicy
     from sms_flow.errors import JournalError, WaitTimeoutError
     from sms_flow.journal import Entry, Intent, Journal, Outcome, SqliteJournal
-    from sms_flow.orchestrator import (
+    from sms_flow.wave import (
+        DrillSession,
+        DrillSpec,
         Event,
         EventKind,
         SourceOutcome,
@@ -101,8 +102,10 @@ if TYPE_CHECKING:
         WaveRunner,
         WaveSession,
         WaveSpec,
+        load_drill,
         load_wave,
         recover,
+        run_drill,
         run_wave,
     )
 

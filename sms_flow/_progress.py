@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from sms_flow.orchestrator import Event, EventKind, SourceOutcome, WaveReport
+from sms_flow.wave.report import Event, EventKind, SourceOutcome, WaveReport
 
 __all__ = ["WaveDisplay", "print_drill_summary", "print_wave_summary"]
 

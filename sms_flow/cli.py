@@ -323,7 +323,7 @@ def _run_async(coro: Any) -> int:
 
 
 async def _run_wave(args: argparse.Namespace) -> int:
-    from sms_flow.orchestrator import WaveSession, _folder_of, load_wave
+    from sms_flow.wave import WaveSession, folder_of, load_wave
 
     spec = load_wave(
         args.wave, concurrency=args.concurrency, rate_limit=args.rate_limit, report=args.report
@@ -333,15 +333,14 @@ async def _run_wave(args: argparse.Namespace) -> int:
         endpoint=args.endpoint,
         region=args.region,
         journal_path=args.journal,
-        base_dir=_folder_of(args.wave),
+        base_dir=folder_of(args.wave),
         fresh=args.fresh,
     )
     return await _drive_session(args, session, what="wave")
 
 
 async def _run_drill(args: argparse.Namespace) -> int:
-    from sms_flow.drill import DrillSession, DrillSpec, load_drill
-    from sms_flow.orchestrator import _folder_of
+    from sms_flow.wave import DrillSession, DrillSpec, folder_of, load_drill
 
     overrides: dict[str, Any] = {
         "concurrency": args.concurrency,
@@ -356,7 +355,7 @@ async def _run_drill(args: argparse.Namespace) -> int:
             spec = spec.model_copy(
                 update={"check": spec.check.model_copy(update={"timeout": args.check_timeout})}
             )
-        base_dir = _folder_of(args.drill)
+        base_dir = folder_of(args.drill)
     else:
         if not args.ids or not args.check:
             raise InputError(
@@ -388,7 +387,7 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
     import signal
 
     from sms_flow._progress import WaveDisplay, print_drill_summary, print_wave_summary
-    from sms_flow.orchestrator import state_counts
+    from sms_flow.wave import state_counts
 
     spec = session.spec
     console = _console()
@@ -451,7 +450,7 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
     if report.failed:
         return EXIT_REJECTED
     if what == "drill":
-        from sms_flow.drill import drill_failures
+        from sms_flow.wave import drill_failures
 
         if drill_failures(report):
             return EXIT_REJECTED

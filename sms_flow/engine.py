@@ -4,34 +4,48 @@ Firing a trigger for a source:
 
 1. **validate** it against the chart (refused: :class:`~sms_flow.errors.TransitionRejected`,
    journalled as ``rejected``, nothing sent). From a frozen state, or for a move only the
-   service makes, the engine refuses unless the caller forces it with a reason;
+   service makes, the engine refuses unless the caller forces it with a reason. Then the
+   shared ``transitions`` machine begins the step: the conditions registered on it are a
+   gate (refused: ``TransitionRejected`` with reason ``condition``, journalled as
+   ``rejected``, nothing sent), and its ``before`` callbacks run (one that raises stops the
+   step: journalled as ``failed``, nothing sent);
 2. **journal** the intent, durably, before anything goes out;
 3. **push** ``PUT /v3/sources/{id}/changestate`` with both fields of the destination;
 4. **verify** by reading the source back (on by default): the pushed pair, or a typed
    error (:class:`~sms_flow.errors.IgnoredByServiceError` when nothing changed,
    :class:`~sms_flow.errors.ReadBackMismatchError` when a third state shows);
-5. **commit**: the journal entry is settled and only then does the local state change.
+5. **commit**: the journal entry is settled as applied, then the state changes through the
+   machine (which decides the new state) and its ``after`` callbacks run.
 
-Steps 3 and 4 run as the ``before`` hook of the shared ``transitions`` machine, so a failure
-leaves the local state unchanged. Transitions for one source are serialized (first come,
-first served); different sources run concurrently. Moves the service makes itself
-(``by: service`` or ``by: action`` edges) are waited for by polling, never pushed.
+A failure in steps 2-4 settles the entry by what happened and leaves the state unchanged.
+A callback that raises in step 5 cannot undo what the service did: the journal says
+``applied``, the engine tracks the new state, and the callback's exception reaches the
+caller with a note saying so. :mod:`sms_flow.machine` describes the callbacks in full.
+
+Transitions for one source are serialized (first come, first served); different sources run
+concurrently. Moves the service makes itself (``by: service`` or ``by: action`` edges) are
+waited for by polling, never pushed; when one is seen, its state change and ``after``
+callbacks run through the machine too (there is nothing to gate: it has happened).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sms_flow.chart import Chart, Edge, default_chart
 from sms_flow.errors import (
+    ApiError,
+    ConfigError,
     IgnoredByServiceError,
     InputError,
     NotAppliedError,
+    NotFoundError,
     ReadBackMismatchError,
     ServerError,
     SmsFlowError,
@@ -39,15 +53,15 @@ from sms_flow.errors import (
     TransportError,
     WaitTimeoutError,
 )
-from sms_flow.journal import Intent, Journal, Outcome
+from sms_flow.journal import Entry, Intent, Journal, Outcome
 from sms_flow.log import enabled as log_enabled
-from sms_flow.log import ensure_configured, get_logger
-from sms_flow.machine import LifecycleMachine
+from sms_flow.log import get_logger
+from sms_flow.machine import Firing, LifecycleMachine
 from sms_flow.planner import Planner, Reason, ReasonCode, RequestLike, Verdict
-from sms_flow.states import StatePair, StateRequest
+from sms_flow.states import StatePair, StateRequest, parse_pair
 from sms_flow.wire import SourceServer
 
-__all__ = ["Engine", "SmsApi", "StepResult", "WaitPolicy"]
+__all__ = ["Engine", "Resettled", "SmsApi", "StepResult", "WaitPolicy"]
 
 _log = get_logger("sms_flow.engine")
 
@@ -79,12 +93,50 @@ class _Landed:
 
 @dataclass(frozen=True, slots=True)
 class WaitPolicy:
-    """How long and how often to poll while the service makes a move itself."""
+    """How long and how often to poll while the service makes a move itself.
+
+    ``timeout`` bounds the wait. The source is read at once, then again after ``first_delay``
+    seconds, each delay ``factor`` times the last, up to ``max_delay``. Every field is a
+    finite number above 0, and ``factor`` is at least 1 (a shrinking delay would end up
+    polling without pause): anything else raises :class:`~sms_flow.errors.ConfigError`.
+    """
 
     timeout: float = 300.0
     first_delay: float = 0.2
     factor: float = 1.5
     max_delay: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "first_delay", "max_delay"):
+            value = getattr(self, name)
+            if not _finite(value) or value <= 0:
+                raise ConfigError(f"WaitPolicy.{name} is {value!r}; give more than 0 seconds")
+        if not _finite(self.factor) or self.factor < 1:
+            raise ConfigError(
+                f"WaitPolicy.factor is {self.factor!r}; give 1 or more (1 = poll at a steady pace)"
+            )
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Resettled:
+    """What :meth:`Engine.resettle` did with one open journal entry."""
+
+    entry_id: int
+    source_id: str
+    result: Literal["applied", "pushed again", "conflict", "failed", "gone", "unread"]
+    """``applied``: the source shows the change; settled. ``pushed again``: it still showed
+    the origin; pushed (and verified) now, settled applied. ``conflict``: it shows a third
+    state; settled as a conflict and left alone. ``failed``: pushed again and failed; settled
+    failed. ``gone``: the source no longer exists; settled failed. ``unread``: it could not
+    be read; the entry stays open for the next recovery."""
+    observed: str | None = None
+    """The state the source showed (``conflict``)."""
+    error: str | None = None
+    """What went wrong (``failed``, ``gone``, ``unread``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +169,14 @@ class StepResult:
             "elapsed": round(self.elapsed, 6),
             "note": self.note,
         }
+
+
+def _note_applied(exc: BaseException, source_id: str, edge: Edge) -> None:
+    exc.add_note(
+        f"source {source_id}: {edge.trigger} to {edge.dest} happened all the same: the service "
+        "shows it, the journal has it and the engine tracks it; this error came from a callback "
+        "registered on the state machine, after the change"
+    )
 
 
 class _Locks:
@@ -163,6 +223,9 @@ class Engine:
     ``client`` talks to the service (an :class:`~sms_flow.client.SmsClient`, or anything
     with its ``change_state`` and ``get_source``). ``journal`` is optional: without one,
     nothing is written down. ``verify`` reads each change back before committing it.
+    ``machine`` is the shared ``transitions`` machine every step goes through; callbacks
+    registered on ``machine.machine`` run for every step (see :mod:`sms_flow.machine`).
+    The engine does not configure logging: an application does (the CLI does).
     """
 
     def __init__(
@@ -175,7 +238,6 @@ class Engine:
         actor: str = "sms-flow",
         wait: WaitPolicy | None = None,
     ) -> None:
-        ensure_configured()
         self.client = client
         self.chart = chart or default_chart()
         self.planner = Planner(self.chart)
@@ -206,9 +268,6 @@ class Engine:
         for source_id, state in items:
             shared = pair(state[0], state[1])
             table[source_id] = shared if shared is not None else StatePair(*state)
-
-    def forget(self, source_id: str) -> None:
-        self._states.pop(source_id, None)
 
     def _intern(self, state: StatePair) -> StatePair:
         return self.chart.pair(state.copystate, state.migrationcycle) or state
@@ -261,10 +320,13 @@ class Engine:
         """Push one trigger for one source: validate, journal, push, verify, commit.
 
         Returns the :class:`StepResult` of an applied step; raises
-        :class:`~sms_flow.errors.TransitionRejected` (nothing sent),
-        :class:`~sms_flow.errors.NotAppliedError` (sent, did not take),
-        :class:`~sms_flow.errors.ApiError` or :class:`~sms_flow.errors.TransportError`.
-        The local state changes only when the step was applied.
+        :class:`~sms_flow.errors.TransitionRejected` (refused by the chart or by a condition
+        on the machine; nothing sent), :class:`~sms_flow.errors.NotAppliedError` (sent, did
+        not take), :class:`~sms_flow.errors.ApiError` or
+        :class:`~sms_flow.errors.TransportError`, or what a callback on the machine raises
+        (from a ``before`` callback: nothing sent; from one after the change: applied all the
+        same, and the exception carries a note saying so). The local state changes only when
+        the step was applied.
         """
         if force and not (reason and reason.strip()):
             raise InputError("a forced change needs a reason (who asked and why); give reason=")
@@ -357,46 +419,61 @@ class Engine:
     ) -> StepResult:
         started = time.monotonic()
         journal = self.journal
-        entry_id: int | None = None
+        intent = None
         if journal is not None:
-            entry_id = await journal.begin(
-                Intent(
-                    source_id=source_id,
-                    trigger=edge.trigger,
-                    from_state=str(current),
-                    to_state=str(edge.dest),
-                    actor=actor,
-                    reason=reason,
-                    forced=forced,
-                    wave=wave,
-                )
+            intent = Intent(
+                source_id=source_id,
+                trigger=edge.trigger,
+                from_state=str(current),
+                to_state=str(edge.dest),
+                actor=actor,
+                reason=reason,
+                forced=forced,
+                wave=wave,
             )
-        pushed: list[_Pushed] = []
-
-        async def push_and_verify(e: Edge) -> None:
-            try:
-                result = await self.client.change_state(
-                    source_id, e.dest.copystate, e.dest.migrationcycle
-                )
-            except (ServerError, TransportError) as exc:
-                # The service may have applied the change and then failed to answer (a 5xx
-                # after the write, a dropped connection): read it back before calling it failed.
-                if not self.verify or not await self._landed(source_id, e.dest):
-                    raise
-                pushed.append(_Landed(getattr(exc, "request_id", None), exc.attempts))
-                _log.info(
-                    "applied despite an error answer",
-                    source_id=source_id,
-                    trigger=e.trigger,
-                    error=type(exc).__name__,
-                )
-                return
-            pushed.append(result)
-            if self.verify:
-                await self.verify_applied(source_id, current, e.dest, result.request_id)
-
         try:
-            new = await self.machine.afire(current, edge.trigger, before=push_and_verify)
+            firing = self.machine.begin(
+                current,
+                edge.trigger,
+                source_id=source_id,
+                actor=actor,
+                reason=reason,
+                forced=forced,
+                wave=wave,
+            )
+        except TransitionRejected as exc:  # a condition registered on the machine says no
+            await self._record_rejection(
+                source_id,
+                current,
+                edge.dest,
+                edge.trigger,
+                actor,
+                reason,
+                forced,
+                wave,
+                exc.verdict,
+            )
+            raise
+        except Exception as exc:  # a before callback raised: nothing was sent
+            _log.info(
+                "not sent", source_id=source_id, trigger=edge.trigger, error=type(exc).__name__
+            )
+            if journal is not None and intent is not None:
+                await journal.record(
+                    intent,
+                    Outcome.FAILED,
+                    error=f"not sent: a callback before the push raised {type(exc).__name__}: "
+                    f"{exc}"[:1000],
+                )
+            raise
+        entry_id = None
+        if journal is not None and intent is not None:
+            entry_id = await journal.begin(intent)
+        pushed: _Pushed | None = None
+        try:
+            pushed = await self._send(source_id, edge)
+            if self.verify and not isinstance(pushed, _Landed):
+                await self.verify_applied(source_id, current, edge.dest, pushed.request_id)
         except BaseException as exc:
             await self._settle_failure(entry_id, exc, pushed)
             _log.info(
@@ -404,42 +481,81 @@ class Engine:
                 source_id=source_id,
                 trigger=edge.trigger,
                 error=type(exc).__name__,
-                request_id=pushed[0].request_id if pushed else getattr(exc, "request_id", None),
+                request_id=pushed.request_id if pushed else getattr(exc, "request_id", None),
             )
             raise
-        result = pushed[0]
         if journal is not None and entry_id is not None:
-            # Queued, not awaited: it is written before this source's next intent (one writer,
-            # first in first out), and an outcome lost to a crash is settled by recovery.
+            # wait=False: this returns once the outcome is queued. The journal's writer commits
+            # it before anything queued later (so before this source's next intent), and an
+            # outcome lost to a crash is settled by recovery, which reads the source back.
             await journal.settle(
                 entry_id,
                 Outcome.APPLIED,
-                request_id=result.request_id,
-                attempts=result.attempts,
+                request_id=pushed.request_id,
+                attempts=pushed.attempts,
                 wait=False,
             )
-        self._states[source_id] = new
+        new = self._commit(source_id, firing)
         if log_enabled(logging.INFO):
             _log.info(
                 "applied",
                 source_id=source_id,
                 trigger=edge.trigger,
-                request_id=result.request_id,
-                attempt=result.attempts,
+                request_id=pushed.request_id,
+                attempt=pushed.attempts,
                 state=str(new),
             )
+        self._finish(source_id, firing)
         return StepResult(
             source_id=source_id,
             trigger=edge.trigger,
             from_state=current,
             to_state=new,
             outcome=Outcome.APPLIED,
-            request_id=result.request_id,
-            attempts=result.attempts,
+            request_id=pushed.request_id,
+            attempts=pushed.attempts,
             forced=forced,
             journal_id=entry_id,
             elapsed=time.monotonic() - started,
         )
+
+    async def _send(self, source_id: str, edge: Edge) -> _Pushed:
+        """Push the edge's destination; the push's result (or proof that it landed)."""
+        try:
+            return await self.client.change_state(
+                source_id, edge.dest.copystate, edge.dest.migrationcycle
+            )
+        except (ServerError, TransportError) as exc:
+            # The service may have applied the change and then failed to answer (a 5xx
+            # after the write, a dropped connection): read it back before calling it failed.
+            if not self.verify or not await self._landed(source_id, edge.dest):
+                raise
+            _log.info(
+                "applied despite an error answer",
+                source_id=source_id,
+                trigger=edge.trigger,
+                error=type(exc).__name__,
+            )
+            return _Landed(getattr(exc, "request_id", None), exc.attempts)
+
+    def _commit(self, source_id: str, firing: Firing) -> StatePair:
+        """The applied step's state change, through the machine; the engine tracks its result."""
+        try:
+            new = firing.commit()
+        except BaseException as exc:
+            # An on_exit or on_enter callback raised; the service has the change all the same.
+            self._states[source_id] = firing.edge.dest
+            _note_applied(exc, source_id, firing.edge)
+            raise
+        self._states[source_id] = new
+        return new
+
+    def _finish(self, source_id: str, firing: Firing) -> None:
+        try:
+            firing.finish()
+        except BaseException as exc:
+            _note_applied(exc, source_id, firing.edge)
+            raise
 
     async def _landed(self, source_id: str, expected: StatePair) -> bool:
         try:
@@ -482,7 +598,7 @@ class Engine:
         )
 
     async def _settle_failure(
-        self, entry_id: int | None, exc: BaseException, pushed: list[_Pushed]
+        self, entry_id: int | None, exc: BaseException, pushed: _Pushed | None
     ) -> None:
         if self.journal is None or entry_id is None:
             return
@@ -496,8 +612,8 @@ class Engine:
             # Cancelled or interrupted while the push was out: leave the intent open, so that
             # recovery settles it by reading the source back.
             return
-        request_id = pushed[0].request_id if pushed else getattr(exc, "request_id", None)
-        attempts = pushed[0].attempts if pushed else getattr(exc, "attempts", 0)
+        request_id = pushed.request_id if pushed else getattr(exc, "request_id", None)
+        attempts = pushed.attempts if pushed else getattr(exc, "attempts", 0)
         await self.journal.settle(
             entry_id, outcome, request_id=request_id, attempts=attempts or 0, error=str(exc)[:1000]
         )
@@ -582,7 +698,21 @@ class Engine:
                 Outcome.OBSERVED,
                 error=note if edge is None else None,
             )
-        self._states[source_id] = observed
+        if edge is None:
+            # No transition of the machine leads there; track what the service shows.
+            self._states[source_id] = observed
+        else:
+            firing = self.machine.follow(
+                current,
+                edge.trigger,
+                source_id=source_id,
+                actor="service",
+                reason=note,
+                forced=False,
+                wave=wave,
+            )
+            observed = self._commit(source_id, firing)
+            self._finish(source_id, firing)
         return StepResult(
             source_id=source_id,
             trigger=edge.trigger if edge else None,
@@ -593,6 +723,87 @@ class Engine:
             elapsed=time.monotonic() - started,
             note=note,
         )
+
+    # -- recovery -------------------------------------------------------------------------
+
+    async def resettle(self, entry: Entry, source: SourceServer | None = None) -> Resettled:
+        """Settle one open journal entry (an intent whose outcome was lost) by the service's word.
+
+        Runs under the source's lock. The source is read back (``source``, when given, is a
+        reading made just before, taken instead of a first read): it shows the entry's
+        destination → the push was applied: settle it so and track the state; it shows the
+        origin → the push did not land: push the same absolute state again under the same
+        entry, verify it (when the engine verifies) and settle it by what happens; it shows
+        anything else → someone else changed it: settle it as a conflict and leave the source
+        alone. A source that cannot be read leaves the entry open (``unread``). No callback of
+        the machine runs: the step was decided, and begun, before the crash.
+        """
+        source_id = entry.source_id
+        await self._locks.acquire(source_id)
+        try:
+            return await self._resettle_locked(entry, source)
+        finally:
+            self._locks.release(source_id)
+
+    async def _resettle_locked(self, entry: Entry, src: SourceServer | None) -> Resettled:
+        journal = self.journal
+        if journal is None:
+            raise ConfigError(
+                f"entry {entry.id}: resettle writes the outcome to the journal, and this engine "
+                "has none; give Engine(..., journal=...)"
+            )
+        source_id = entry.source_id
+        if src is None:
+            try:
+                src = await self.client.get_source(source_id)
+            except NotFoundError as exc:
+                await journal.settle(
+                    entry.id, Outcome.FAILED, error=f"recovery: the source no longer exists ({exc})"
+                )
+                return Resettled(entry.id, source_id, "gone", error=str(exc))
+            except (ApiError, TransportError) as exc:
+                return Resettled(entry.id, source_id, "unread", error=str(exc))
+        observed = src.pair
+        shown = str(observed) if observed is not None else src.describe_state()
+        if shown == entry.to_state:
+            await journal.settle(
+                entry.id, Outcome.APPLIED, error="settled by recovery: the source shows the change"
+            )
+            if observed is not None:
+                self.track(source_id, observed)
+            return Resettled(entry.id, source_id, "applied")
+        if shown != entry.from_state:
+            await journal.settle(
+                entry.id,
+                Outcome.CONFLICT,
+                error=f"recovery: the source is {shown}, neither {entry.from_state} nor "
+                f"{entry.to_state}; someone else changed it (left as it is)",
+            )
+            if observed is not None and self.chart.is_permitted(observed):
+                self.track(source_id, observed)
+            return Resettled(entry.id, source_id, "conflict", observed=shown)
+        # Not applied: push the same absolute state again, under the same journal entry.
+        dest = parse_pair(entry.to_state)
+        try:
+            pushed = await self.client.change_state(source_id, dest.copystate, dest.migrationcycle)
+            if self.verify:
+                await self.verify_applied(
+                    source_id, parse_pair(entry.from_state), dest, pushed.request_id
+                )
+        except (ApiError, TransportError, NotAppliedError) as exc:
+            await journal.settle(
+                entry.id, Outcome.FAILED, error=f"recovery: pushed again and failed: {exc}"[:1000]
+            )
+            return Resettled(entry.id, source_id, "failed", error=str(exc))
+        await journal.settle(
+            entry.id,
+            Outcome.APPLIED,
+            request_id=pushed.request_id,
+            attempts=pushed.attempts,
+            error="settled by recovery: pushed again",
+        )
+        self.track(source_id, dest)
+        return Resettled(entry.id, source_id, "pushed again")
 
     # -- a target instead of a trigger ------------------------------------------------------
 

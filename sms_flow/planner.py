@@ -67,6 +67,8 @@ class ReasonCode(StrEnum):
     """No permitted move leads from the current state to the requested one."""
     UNREACHABLE = "unreachable"
     """No sequence of permitted moves leads there at all."""
+    CONDITION = "condition"
+    """The chart permits the move, but a condition registered on the state machine refuses it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from transitions import EventData
+from transitions.core import Condition
 
 from sms_flow.auth import TokenAuth
 from sms_flow.client import RetryPolicy, SmsClient
@@ -17,6 +23,7 @@ from sms_flow.engine import Engine, WaitPolicy
 from sms_flow.errors import (
     ApiError,
     AuthError,
+    ConfigError,
     IgnoredByServiceError,
     InputError,
     ReadBackMismatchError,
@@ -24,7 +31,7 @@ from sms_flow.errors import (
     TransitionRejected,
     WaitTimeoutError,
 )
-from sms_flow.journal import Outcome, SqliteJournal
+from sms_flow.journal import Intent, Outcome, SqliteJournal
 from sms_flow.log import configure
 from sms_flow.planner import ReasonCode
 from sms_flow.simulator import Faults, Simulator, SimulatorConfig
@@ -324,3 +331,217 @@ async def test_tracking_keeps_one_shared_pair_per_state(engine: Engine) -> None:
     engine.track_many((f"s{i}", parse_pair("SYNCING/syncing")) for i in range(1000))
     assert len({id(engine.states[f"s{i}"]) for i in range(1000)}) == 1
     assert engine.states["s1"] == pair
+
+
+# -- the transitions machine as an extension point ------------------------------------------
+
+
+def _configure_transition(engine: Engine) -> Any:
+    [transition] = engine.machine.machine.get_transitions("configure", "WAITING/checking")
+    return transition
+
+
+async def test_a_condition_on_the_machine_blocks_the_push(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("cond-1")
+    await engine.refresh(sid)
+    asked: list[tuple[str, str]] = []
+
+    def change_window_open(event: EventData) -> bool:
+        asked.append((event.kwargs["source_id"], event.kwargs["actor"]))
+        return False
+
+    _configure_transition(engine).conditions.append(Condition(change_window_open))
+    with pytest.raises(TransitionRejected, match="change_window_open") as info:
+        await engine.fire(sid, "configure", actor="carol")
+    assert info.value.verdict.codes == {ReasonCode.CONDITION}
+    assert asked == [(sid, "carol")]
+    assert puts(sim, sid) == 0, "the simulator saw no PUT"
+    assert str(engine.states[sid]) == "WAITING/checking"
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.REJECTED and "change_window_open" in (entry.error or "")
+    assert (entry.from_state, entry.to_state) == ("WAITING/checking", "WAITING/setting")
+
+
+async def test_an_after_callback_sees_the_committed_state(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("after-1")
+    seen: list[tuple[str, str, str, str]] = []
+
+    def after(event: EventData) -> None:
+        seen.append(
+            (
+                event.model.state,
+                str(engine.states[sid]),
+                str(sim.source(sid).pair),
+                str(event.kwargs["edge"].dest),
+            )
+        )
+
+    _configure_transition(engine).add_callback("after", after)
+    result = await engine.fire(sid, "configure", wave="w1")
+    assert seen == [("WAITING/setting",) * 4]
+    assert str(result.to_state) == "WAITING/setting"
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.APPLIED
+
+
+async def test_a_before_callback_that_raises_stops_the_push(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("before-1")
+    await engine.refresh(sid)
+
+    def snapshot_first(event: EventData) -> None:
+        raise RuntimeError(f"no snapshot of {event.kwargs['source_id']} yet")
+
+    engine.machine.machine.before_state_change.append(snapshot_first)
+    with pytest.raises(RuntimeError, match="no snapshot"):
+        await engine.fire(sid, "configure")
+    assert puts(sim, sid) == 0, "the simulator saw no PUT"
+    assert str(engine.states[sid]) == "WAITING/checking"
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.FAILED
+    assert "not sent" in (entry.error or "") and "RuntimeError" in (entry.error or "")
+
+
+async def test_a_callback_that_raises_after_the_change_does_not_undo_it(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("after-2")
+
+    def notify(event: EventData) -> None:
+        raise ConnectionError("the chat server is down")
+
+    engine.machine.machine.after_state_change.append(notify)
+    with pytest.raises(ConnectionError, match="chat server") as info:
+        await engine.fire(sid, "configure")
+    assert any("happened all the same" in note for note in info.value.__notes__)
+    assert str(sim.source(sid).pair) == "WAITING/setting"
+    assert str(engine.states[sid]) == "WAITING/setting"
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.APPLIED
+    # The engine goes on from the state the service has.
+    engine.machine.machine.after_state_change.remove(notify)
+    assert str((await engine.fire(sid, "start")).from_state) == "WAITING/setting"
+
+
+async def test_a_move_the_service_makes_runs_the_after_callbacks(
+    sim: Simulator, engine: Engine
+) -> None:
+    sid = await sim.register("svc-1")
+    await sim.move(sid, pair="SYNCING/syncing")
+    seen: list[tuple[str, str]] = []
+    [stopped] = engine.machine.machine.get_transitions("stopped", "STOPPING/syncing")
+    stopped.add_callback(
+        "after", lambda event: seen.append((event.model.state, event.kwargs["actor"]))
+    )
+    steps = await engine.change(sid, "STOPPED", follow_path=True)
+    assert [(s.trigger, s.outcome) for s in steps][-1] == ("stopped", Outcome.OBSERVED)
+    assert seen == [("STOPPED/syncing", "service")]
+
+
+def test_the_engine_does_not_configure_logging() -> None:
+    code = (
+        "import structlog; from sms_flow.engine import Engine; Engine(object()); "
+        "print(structlog.is_configured())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("timeout", 0),
+        ("timeout", math.inf),
+        ("first_delay", -0.5),
+        ("first_delay", 0.0),
+        ("max_delay", math.nan),
+        ("factor", 0.5),
+        ("factor", math.inf),
+        ("timeout", "300"),
+    ],
+)
+def test_wait_policy_refuses_unusable_values(field: str, value: Any) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"WaitPolicy\.{field} is {re.escape(repr(value))}; give"
+    ):
+        WaitPolicy(**{field: value})
+
+
+# -- re-settling open intents (recovery) --------------------------------------------------------
+
+
+def _intent(source_id: str) -> Intent:
+    return Intent(source_id, "configure", "WAITING/checking", "WAITING/setting", "wave:r", None)
+
+
+async def test_resettle_settles_an_open_entry_by_what_the_source_shows(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    landed, never, elsewhere = [await sim.register(f"rs-{i}") for i in range(3)]
+    gone = "00000000-0000-4000-8000-00000000beef"
+    ids = [landed, never, elsewhere, gone]
+    for sid in ids:
+        await journal.begin(_intent(sid))
+    await sim.move(landed, trigger="configure")
+    await sim.move(elsewhere, pair="ERROR/setting")
+    entries = {e.source_id: e for e in await journal.open_intents()}
+    done = {sid: await engine.resettle(entries[sid]) for sid in ids}
+    assert {sid: d.result for sid, d in done.items()} == {
+        landed: "applied",
+        never: "pushed again",
+        elsewhere: "conflict",
+        gone: "gone",
+    }
+    assert done[elsewhere].observed == "ERROR/setting"
+    assert [h.trigger for h in sim.history(landed)] == ["configure"], "not pushed twice"
+    assert str(sim.source(never).pair) == "WAITING/setting"
+    assert str(sim.source(elsewhere).pair) == "ERROR/setting", "a conflict is not overwritten"
+    assert {sid: str(engine.states[sid]) for sid in (landed, never, elsewhere)} == {
+        landed: "WAITING/setting",
+        never: "WAITING/setting",
+        elsewhere: "ERROR/setting",
+    }
+    outcomes = {e.source_id: e.outcome for e in await journal.history()}
+    assert outcomes == {
+        landed: Outcome.APPLIED,
+        never: Outcome.APPLIED,
+        elsewhere: Outcome.CONFLICT,
+        gone: Outcome.FAILED,
+    }
+    assert await journal.open_intents() == []
+
+
+async def test_resettle_leaves_an_entry_open_when_the_source_cannot_be_read(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("rs-unread")
+    await journal.begin(_intent(sid))
+    [entry] = await journal.open_intents()
+    sim.set_faults(Faults(error_rate=1.0))
+    try:
+        done = await engine.resettle(entry)
+    finally:
+        sim.set_faults(Faults())
+    assert done.result == "unread" and "HTTP 50" in (done.error or "")
+    assert [e.id for e in await journal.open_intents()] == [entry.id]
+    assert puts(sim, sid) == 0
+
+
+async def test_resettle_uses_a_reading_given_to_it(
+    sim: Simulator, engine: Engine, journal: SqliteJournal, client: SmsClient
+) -> None:
+    sid = await sim.register("rs-given")
+    await journal.begin(_intent(sid))
+    [entry] = await journal.open_intents()
+    reading = await client.get_source(sid)  # WAITING/checking: the push did not land
+    await sim.move(sid, trigger="configure")  # ... but it lands after the reading
+    done = await engine.resettle(entry, reading)
+    assert done.result == "pushed again"
+    assert [h.trigger for h in sim.history(sid)] == ["configure"]

@@ -1,4 +1,4 @@
-"""The shared transitions machine: firing, hooks before the change, many sources at once."""
+"""The shared transitions machine: steps through it, its callbacks, many sources at once."""
 
 from __future__ import annotations
 
@@ -8,50 +8,150 @@ import contextlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from transitions import EventData, MachineError
+from transitions.core import Condition
 
 from sms_flow.chart import Chart, Edge
-from sms_flow.errors import TransitionRejected
+from sms_flow.errors import ConfigError, TransitionRejected
 from sms_flow.machine import LifecycleMachine
-from sms_flow.states import parse_pair
+from sms_flow.planner import ReasonCode
+from sms_flow.states import StatePair, parse_pair
 
 WAITING = parse_pair("WAITING/checking")
+SETTING = parse_pair("WAITING/setting")
 
 
 class PushFailed(Exception):
     pass
 
 
+@pytest.fixture
+def own(chart: Chart) -> LifecycleMachine:
+    """A machine of this test's own, to register callbacks on."""
+    return LifecycleMachine(chart)
+
+
+@pytest.fixture(scope="module")
+def bound(chart: Chart) -> tuple[LifecycleMachine, object]:
+    """A machine with one model bound to it: transitions' own trigger, for comparison."""
+    machine = LifecycleMachine(chart)
+
+    class Model:
+        pass
+
+    model = Model()
+    machine.machine.add_model(model, initial=str(WAITING))
+    return machine, model
+
+
+@pytest.fixture(scope="module")
+def watched(chart: Chart) -> tuple[LifecycleMachine, list[str]]:
+    """A machine with on_exit and on_enter callbacks on every state, and what they saw."""
+    machine = LifecycleMachine(chart)
+    seen: list[str] = []
+    for name, state in machine.machine.states.items():
+        state.add_callback("exit", lambda event, name=name: seen.append(f"exit {name}"))
+        state.add_callback("enter", lambda event, name=name: seen.append(f"enter {name}"))
+    return machine, seen
+
+
 def test_fire_moves_along_an_edge(machine: LifecycleMachine) -> None:
     assert str(machine.fire(WAITING, "configure")) == "WAITING/setting"
 
 
-def test_hook_sees_the_edge_before_the_change(machine: LifecycleMachine) -> None:
-    seen: list[Edge] = []
-    new = machine.fire(WAITING, "configure", before=seen.append)
-    assert [str(e) for e in seen] == ["configure: WAITING/checking → WAITING/setting"]
-    assert new == seen[0].dest
+def test_before_callbacks_see_the_edge_before_the_change(own: LifecycleMachine) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def before(event: EventData) -> None:
+        seen.append((str(event.kwargs["edge"]), event.model.state))
+
+    own.machine.before_state_change.append(before)
+    new = own.fire(WAITING, "configure")
+    assert seen == [("configure: WAITING/checking → WAITING/setting", "WAITING/checking")]
+    assert new == SETTING
 
 
-def test_a_hook_that_raises_leaves_the_state_unchanged(machine: LifecycleMachine) -> None:
+def test_a_before_callback_that_raises_leaves_the_state_unchanged(own: LifecycleMachine) -> None:
     state = WAITING
+    reached: list[str] = []
 
-    def push(edge: Edge) -> None:
-        raise PushFailed(str(edge))
+    def push(event: EventData) -> None:
+        raise PushFailed(str(event.kwargs["edge"]))
 
+    own.machine.get_transitions("configure", str(WAITING))[0].add_callback("before", push)
+    own.machine.after_state_change.append(lambda event: reached.append(event.model.state))
     with pytest.raises(PushFailed):
-        state = machine.fire(state, "configure", before=push)
+        state = own.fire(state, "configure")
     assert state == WAITING
+    assert reached == [], "nothing after the change ran"
 
 
-async def test_async_hook_that_raises_leaves_the_state_unchanged(machine: LifecycleMachine) -> None:
-    async def push(edge: Edge) -> None:
-        await asyncio.sleep(0)
-        raise PushFailed(str(edge))
+def test_a_step_commits_only_when_told(own: LifecycleMachine) -> None:
+    """begin → (the push, elsewhere) → commit → finish; a firing never committed changes nothing."""
+    log: list[str] = []
+    transition = own.machine.get_transitions("configure", str(WAITING))[0]
+    transition.add_callback("before", lambda event: log.append("before"))
+    transition.add_callback("after", lambda event: log.append(f"after {event.model.state}"))
+    own.machine.states[str(WAITING)].add_callback("exit", lambda event: log.append("exit"))
+    own.machine.states[str(SETTING)].add_callback("enter", lambda event: log.append("enter"))
+    abandoned = own.begin(WAITING, "configure")
+    assert log == ["before"]
+    del abandoned  # the push failed: nothing else runs, no state changed anywhere
+    firing = own.begin(WAITING, "configure", source_id="s1")
+    new = firing.commit()
+    assert new == SETTING and log == ["before", "before", "exit", "enter"]
+    firing.finish()
+    assert log == ["before", "before", "exit", "enter", "after WAITING/setting"]
 
-    state = WAITING
-    with pytest.raises(PushFailed):
-        state = await machine.afire(state, "configure", before=push)
-    assert state == WAITING
+
+def test_a_condition_refuses_the_step_before_anything_runs(own: LifecycleMachine) -> None:
+    calls: list[str] = []
+
+    def within_window(event: EventData) -> bool:
+        calls.append(event.kwargs["source_id"])
+        return event.kwargs["source_id"] != "frozen-by-policy"
+
+    transition = own.machine.get_transitions("configure", str(WAITING))[0]
+    transition.conditions.append(Condition(within_window))
+    transition.add_callback("before", lambda event: calls.append("before"))
+    with pytest.raises(TransitionRejected) as info:
+        own.begin(WAITING, "configure", source_id="frozen-by-policy")
+    assert info.value.verdict.codes == {ReasonCode.CONDITION}
+    assert info.value.source_id == "frozen-by-policy"
+    assert "within_window" in str(info.value)
+    assert calls == ["frozen-by-policy"], "no before callback ran"
+    assert own.fire(WAITING, "configure", source_id="ok") == SETTING
+    assert calls == ["frozen-by-policy", "ok", "before"]
+
+
+def test_unless_and_prepare_are_asked_at_the_gate(own: LifecycleMachine) -> None:
+    prepared: list[str] = []
+    own.machine.prepare_event.append(lambda event: prepared.append(event.event.name))
+    transition = own.machine.get_transitions("configure", str(WAITING))[0]
+    transition.conditions.append(Condition(lambda event: event.kwargs.get("hold", False), False))
+    assert own.fire(WAITING, "configure") == SETTING
+    with pytest.raises(TransitionRejected, match="unless"):
+        own.fire(WAITING, "configure", hold=True)
+    assert prepared == ["configure", "configure"]
+
+
+def test_machine_callbacks_the_steps_cannot_run_are_refused(own: LifecycleMachine) -> None:
+    own.machine.finalize_event = [lambda event: None]
+    with pytest.raises(ConfigError, match="finalize_event or on_exception"):
+        own.begin(WAITING, "configure")
+
+
+def test_follow_skips_the_gate_and_runs_the_change(own: LifecycleMachine) -> None:
+    stopping = parse_pair("STOPPING/syncing")
+    seen: list[str] = []
+    transition = own.machine.get_transitions("stopped", str(stopping))[0]
+    transition.conditions.append(Condition(lambda event: False))
+    transition.add_callback("before", lambda event: seen.append("before"))
+    transition.add_callback("after", lambda event: seen.append(event.model.state))
+    firing = own.follow(stopping, "stopped")
+    assert str(firing.commit()) == "STOPPED/syncing"
+    firing.finish()
+    assert seen == ["STOPPED/syncing"]
 
 
 async def test_many_sources_share_one_machine_concurrently(
@@ -60,13 +160,13 @@ async def test_many_sources_share_one_machine_concurrently(
     states = {f"src-{i}": WAITING for i in range(200)}
 
     async def advance(source_id: str, trigger: str) -> None:
-        async def push(edge: Edge) -> None:
+        firing = machine.begin(states[source_id], trigger, source_id=source_id)
+        with contextlib.suppress(PushFailed):
             await asyncio.sleep(0.001 * (hash(source_id) % 5))
             if source_id.endswith("7"):
                 raise PushFailed(source_id)
-
-        with contextlib.suppress(PushFailed):
-            states[source_id] = await machine.afire(states[source_id], trigger, before=push)
+            states[source_id] = firing.commit()
+            firing.finish()
 
     await asyncio.gather(*(advance(s, "configure") for s in states))
     moved = {s for s, p in states.items() if str(p) == "WAITING/setting"}
@@ -91,13 +191,32 @@ def test_service_moves_can_be_followed(machine: LifecycleMachine) -> None:
 
 
 @given(st.data())
-def test_afire_reaches_the_state_fire_reaches_through_transitions(
-    machine: LifecycleMachine, chart: Chart, data: st.DataObject
+def test_the_machine_decides_the_committed_state(
+    bound: tuple[LifecycleMachine, object],
+    watched: tuple[LifecycleMachine, list[str]],
+    chart: Chart,
+    data: st.DataObject,
 ) -> None:
-    state = data.draw(st.sampled_from(chart.pairs))
-    trigger = data.draw(st.sampled_from(chart.triggers))
-    if not machine.may(state, trigger):
+    """A step's committed state is the one transitions' own trigger reaches on a bound model,
+    whether the states have callbacks to run on the way or not."""
+    machine, model = bound
+    with_callbacks, seen = watched
+    state: StatePair = data.draw(st.sampled_from(chart.pairs))
+    trigger: str = data.draw(st.sampled_from(chart.triggers))
+    machine.machine.set_state(str(state), model)
+    edge: Edge | None = chart.edge(state, trigger)
+    if edge is None:
         with pytest.raises(TransitionRejected):
-            asyncio.run(machine.afire(state, trigger))
+            machine.begin(state, trigger)
+        with pytest.raises(MachineError):
+            model.trigger(trigger)  # type: ignore[attr-defined]
         return
-    assert asyncio.run(machine.afire(state, trigger)) == machine.fire(state, trigger)
+    firing = machine.begin(state, trigger)
+    committed = firing.commit()
+    firing.finish()
+    assert model.trigger(trigger) is True  # type: ignore[attr-defined]
+    assert str(committed) == model.state  # type: ignore[attr-defined]
+    assert committed == edge.dest
+    seen.clear()
+    assert with_callbacks.fire(state, trigger) == committed
+    assert seen == [f"exit {state}", f"enter {committed}"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import zipfile
@@ -43,6 +44,24 @@ def test_import_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_wave_package_starts_no_simulator_on_import() -> None:
+    """The simulator is imported only when a session starts an embedded one."""
+    code = (
+        "import sys, sms_flow.wave; "
+        "print(sorted(m for m in sys.modules if m.startswith('sms_flow.simulator')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_old_wave_modules_are_gone() -> None:
+    """Waves and drills live in sms_flow.wave; there is no shim under the old names."""
+    for old in ("sms_flow.orchestrator", "sms_flow.drill"):
+        assert importlib.util.find_spec(old) is None, old
 
 
 def test_py_typed_ships() -> None:

@@ -9,11 +9,17 @@ from typing import Any
 
 import pytest
 
-from sms_flow.drill import DrillSpec, drill_failures, load_drill, run_check_command, run_drill
 from sms_flow.errors import ConfigError
 from sms_flow.journal import Outcome, SqliteJournal
-from sms_flow.orchestrator import SourceOutcome
 from sms_flow.simulator import Simulator, SimulatorConfig
+from sms_flow.wave.drill import (
+    DrillSpec,
+    drill_failures,
+    load_drill,
+    run_check_command,
+    run_drill,
+)
+from sms_flow.wave.report import SourceOutcome
 
 DRILL_PATH = ["drill_ready", "drill_start", "drill_pass", "drill_done"]
 

@@ -26,28 +26,23 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sms_flow.engine import Engine
 from sms_flow.errors import ConfigError
 from sms_flow.journal import Outcome
-from sms_flow.orchestrator import (
-    Event,
-    EventKind,
-    SourceOutcome,
-    SourceRecord,
-    WaveReport,
-    WaveRunner,
-    WaveSession,
-    WaveSpec,
-    _folder_of,
-    load_spec,
-    run_session,
-)
 from sms_flow.states import CopyState, MigrationCycle, StatePair, StateRequest
+from sms_flow.wave.report import Event, EventKind, SourceOutcome, SourceRecord, WaveReport
+from sms_flow.wave.runner import WaveRunner
+from sms_flow.wave.session import WaveSession, run_session
+from sms_flow.wave.spec import WaveSpec, folder_of, load_spec
 
 __all__ = [
+    "CheckFn",
     "CheckResult",
     "CheckSpec",
     "DrillRunner",
+    "DrillSession",
     "DrillSpec",
+    "drill_failures",
     "load_drill",
     "run_check_command",
     "run_drill",
@@ -196,13 +191,14 @@ class DrillRunner(WaveRunner):
             return None
         return "passed" if "drill_pass" in applied else "failed"
 
-    async def _drive(self, record: SourceRecord) -> None:
+    async def drive(self, record: SourceRecord) -> None:
+        """Drill one source (first taking it to ``SYNCING/syncing`` when ``prepare`` says so)."""
         engine = self.engine
         source_id = record.source_id
         earlier = await self._already_drilled(source_id)
         if earlier is not None:
             record.detail["drill"] = earlier
-            self._finish(record, SourceOutcome.ALREADY)
+            self.finish(record, SourceOutcome.ALREADY)
             return
         state = engine.states[source_id]
         in_drill = state.copystate in (
@@ -214,26 +210,24 @@ class DrillRunner(WaveRunner):
         if state != SYNCING and not in_drill:
             if not self.drill.prepare:
                 record.detail["drill"] = "not run"
-                self._finish(
+                self.finish(
                     record,
                     SourceOutcome.SKIPPED,
                     f"not syncing ({state}); a drill starts from {SYNCING}",
                 )
                 return
-            if not await self._walk(
-                record, StateRequest(CopyState.SYNCING, MigrationCycle.SYNCING)
-            ):
+            if not await self.walk(record, StateRequest(CopyState.SYNCING, MigrationCycle.SYNCING)):
                 return
-        self._emit(EventKind.SOURCE_STARTED, source_id=source_id, state=engine.states[source_id])
+        self.emit(EventKind.SOURCE_STARTED, source_id=source_id, state=engine.states[source_id])
         while True:
             state = engine.states[source_id]
             record.state = str(state)
-            if self._stop.is_set():
+            if self.stopping:
                 return
             cs = state.copystate
             if cs is CopyState.SYNCING:
                 if "drill" in record.detail:
-                    self._finish(record, SourceOutcome.FINISHED)
+                    self.finish(record, SourceOutcome.FINISHED)
                     return
                 trigger = "drill_ready"
             elif cs is CopyState.PREMIGREADY:
@@ -245,7 +239,7 @@ class DrillRunner(WaveRunner):
                     check_output=result.output,
                     check_seconds=round(result.seconds, 3),
                 )
-                self._emit(
+                self.emit(
                     EventKind.CHECK,
                     source_id=source_id,
                     error=None if result.passed else result.verdict,
@@ -257,7 +251,7 @@ class DrillRunner(WaveRunner):
                 )
                 trigger = "drill_done"
             else:
-                self._finish(
+                self.finish(
                     record,
                     SourceOutcome.FAILED,
                     f"unexpected state {state} during the drill",
@@ -266,14 +260,14 @@ class DrillRunner(WaveRunner):
                 return
             edge = engine.chart.edge(state, trigger)
             if edge is None:
-                self._finish(
+                self.finish(
                     record,
                     SourceOutcome.FAILED,
                     f"the chart has no {trigger} from {state}",
                     "Drill",
                 )
                 return
-            if not await self._step(record, edge):
+            if not await self.take_step(record, edge):
                 return
 
     async def _check(self, source_id: str) -> CheckResult:
@@ -303,25 +297,20 @@ class DrillSession(WaveSession):
 
     def __init__(self, spec: DrillSpec, *, check: CheckFn | None = None, **kwargs: Any) -> None:
         super().__init__(spec, **kwargs)
-        self._check = check
+        self.drill = spec
+        self.check = check
 
-    async def __aenter__(self) -> DrillSession:
-        await super().__aenter__()
-        try:
-            base = self.runner
-            self.runner = DrillRunner(
-                self.spec,  # type: ignore[arg-type]
-                base.engine,
-                base.journal,
-                endpoint=base.endpoint,
-                on_event=self._on_event,
-                check=self._check,
-                simulator=self.simulator,
-            )
-        except BaseException:
-            await self.aclose()
-            raise
-        return self
+    def make_runner(self, engine: Engine, client: Any) -> DrillRunner:
+        return DrillRunner(
+            self.drill,
+            engine,
+            self.journal,
+            client=client,
+            endpoint=self.shown_endpoint,
+            on_event=self.on_event,
+            check=self.check,
+            simulator=self.simulator,
+        )
 
 
 async def run_drill(
@@ -335,7 +324,7 @@ async def run_drill(
     """Run a drill from Python; ``check`` (a callable) replaces the file's command."""
     base_dir = None
     if not isinstance(spec, DrillSpec):
-        base_dir = _folder_of(spec)
+        base_dir = folder_of(spec)
         spec = load_drill(spec)
     return await run_session(
         DrillSession(

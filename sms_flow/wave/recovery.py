@@ -1,0 +1,158 @@
+"""Recovery: settle the intents a crash left open, by reading their sources back.
+
+The journal holds every intent before its push, so nothing is lost when the process dies.
+:func:`recover` finds the open intents at the next start and has the engine settle each
+one (:meth:`~sms_flow.engine.Engine.resettle`: applied → settled; not applied → pushed
+again; changed by someone else → a conflict, not overwritten), a bounded number of sources
+at a time, the intents of one source in order, and reports what became of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sms_flow.engine import Engine, Resettled
+from sms_flow.errors import ConfigError, NotFoundError
+from sms_flow.journal import Entry, Journal
+from sms_flow.log import get_logger
+from sms_flow.wire import SourceServer
+
+__all__ = ["RecoveryReport", "SourceReader", "read_states", "recover"]
+
+_log = get_logger("sms_flow.wave.recovery")
+
+
+class SourceReader(Protocol):
+    """What reading sources needs of a client (``SmsClient`` is one).
+
+    A reader that also has ``iter_sources`` (the listing) is paged through when many
+    sources are wanted.
+    """
+
+    async def get_source(self, source_id: str) -> SourceServer: ...
+
+
+@dataclass
+class RecoveryReport:
+    """What recovery found for the open intents."""
+
+    applied: int = 0
+    pushed_again: int = 0
+    conflicts: int = 0
+    failed: int = 0
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.applied + self.pushed_again + self.conflicts + self.failed
+
+    def add(self, done: Resettled) -> None:
+        """Count one entry the engine re-settled, and keep its detail."""
+        result = done.result
+        detail: dict[str, Any] = {
+            "source_id": done.source_id,
+            "entry": done.entry_id,
+            "result": f"unread: {done.error}" if result == "unread" else result,
+        }
+        if result == "applied":
+            self.applied += 1
+        elif result == "pushed again":
+            self.pushed_again += 1
+        elif result == "conflict":
+            self.conflicts += 1
+            detail["observed"] = done.observed
+        elif result == "failed":
+            self.failed += 1
+            detail["error"] = done.error
+        elif result == "gone":
+            self.failed += 1
+        # "unread" is counted nowhere: the entry stays open for the next start.
+        self.details.append(detail)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "applied": self.applied,
+            "pushed_again": self.pushed_again,
+            "conflicts": self.conflicts,
+            "failed": self.failed,
+            "details": self.details,
+        }
+
+
+async def read_states(
+    api: SourceReader, source_ids: Sequence[str], concurrency: int
+) -> dict[str, SourceServer | None]:
+    """Read many sources: page through the listing when there are many, else one GET each.
+
+    A source the service does not know maps to None.
+    """
+    wanted = set(source_ids)
+    found: dict[str, SourceServer | None] = {}
+    list_sources = getattr(api, "iter_sources", None)
+    if len(wanted) > 50 and list_sources is not None:
+        listing: AsyncIterator[SourceServer] = list_sources()
+        async for src in listing:
+            if src.id in wanted:
+                found[src.id] = src
+    missing = [s for s in source_ids if s not in found]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(source_id: str) -> None:
+        async with gate:
+            try:
+                found[source_id] = await api.get_source(source_id)
+            except NotFoundError:
+                found[source_id] = None
+
+    await asyncio.gather(*(one(s) for s in missing))
+    return found
+
+
+async def recover(
+    engine: Engine,
+    journal: Journal,
+    *,
+    client: SourceReader,
+    wave: str | None = None,
+    concurrency: int = 32,
+) -> RecoveryReport:
+    """Settle every open intent (of ``wave``, or all) by reading its source back.
+
+    ``journal`` is the engine's journal, where the open intents are found and settled;
+    ``client`` reads the sources (the engine's client, or the same behind a rate limit).
+    Each intent is settled by :meth:`Engine.resettle <sms_flow.engine.Engine.resettle>`:
+    the source shows the intent's destination: the push was applied; settle it. It shows
+    the origin: the push did not land; push it again (it sets an absolute state, so that is
+    safe) and settle it by what happens. Anything else: someone else changed it; settle as
+    a conflict and leave the source alone. Intents of one source are settled in order.
+    """
+    if engine.journal is not journal:
+        raise ConfigError(
+            "recover settles the open intents of the engine's own journal; give the journal "
+            "the engine was made with"
+        )
+    report = RecoveryReport()
+    intents = await journal.open_intents(wave=wave)
+    if not intents:
+        return report
+    by_source: dict[str, list[Entry]] = {}
+    for entry in intents:
+        by_source.setdefault(entry.source_id, []).append(entry)
+    states = await read_states(client, list(by_source), concurrency)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def settle_source(source_id: str, entries: list[Entry]) -> None:
+        async with gate:
+            src = states.get(source_id)
+            for entry in entries:
+                report.add(await engine.resettle(entry, src))
+                src = None  # after the first, the engine reads it again
+
+    await asyncio.gather(*(settle_source(s, es) for s, es in by_source.items()))
+    _log.info(
+        "recovered", wave=wave, **{k: v for k, v in report.to_dict().items() if k != "details"}
+    )
+    return report

@@ -1,0 +1,166 @@
+"""What a wave tells while it runs (:class:`Event`) and what it leaves (:class:`WaveReport`)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sms_flow.chart import Edge
+    from sms_flow.engine import Engine, StepResult
+    from sms_flow.states import StatePair
+    from sms_flow.wave.recovery import RecoveryReport
+
+__all__ = [
+    "Event",
+    "EventKind",
+    "SourceOutcome",
+    "SourceRecord",
+    "WaveReport",
+    "state_counts",
+]
+
+
+class EventKind(StrEnum):
+    WAVE_STARTED = "wave_started"
+    SOURCE_STARTED = "source_started"
+    STEP = "step"
+    WAITING = "waiting"
+    CHECK = "check"
+    SOURCE_DONE = "source_done"
+    STOPPING = "stopping"
+    WAVE_DONE = "wave_done"
+
+
+class SourceOutcome(StrEnum):
+    FINISHED = "finished"
+    """Reached the target in this run."""
+    ALREADY = "already"
+    """Was at the target before this run did anything."""
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    """Not eligible (a drill on a source that is not syncing)."""
+    STOPPED = "stopped"
+    """Not finished because the run was stopped (Ctrl-C, or the failure policy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened in a wave; callbacks and ``WaveRunner.events()`` get these."""
+
+    kind: EventKind
+    wave: str
+    source_id: str | None = None
+    step: StepResult | None = None
+    edge: Edge | None = None
+    state: StatePair | None = None
+    outcome: SourceOutcome | None = None
+    error: str | None = None
+    report: WaveReport | None = None
+
+
+@dataclass
+class SourceRecord:
+    """One source in a wave report."""
+
+    source_id: str
+    start: str | None = None
+    state: str | None = None
+    outcome: SourceOutcome | None = None
+    steps: int = 0
+    error: str | None = None
+    error_type: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WaveReport:
+    """The result of a wave run; :meth:`to_dict` is the JSON report."""
+
+    wave: str
+    target: str
+    endpoint: str
+    started_at: float
+    finished_at: float = 0.0
+    sources: dict[str, SourceRecord] = field(default_factory=dict)
+    applied: int = 0
+    observed: int = 0
+    halted: bool = False
+    interrupted: bool = False
+    recovery: RecoveryReport | None = None
+
+    def count(self, outcome: SourceOutcome) -> int:
+        return sum(1 for r in self.sources.values() if r.outcome is outcome)
+
+    @property
+    def failed(self) -> list[SourceRecord]:
+        return [r for r in self.sources.values() if r.outcome is SourceOutcome.FAILED]
+
+    @property
+    def ok(self) -> bool:
+        """True when every source is at the target."""
+        return all(
+            r.outcome in (SourceOutcome.FINISHED, SourceOutcome.ALREADY)
+            for r in self.sources.values()
+        )
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished_at or time.time()) - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "wave": self.wave,
+            "target": self.target,
+            "endpoint": self.endpoint,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "totals": {
+                "sources": len(self.sources),
+                **{o.value: self.count(o) for o in SourceOutcome},
+                "transitions_applied": self.applied,
+                "moves_observed": self.observed,
+                "transitions_per_second": round(self.applied / self.elapsed, 1)
+                if self.elapsed > 0
+                else None,
+            },
+            "halted": self.halted,
+            "interrupted": self.interrupted,
+            "recovery": self.recovery.to_dict() if self.recovery else None,
+            "failures": [
+                {
+                    "source_id": r.source_id,
+                    "state": r.state,
+                    "error": r.error,
+                    "error_type": r.error_type,
+                }
+                for r in self.failed
+            ],
+            "sources": [
+                {
+                    "source_id": r.source_id,
+                    "start": r.start,
+                    "state": r.state,
+                    "outcome": r.outcome.value if r.outcome else None,
+                    "steps": r.steps,
+                    "error": r.error,
+                    **r.detail,
+                }
+                for r in self.sources.values()
+            ],
+        }
+
+
+def state_counts(engine: Engine, members: Iterable[str]) -> Counter[str]:
+    """How many of ``members`` are in each copystate now (for a progress display)."""
+    states = engine.states
+    counts: Counter[str] = Counter()
+    for source_id in members:
+        pair = states.get(source_id)
+        counts[pair.copystate.value if pair is not None else "?"] += 1
+    return counts

@@ -1,0 +1,364 @@
+"""The runner: drive every source of a wave to its target, with bounded concurrency.
+
+Each source goes along its shortest legal path, one step at a time through the
+:class:`~sms_flow.engine.Engine` (validate, journal, push, verify, commit), re-planned after
+each step; where the service makes a move itself, the runner waits for it, polling. A
+failed source does not stop the others unless the failure policy says so. A stop request
+(Ctrl-C) lets every in-flight step finish and be journalled. A run starts with recovery
+(:func:`~sms_flow.wave.recovery.recover`), and the wave's members are journalled, so a second
+run drives the same sources on from where they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from sms_flow.chart import Edge
+from sms_flow.engine import Engine
+from sms_flow.errors import (
+    ApiError,
+    ConfigError,
+    NotAppliedError,
+    TransitionRejected,
+    TransportError,
+)
+from sms_flow.journal import Journal
+from sms_flow.log import get_logger
+from sms_flow.states import StateRequest
+from sms_flow.wave.recovery import SourceReader, read_states, recover
+from sms_flow.wave.report import Event, EventKind, SourceOutcome, SourceRecord, WaveReport
+from sms_flow.wave.spec import WaveSpec
+
+__all__ = ["WaveRunner"]
+
+_log = get_logger("sms_flow.wave.runner")
+
+
+class WaveRunner:
+    """Drives the sources of a wave to its target with bounded concurrency.
+
+    ``engine`` pushes; ``client`` is what the runner reads sources and lists them with
+    (give the engine's own client, rate limited the same way: see
+    :func:`~sms_flow.wave.ratelimit.limited`); ``journal`` (the engine's) keeps the wave's
+    members and every step. ``on_event`` is called for every :class:`Event`; :meth:`events`
+    gives them as an async iterator. ``simulator`` is the embedded simulator that
+    ``sources: {count: N}`` registers sources in.
+
+    A subclass changes what is done with each source by overriding :meth:`drive`, built
+    from :meth:`walk`, :meth:`take_step`, :meth:`finish` and :meth:`emit` (the drill runner
+    does).
+    """
+
+    def __init__(
+        self,
+        spec: WaveSpec,
+        engine: Engine,
+        journal: Journal,
+        *,
+        client: SourceReader,
+        endpoint: str = "",
+        on_event: Callable[[Event], None] | None = None,
+        simulator: Any = None,
+    ) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.client = client
+        self.simulator = simulator
+        self.journal = journal
+        self.target = spec.target_request
+        self.endpoint = endpoint or spec.endpoint
+        self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []
+        self._queues: list[asyncio.Queue[Event | None]] = []
+        self._stop = asyncio.Event()
+        self.report = WaveReport(spec.name, spec.target, self.endpoint, time.time())
+        self.members: list[str] = []
+        self.actor = f"wave:{spec.name}"
+        self._failed = 0
+
+    # -- events ----------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        self._callbacks.append(callback)
+
+    def events(self) -> AsyncIterator[Event]:
+        """Every event from now on, ending after ``wave_done``."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._queues.append(queue)
+
+        async def iterate() -> AsyncIterator[Event]:
+            while (event := await queue.get()) is not None:
+                yield event
+
+        return iterate()
+
+    def emit(self, kind: EventKind, **fields: Any) -> None:
+        """Tell every subscriber: an :class:`Event` of ``kind`` with ``fields``."""
+        event = Event(kind, self.spec.name, **fields)
+        for callback in self._callbacks:
+            callback(event)
+        for queue in self._queues:
+            queue.put_nowait(event)
+
+    def stop(self) -> None:
+        """Start no new step; let the steps in flight finish and be journalled."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self.report.interrupted = True
+            self.emit(EventKind.STOPPING)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- membership ---------------------------------------------------------------------------
+
+    async def resolve_members(self) -> list[str]:
+        """The wave's sources.
+
+        ``ids``: the file's list. ``query``: what the first run's query found (kept in the
+        journal, since the sources it moved no longer match it). ``count``: the sources
+        registered for this wave in the simulator.
+        """
+        sel = self.spec.sources
+        if sel.ids is not None:
+            self.members = list(sel.ids)
+            await self.journal.add_members(self.spec.name, self.members)
+            return self.members
+        known = await self.journal.members(self.spec.name)
+        if sel.query is not None:
+            if not known:
+                q = sel.query
+                api: Any = self.client
+                found: list[str] = []
+                async for src in api.iter_sources(
+                    state=q.state, migration_cycle=q.migration_cycle, name=q.name
+                ):
+                    found.append(src.id)
+                    if q.limit is not None and len(found) >= q.limit:
+                        break
+                await self.journal.add_members(self.spec.name, found)
+                known = await self.journal.members(self.spec.name)
+            self.members = known
+            return known
+        ids = await self._register(known, sel.count or 0)
+        await self.journal.add_members(self.spec.name, ids)
+        self.members = ids
+        return ids
+
+    async def _register(self, known: list[str], count: int) -> list[str]:
+        """Against the simulator: make sure ``count`` sources named ``{wave}-NNNNN`` exist.
+
+        Registration goes straight to the embedded simulator (the agent's job in real life,
+        never subject to the simulated faults); names make it idempotent across crashes.
+        """
+        if len(known) >= count:
+            return known[:count]
+        sim = self.simulator
+        if sim is None:
+            raise ConfigError(
+                "sources.count registers sources in the embedded simulator; none is running"
+            )
+        prefix = f"{self.spec.name}-"
+        by_name: dict[str, str] = {}
+        for src in sim.sources():
+            if src.name.startswith(prefix):
+                by_name.setdefault(src.name, src.id)
+        for i in range(1, count + 1):
+            name = f"{prefix}{i:05d}"
+            if name not in by_name:
+                by_name[name] = await sim.register(name, os_type="LINUX")
+        return [by_name[f"{prefix}{i:05d}"] for i in range(1, count + 1)]
+
+    # -- running ----------------------------------------------------------------------------------
+
+    async def run(self) -> WaveReport:
+        """Recover, resolve the members, read their states, and drive them all."""
+        report = self.report
+        report.recovery = await recover(
+            self.engine,
+            self.journal,
+            client=self.client,
+            wave=self.spec.name,
+            concurrency=self.spec.concurrency,
+        )
+        conflicts = {
+            d["source_id"] for d in report.recovery.details if d.get("result") == "conflict"
+        }
+        members = await self.resolve_members()
+        self.emit(EventKind.WAVE_STARTED)
+        states = await read_states(self.client, members, self.spec.concurrency)
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for source_id in members:
+            record = report.sources[source_id] = SourceRecord(source_id)
+            src = states.get(source_id)
+            if src is None:
+                self.finish(
+                    record,
+                    SourceOutcome.FAILED,
+                    "the service does not know this source (404)",
+                    "NotFoundError",
+                )
+                continue
+            pair = src.pair
+            if pair is None or not self.engine.chart.is_permitted(pair):
+                self.finish(
+                    record,
+                    SourceOutcome.FAILED,
+                    f"the service reports {src.describe_state()}, not a state of the chart",
+                    "InvalidState",
+                )
+                continue
+            self.engine.track(source_id, pair)
+            record.start = record.state = str(pair)
+            if source_id in conflicts:
+                self.finish(
+                    record,
+                    SourceOutcome.FAILED,
+                    f"conflict: while the last run was stopped someone else moved it to {pair}; "
+                    "it is left alone: check it, then run again to drive it on",
+                    "Conflict",
+                )
+                continue
+            queue.put_nowait(source_id)
+
+        async def worker() -> None:
+            while not self._stop.is_set():
+                try:
+                    source_id = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await self.drive(report.sources[source_id])
+
+        workers = [
+            asyncio.create_task(worker())
+            for _ in range(min(self.spec.concurrency, max(1, queue.qsize())))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            for record in report.sources.values():
+                if record.outcome is None:
+                    record.outcome = SourceOutcome.STOPPED
+            report.finished_at = time.time()
+            self.emit(EventKind.WAVE_DONE, report=report)
+            for q in self._queues:
+                q.put_nowait(None)
+        return report
+
+    def finish(
+        self,
+        record: SourceRecord,
+        outcome: SourceOutcome,
+        error: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        """Record a source's outcome (and halt the run when the failure policy says so)."""
+        record.outcome = outcome
+        record.error = error
+        record.error_type = error_type
+        if outcome is SourceOutcome.FAILED:
+            self._failed += 1
+            halt = self.spec.halt_after
+            if halt is not None and self._failed >= halt and not self.report.halted:
+                self.report.halted = True
+                _log.warning("halting", wave=self.spec.name, failed=self._failed)
+                self.stop()
+        self.emit(EventKind.SOURCE_DONE, source_id=record.source_id, outcome=outcome, error=error)
+
+    async def drive(self, record: SourceRecord) -> None:
+        """Take one source to the wave's target."""
+        state = self.engine.states[record.source_id]
+        first = self.engine.planner.plan(state, self.target)
+        if first.found and not first.steps:
+            self.finish(record, SourceOutcome.ALREADY)
+            return
+        if await self.walk(record, self.target):
+            self.finish(record, SourceOutcome.FINISHED)
+
+    async def walk(self, record: SourceRecord, target: StateRequest) -> bool:
+        """Walk a source to ``target`` one step at a time, re-planning after each.
+
+        True when it is there. False when it failed (the record is finished as failed) or
+        the run is stopping (the record is left for the next run).
+        """
+        engine = self.engine
+        source_id = record.source_id
+        started = False
+        budget: int | None = None
+        while True:
+            state = engine.states[source_id]
+            record.state = str(state)
+            plan = engine.planner.plan(state, target)
+            if not plan.found:
+                self.finish(
+                    record,
+                    SourceOutcome.FAILED,
+                    "; ".join(r.message for r in plan.reasons),
+                    "NoPath",
+                )
+                return False
+            if not plan.steps:
+                return True
+            if budget is None:
+                budget = 4 * len(plan.steps) + 8
+            if self._stop.is_set():
+                return False
+            budget -= 1
+            if budget < 0:
+                self.finish(
+                    record,
+                    SourceOutcome.FAILED,
+                    f"gave up: too many steps, last at {state}",
+                    "Loop",
+                )
+                return False
+            if not started:
+                started = True
+                self.emit(EventKind.SOURCE_STARTED, source_id=source_id, state=state)
+            if not await self.take_step(record, plan.steps[0]):
+                return False
+
+    async def take_step(self, record: SourceRecord, step: Edge) -> bool:
+        """Make one step (push it, or wait for the service); False when it failed."""
+        engine = self.engine
+        source_id = record.source_id
+        state = engine.states[source_id]
+        try:
+            if step.pushable and not engine.chart.is_frozen(step.source):
+                result = await engine.fire(
+                    source_id, step.trigger, actor=self.actor, wave=self.spec.name
+                )
+                self.report.applied += 1
+            else:
+                self.emit(EventKind.WAITING, source_id=source_id, edge=step, state=state)
+                waiting = asyncio.ensure_future(
+                    engine.wait_for_service(
+                        source_id, step, wave=self.spec.name, within=self.spec.service_wait
+                    )
+                )
+                stopping = asyncio.ensure_future(self._stop.wait())
+                try:
+                    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopping.cancel()
+                if not waiting.done():
+                    waiting.cancel()  # nothing was sent; the next run waits again
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiting
+                    return False
+                result = waiting.result()
+                self.report.observed += 1
+        except (TransitionRejected, NotAppliedError, ApiError, TransportError) as exc:
+            record.state = str(engine.states.get(source_id, state))
+            self.finish(record, SourceOutcome.FAILED, str(exc), type(exc).__name__)
+            return False
+        record.steps += 1
+        record.state = str(result.to_state)
+        self.emit(EventKind.STEP, source_id=source_id, step=result)
+        return True

@@ -1,0 +1,210 @@
+"""Wiring a wave run: the simulator (when embedded), the client, the journal, the engine.
+
+:class:`WaveSession` opens them together and closes them together; :func:`run_wave` runs a
+wave from Python in one call, and :func:`run_session` runs any session (the drill's too) to
+the end and writes its JSON report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sms_flow.engine import Engine
+from sms_flow.errors import ConfigError
+from sms_flow.wave.ratelimit import limited
+from sms_flow.wave.report import Event, WaveReport
+from sms_flow.wave.runner import WaveRunner
+from sms_flow.wave.spec import SIMULATOR, WaveSpec, chart_of, folder_of, load_wave
+
+__all__ = ["WaveSession", "run_session", "run_wave"]
+
+
+class WaveSession:
+    """Everything a wave run needs, opened together and closed together.
+
+    ``async with WaveSession(spec) as session: report = await session.runner.run()``.
+    With ``endpoint: simulator`` an embedded simulator runs in this process, its sources
+    kept in a state file beside the journal so that a second run finds them. A subclass
+    makes another kind of runner by overriding :meth:`make_runner` (the drill session does).
+    """
+
+    def __init__(
+        self,
+        spec: WaveSpec,
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        journal_path: str | Path | None = None,
+        base_dir: Path | None = None,
+        fresh: bool = False,
+        on_event: Callable[[Event], None] | None = None,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        from sms_flow.journal import default_journal_path
+
+        self.spec = spec
+        self._endpoint = endpoint
+        self._region = region
+        self.journal_path = Path(journal_path) if journal_path else default_journal_path()
+        self._base_dir = base_dir
+        self._fresh = fresh
+        self.on_event = on_event
+        self._client_options = dict(client_options or {})
+        self.simulator: Any = None
+        self.client: Any = None
+        self.journal: Any = None
+        self.shown_endpoint = ""
+        """Where the session pushes, as shown to a person (set when it opens)."""
+        self.runner: WaveRunner = None  # type: ignore[assignment]  # set in __aenter__
+
+    @property
+    def embedded(self) -> bool:
+        return self._endpoint is None and self._region is None and self.spec.uses_simulator
+
+    @property
+    def simulator_state_file(self) -> Path:
+        configured = self.spec.simulator.state_file
+        return Path(configured) if configured else self.journal_path.parent / "simulator.sqlite"
+
+    @property
+    def report_path(self) -> Path:
+        if self.spec.report:
+            return Path(self.spec.report)
+        return self.journal_path.parent / "reports" / f"{self.spec.name}.json"
+
+    async def __aenter__(self) -> WaveSession:
+        from sms_flow.client import SmsClient
+        from sms_flow.journal import SqliteJournal
+
+        spec = self.spec
+        if self._fresh and not self.embedded:
+            raise ConfigError(
+                "--fresh starts the embedded simulator over; it cannot be used with a real endpoint"
+            )
+        try:
+            if self.embedded:
+                from sms_flow.simulator import Faults, Simulator, SimulatorConfig
+
+                state_file = self.simulator_state_file
+                state_file.parent.mkdir(parents=True, exist_ok=True)
+                if self._fresh:
+                    _wipe_sqlite(state_file)
+                opts = spec.simulator
+                self.simulator = Simulator(
+                    SimulatorConfig(
+                        state_file=state_file,
+                        service_delay=opts.service_delay,
+                        seed=opts.seed,
+                        faults=Faults(**opts.fault_settings()),
+                    )
+                )
+                await self.simulator.start()
+                self.client = SmsClient(self.simulator.url, **self._client_options)
+                self.shown_endpoint = f"embedded simulator ({state_file})"
+            else:
+                endpoint = self._endpoint or (None if spec.endpoint == SIMULATOR else spec.endpoint)
+                region = self._region or spec.region
+                overrides: dict[str, Any] = dict(self._client_options)
+                if endpoint:
+                    overrides["endpoint"] = endpoint
+                elif region:
+                    overrides["region"] = region
+                self.client = SmsClient.from_env(**overrides)
+                self.shown_endpoint = self.client.endpoint
+            await self.client.open()
+            self.journal = SqliteJournal(self.journal_path)
+            await self.journal.open()
+            if self._fresh:
+                await self.journal.remove_members(spec.name)
+            api = limited(self.client, spec.rate_limit)
+            engine = Engine(
+                api,
+                chart=chart_of(spec, self._base_dir),
+                journal=self.journal,
+                verify=spec.verify,
+                actor=f"wave:{spec.name}",
+            )
+            self.runner = self.make_runner(engine, api)
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    def make_runner(self, engine: Engine, client: Any) -> WaveRunner:
+        """The runner of this session, over its open ``engine`` and (rate-limited) ``client``."""
+        return WaveRunner(
+            self.spec,
+            engine,
+            self.journal,
+            client=client,
+            endpoint=self.shown_endpoint,
+            on_event=self.on_event,
+            simulator=self.simulator,
+        )
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self.journal is not None:
+            await self.journal.close()
+            self.journal = None
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+        if self.simulator is not None:
+            await self.simulator.stop()
+            self.simulator = None
+
+    def write_report(self, report: WaveReport) -> Path:
+        import json
+
+        path = self.report_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def _wipe_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+async def run_wave(
+    spec: WaveSpec | str | Path,
+    *,
+    endpoint: str | None = None,
+    journal_path: str | Path | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    fresh: bool = False,
+) -> WaveReport:
+    """Run a wave from Python: recover, drive every source, write the JSON report.
+
+    ``spec`` is a :class:`WaveSpec` or the path of a wave file. ``on_event`` sees every
+    :class:`Event`. For an async iterator of events, or to stop a run, use
+    :class:`WaveSession` and its ``runner``.
+    """
+    base_dir = None
+    if not isinstance(spec, WaveSpec):
+        base_dir = folder_of(spec)
+        spec = load_wave(spec)
+    return await run_session(
+        WaveSession(
+            spec,
+            endpoint=endpoint,
+            journal_path=journal_path,
+            base_dir=base_dir,
+            fresh=fresh,
+            on_event=on_event,
+        )
+    )
+
+
+async def run_session(session: WaveSession) -> WaveReport:
+    """Open ``session``, run its runner to the end, write the JSON report, close."""
+    async with session:
+        report = await session.runner.run()
+        session.write_report(report)
+        return report

@@ -1,0 +1,244 @@
+"""The wave file: its schema (:class:`WaveSpec`) and the YAML loader shared with drill files.
+
+A wave names its sources (ids, a listing query, or, against the simulator, a number to
+register), a target pair, a concurrency, a request-rate limit, a failure policy and, with
+``endpoint: simulator``, the embedded simulator's settings. ``examples/wave.yaml`` is the
+reference. Every problem with a file is a :class:`~sms_flow.errors.ConfigError` naming the
+file and the offending field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sms_flow.chart import Chart, load_chart
+from sms_flow.errors import ConfigError, SmsFlowError
+from sms_flow.states import StateRequest, parse_request
+from sms_flow.wire import validate_source_id
+
+__all__ = [
+    "SIMULATOR",
+    "FailurePolicy",
+    "SimulatorOptions",
+    "SourceQuery",
+    "SourceSelector",
+    "WaveSpec",
+    "chart_of",
+    "folder_of",
+    "load_spec",
+    "load_wave",
+]
+
+SIMULATOR = "simulator"
+"""The ``endpoint`` that runs the embedded simulator."""
+
+
+class SourceQuery(BaseModel):
+    """A listing query against the service (``GET /v3/sources``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: str | None = None
+    migration_cycle: str | None = None
+    name: str | None = None
+    limit: int | None = Field(None, ge=1, description="Take at most this many sources.")
+
+
+class SourceSelector(BaseModel):
+    """Which sources a wave drives: exactly one of ``ids``, ``query`` and ``count``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ids: list[str] | None = Field(None, min_length=1)
+    query: SourceQuery | None = None
+    count: int | None = Field(
+        None, ge=1, le=100_000, description="Simulator only: register this many."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceSelector:
+        given = [n for n in ("ids", "query", "count") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "name the sources with exactly one of ids (a list), query (a listing query) "
+                f"or count (simulator only); got {', '.join(given) or 'none'}"
+            )
+        return self
+
+    @field_validator("ids")
+    @classmethod
+    def _valid_ids(cls, ids: list[str] | None) -> list[str] | None:
+        if ids is not None:
+            for source_id in ids:
+                validate_source_id(source_id)
+            ids = list(dict.fromkeys(ids))
+        return ids
+
+
+class FailurePolicy(BaseModel):
+    """What a failed source does to the rest: carry on, or halt after ``halt_after`` failed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    halt_after: int | None = Field(
+        None,
+        ge=1,
+        description="Stop starting new work once this many sources failed; None carries on.",
+    )
+
+
+# The options of SimulatorOptions that are the simulator's faults (fields of its Faults).
+_FAULT_FIELDS = frozenset(
+    {
+        "latency",
+        "latency_jitter",
+        "error_rate",
+        "throttle_rate",
+        "retry_after",
+        "drop_rate",
+        "apply_then_fail_rate",
+    }
+)
+
+
+class SimulatorOptions(BaseModel):
+    """Settings of the embedded simulator (used when ``endpoint: simulator``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_file: str | None = Field(
+        None,
+        description="Where the simulated sources live across runs (default .sms-flow/simulator.sqlite).",
+    )
+    service_delay: float = Field(0.2, ge=0)
+    seed: int | None = None
+    latency: float = Field(0.0, ge=0)
+    latency_jitter: float = Field(0.0, ge=0)
+    error_rate: float = Field(0.0, ge=0, le=1)
+    throttle_rate: float = Field(0.0, ge=0, le=1)
+    retry_after: float = Field(0.05, ge=0)
+    drop_rate: float = Field(0.0, ge=0, le=1)
+    apply_then_fail_rate: float = Field(0.0, ge=0, le=1)
+
+    def fault_settings(self) -> dict[str, Any]:
+        """The options that are the simulator's faults, by name (``Faults(**settings)``)."""
+        return self.model_dump(include=set(_FAULT_FIELDS))
+
+
+class WaveSpec(BaseModel):
+    """A wave file (YAML); ``examples/wave.yaml`` is the reference."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    endpoint: str = Field(SIMULATOR, description="'simulator' (embedded) or the service's URL.")
+    region: str | None = Field(None, description="A region instead of an endpoint URL.")
+    sources: SourceSelector
+    target: str = "FINISHED/cutovered"
+    concurrency: int = Field(32, ge=1, le=4096)
+    rate_limit: float | None = Field(
+        None, gt=0, description="Requests per second towards the service."
+    )
+    failure_policy: FailurePolicy | Literal["continue"] = "continue"
+    verify: bool = True
+    service_wait: float = Field(
+        300.0, gt=0, description="Seconds to wait for a move the service makes."
+    )
+    report: str | None = Field(None, description="Where the JSON report goes.")
+    chart: str | None = Field(None, description="A statechart file instead of the default one.")
+    simulator: SimulatorOptions = Field(default_factory=SimulatorOptions)
+
+    @field_validator("target")
+    @classmethod
+    def _target_parses(cls, value: str) -> str:
+        parse_request(value)
+        return value
+
+    @model_validator(mode="after")
+    def _count_needs_simulator(self) -> WaveSpec:
+        if self.sources.count is not None and not self.uses_simulator:
+            raise ValueError(
+                "sources.count registers new sources, which only the simulator allows; "
+                "against a real endpoint name the sources with ids or a query"
+            )
+        return self
+
+    @property
+    def uses_simulator(self) -> bool:
+        return self.endpoint == SIMULATOR and self.region is None
+
+    @property
+    def halt_after(self) -> int | None:
+        return None if isinstance(self.failure_policy, str) else self.failure_policy.halt_after
+
+    @property
+    def target_request(self) -> StateRequest:
+        return parse_request(self.target)
+
+
+def load_wave(path: str | Path, **overrides: Any) -> WaveSpec:
+    """Read and check a wave file; ``overrides`` replace its top-level fields.
+
+    Raises :class:`~sms_flow.errors.ConfigError` naming the file and the offending field.
+    """
+    return load_spec(path, WaveSpec, "wave", overrides)
+
+
+_SpecT = TypeVar("_SpecT", bound=BaseModel)
+
+
+def load_spec(
+    path: str | Path,
+    model: type[_SpecT],
+    kind: str,
+    overrides: Mapping[str, Any],
+    adjust: Callable[[dict[str, Any]], None] | None = None,
+) -> _SpecT:
+    """Read a YAML file of ``kind`` (wave, drill) into ``model``; ``adjust`` may rewrite the raw
+    mapping first. Every problem is a :class:`~sms_flow.errors.ConfigError` naming the file."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{kind} file {p} does not exist; give the path of a {kind} YAML file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{kind} file {p} cannot be read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{kind} file {p} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{kind} file {p}: a {kind} is a mapping with name, sources ...")
+    if adjust is not None:
+        adjust(raw)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or '(file)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{kind} file {p}: {problems}") from None
+    except SmsFlowError as exc:
+        raise ConfigError(f"{kind} file {p}: {exc}") from None
+
+
+def folder_of(path: str | Path) -> Path:
+    """The folder of a wave or drill file: where the paths it names are relative to."""
+    return Path(path).resolve().parent
+
+
+def chart_of(spec: WaveSpec, base: Path | None = None) -> Chart | None:
+    """The wave's own chart, if it names one (relative to ``base``, the wave file's folder)."""
+    if spec.chart is None:
+        return None
+    path = Path(spec.chart)
+    if base is not None and not path.is_absolute():
+        path = base / path
+    return load_chart(path)

@@ -1,0 +1,234 @@
+"""The runner against the simulator: faults, failure policy, events, resuming, Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from sms_flow.simulator import Faults, Simulator
+from sms_flow.wave import Event, EventKind, SourceOutcome, WaveSession, run_wave
+from tests.conftest import REPO
+from tests.wave.conftest import (
+    MAIN_PATH,
+    RETRY,
+    applied_entries,
+    assert_clean_history,
+    journal_paths,
+    pending_intents,
+    planned_path,
+    sms_flow,
+    spec,
+    write_wave,
+)
+
+
+async def test_every_source_reaches_the_target_through_faults(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    ids = await sim.register_many(30, prefix="f")
+    sim.set_faults(
+        Faults(
+            latency=0.002,
+            latency_jitter=0.004,
+            error_rate=0.08,
+            throttle_rate=0.05,
+            retry_after=0.01,
+            drop_rate=0.05,
+        )
+    )
+    journal = tmp_path / "j.sqlite"
+    async with WaveSession(
+        spec(name="faulty", sources={"ids": ids}),
+        endpoint=sim.url,
+        journal_path=journal,
+        client_options=RETRY,
+    ) as session:
+        report = await session.runner.run()
+    faults = sim.stats.faults
+    sim.set_faults(Faults())
+    assert report.ok, report.to_dict()["failures"]
+    assert report.count(SourceOutcome.FINISHED) == 30
+    assert faults.get("drop", 0) > 0 and faults.get("throttle", 0) > 0
+    assert faults.get("error_500", 0) + faults.get("error_503", 0) > 0
+    steps = await journal_paths(journal)
+    for sid in ids:
+        assert str(sim.source(sid).pair) == "FINISHED/cutovered"
+        assert_clean_history(sim.history(sid), MAIN_PATH)
+        # the journal matches the simulator's own history, step for step
+        assert steps[sid] == [
+            (h.trigger, str(h.from_pair), str(h.to_pair)) for h in sim.history(sid)
+        ]
+
+
+async def test_applied_then_503_is_not_pushed_twice_into_the_history(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    ids = await sim.register_many(10, prefix="a")
+    sim.set_faults(Faults(apply_then_fail_rate=0.3))
+    report = await run_wave(
+        spec(name="atf", sources={"ids": ids}), endpoint=sim.url, journal_path=tmp_path / "j.sqlite"
+    )
+    sim.set_faults(Faults())
+    assert report.ok
+    assert sim.stats.faults.get("apply_then_fail", 0) > 0
+    for sid in ids:
+        assert_clean_history(sim.history(sid), MAIN_PATH)
+
+
+async def test_service_moves_are_waited_for(sim: Simulator, tmp_path: Path) -> None:
+    ids = await sim.register_many(4, prefix="s")
+    for sid in ids:
+        await sim.move(sid, pair="SYNCING/syncing")
+    events: list[Event] = []
+    report = await run_wave(
+        spec(name="stop", sources={"ids": ids}, target="STOPPED"),
+        endpoint=sim.url,
+        journal_path=tmp_path / "j.sqlite",
+        on_event=events.append,
+    )
+    assert report.ok and report.applied == 4 and report.observed == 4
+    assert sum(1 for e in events if e.kind is EventKind.WAITING) == 4
+    for sid in ids:
+        assert [(h.trigger, h.by.value) for h in sim.history(sid)][-2:] == [
+            ("stop", "client"),
+            ("stopped", "service"),
+        ]
+
+
+async def test_a_failed_source_does_not_stop_the_others(sim: Simulator, tmp_path: Path) -> None:
+    ids = await sim.register_many(6, prefix="p")
+    await sim.move(ids[0], pair="STOPPED/syncing")  # needs a task action nobody will call
+    report = await run_wave(
+        spec(
+            name="carry",
+            sources={"ids": [*ids, "00000000-0000-4000-8000-00000000dead"]},
+            service_wait=0.3,
+        ),
+        endpoint=sim.url,
+        journal_path=tmp_path / "j.sqlite",
+    )
+    assert report.count(SourceOutcome.FINISHED) == 5
+    failed = {r.source_id: r for r in report.failed}
+    assert set(failed) == {ids[0], "00000000-0000-4000-8000-00000000dead"}
+    assert "Task action start" in (failed[ids[0]].error or "")
+    assert "404" in (failed["00000000-0000-4000-8000-00000000dead"].error or "")
+    assert not report.ok
+
+
+async def test_halt_after_k_failed_sources(sim: Simulator, tmp_path: Path) -> None:
+    ids = await sim.register_many(20, prefix="h")
+    for sid in ids[:3]:
+        await sim.move(sid, pair="DELETING/checking")  # nothing leads out of DELETING
+    report = await run_wave(
+        spec(name="halt", sources={"ids": ids}, concurrency=1, failure_policy={"halt_after": 2}),
+        endpoint=sim.url,
+        journal_path=tmp_path / "j.sqlite",
+    )
+    assert report.halted
+    assert len(report.failed) == 2
+    assert report.count(SourceOutcome.STOPPED) == 18
+    assert all(str(sim.source(s).pair) == "WAITING/checking" for s in ids[3:])
+
+
+async def test_events_as_an_async_iterator(sim: Simulator, tmp_path: Path) -> None:
+    ids = await sim.register_many(3, prefix="e")
+    async with WaveSession(
+        spec(name="ev", sources={"ids": ids}), endpoint=sim.url, journal_path=tmp_path / "j.sqlite"
+    ) as session:
+        seen: list[EventKind] = []
+
+        async def consume() -> None:
+            async for event in session.runner.events():
+                seen.append(event.kind)
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.sleep(0)
+        report = await session.runner.run()
+        await consumer
+    assert report.ok
+    assert seen[0] is EventKind.WAVE_STARTED and seen[-1] is EventKind.WAVE_DONE
+    assert seen.count(EventKind.STEP) == 15 and seen.count(EventKind.SOURCE_DONE) == 3
+
+
+async def test_a_second_run_resumes_with_the_same_members(sim: Simulator, tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    ids = await sim.register_many(5, prefix="r")
+    first = await run_wave(
+        spec(name="again", sources={"ids": ids}, target="REPLICATE"),
+        endpoint=sim.url,
+        journal_path=journal,
+    )
+    assert first.count(SourceOutcome.FINISHED) == 5
+    second = await run_wave(
+        spec(name="again", sources={"ids": ids}, target="REPLICATE"),
+        endpoint=sim.url,
+        journal_path=journal,
+    )
+    assert second.count(SourceOutcome.ALREADY) == 5 and second.applied == 0
+
+
+def test_ctrl_c_stops_cleanly_and_a_second_run_resumes(external_sim: Any, tmp_path: Path) -> None:
+    sim = external_sim(60, "--latency", "0.02")
+    wave = write_wave(
+        tmp_path / "wave.yaml",
+        name="ctrlc",
+        endpoint=sim.url,
+        sources={"ids": sim.ids},
+        concurrency=4,
+    )
+    journal = tmp_path / "journal.sqlite"
+    proc = sms_flow(
+        "run", str(wave), "--journal", str(journal), "--no-progress", "--json", cwd=tmp_path
+    )
+    # Interrupt once the run is well under way (20 steps journalled of 300), not at a guess.
+    deadline = time.monotonic() + 60
+    while applied_entries(journal) < 20:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    report = json.loads(out)
+    assert report["interrupted"] is True
+    assert report["totals"]["stopped"] > 0
+    assert pending_intents(journal) == 0, "in-flight steps finished and were journalled"
+    again = sms_flow(
+        "run", str(wave), "--journal", str(journal), "--no-progress", "--json", cwd=tmp_path
+    )
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert json.loads(out)["totals"]["failed"] == 0
+    for sid in sim.ids:
+        assert_clean_history(sim.history(sid), MAIN_PATH)
+
+
+def test_history_command_shows_a_sources_path(external_sim: Any, tmp_path: Path) -> None:
+    sim = external_sim(2)
+    wave = write_wave(
+        tmp_path / "wave.yaml", name="hist", endpoint=sim.url, sources={"ids": sim.ids}
+    )
+    journal = tmp_path / "journal.sqlite"
+    run = sms_flow("run", str(wave), "--journal", str(journal), "--no-progress", cwd=tmp_path)
+    run.communicate(timeout=60)
+    assert run.returncode == 0
+    shown = sms_flow("history", sim.ids[0], "--journal", str(journal), cwd=tmp_path)
+    out, _ = shown.communicate(timeout=60)
+    assert shown.returncode == 0
+    for trigger in MAIN_PATH:
+        assert trigger in out
+    as_json = sms_flow(
+        "history", "--wave", "hist", "--journal", str(journal), "--json", cwd=tmp_path
+    )
+    out, _ = as_json.communicate(timeout=60)
+    entries = json.loads(out)
+    assert len(entries) == 10 and {e["outcome"] for e in entries} == {"applied"}
+
+
+def test_planned_path_is_the_main_path() -> None:
+    assert planned_path("WAITING/checking") == MAIN_PATH
+    assert REPO.is_dir()
