@@ -27,12 +27,14 @@ from sms_flow.errors import (
     ReadBackMismatchError,
     RequestTimeoutError,
     ServerError,
+    SignatureError,
     SmsFlowError,
     SupersededError,
     ThrottledError,
     TransitionRejected,
     TransportError,
     UnknownValueError,
+    UsageError,
 )
 from sms_flow.machine import LifecycleMachine
 from sms_flow.planner import Plan, Planner, Reason, ReasonCode, Verdict, check, plan
@@ -58,7 +60,7 @@ _LAZY = {
     "TokenAuth": "sms_flow.auth",
     "auth_from_env": "sms_flow.auth",
     "SmsClient": "sms_flow.client",
-    "RetryPolicy": "sms_flow.client",
+    "RetryPolicy": "sms_flow.retry",
     "PushResult": "sms_flow.client",
     "Engine": "sms_flow.engine",
     "StepResult": "sms_flow.engine",
@@ -88,7 +90,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from sms_flow.auth import AkSkAuth, TokenAuth, auth_from_env
-    from sms_flow.client import PushResult, RetryPolicy, SmsClient
+    from sms_flow.client import PushResult, SmsClient
     from sms_flow.drill import DrillSession, DrillSpec, load_drill, run_drill
     from sms_flow.engine import Engine, StepResult, WaitPolicy
     from sms_flow.errors import JournalError, WaitTimeoutError
@@ -105,6 +107,7 @@ if TYPE_CHECKING:
         recover,
         run_wave,
     )
+    from sms_flow.retry import RetryPolicy
 
 
 def __getattr__(name: str) -> Any:
@@ -157,6 +160,7 @@ __all__ = [
     "RetryPolicy",
     "SdkCycle",
     "ServerError",
+    "SignatureError",
     "SmsClient",
     "SmsFlowError",
     "SourceOutcome",
@@ -172,6 +176,7 @@ __all__ = [
     "TransitionRejected",
     "TransportError",
     "UnknownValueError",
+    "UsageError",
     "Verdict",
     "WaitPolicy",
     "WaitTimeoutError",
