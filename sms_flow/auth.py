@@ -42,7 +42,7 @@ _TOKEN_MAX_LENGTH: Final = 16_384
 _OWN_HEADERS: Final = frozenset({"x-sdk-date", "x-project-id", "authorization"})
 
 
-# --- the client side -------------------------------------------------------------------------
+# --- the protocol and its two modes ----------------------------------------------------------
 
 
 class Auth(Protocol):
