@@ -27,12 +27,14 @@ from sms_flow.errors import (
     ReadBackMismatchError,
     RequestTimeoutError,
     ServerError,
+    SignatureError,
     SmsFlowError,
     SupersededError,
     ThrottledError,
     TransitionRejected,
     TransportError,
     UnknownValueError,
+    UsageError,
 )
 from sms_flow.machine import LifecycleMachine
 from sms_flow.planner import Plan, Planner, Reason, ReasonCode, Verdict, check, plan
@@ -58,7 +60,7 @@ _LAZY = {
     "TokenAuth": "sms_flow.auth",
     "auth_from_env": "sms_flow.auth",
     "SmsClient": "sms_flow.client",
-    "RetryPolicy": "sms_flow.client",
+    "RetryPolicy": "sms_flow.retry",
     "PushResult": "sms_flow.client",
     "Engine": "sms_flow.engine",
     "StepResult": "sms_flow.engine",
@@ -88,10 +90,11 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from sms_flow.auth import AkSkAuth, TokenAuth, auth_from_env
-    from sms_flow.client import PushResult, RetryPolicy, SmsClient
+    from sms_flow.client import PushResult, SmsClient
     from sms_flow.engine import Engine, StepResult, WaitPolicy
     from sms_flow.errors import JournalError, WaitTimeoutError
     from sms_flow.journal import Entry, Intent, Journal, Outcome, SqliteJournal
+    from sms_flow.retry import RetryPolicy
     from sms_flow.wave import (
         DrillSession,
         DrillSpec,
@@ -160,6 +163,7 @@ __all__ = [
     "RetryPolicy",
     "SdkCycle",
     "ServerError",
+    "SignatureError",
     "SmsClient",
     "SmsFlowError",
     "SourceOutcome",
@@ -175,6 +179,7 @@ __all__ = [
     "TransitionRejected",
     "TransportError",
     "UnknownValueError",
+    "UsageError",
     "Verdict",
     "WaitPolicy",
     "WaitTimeoutError",

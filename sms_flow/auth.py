@@ -3,11 +3,10 @@
 The client calls :meth:`Auth.sign` afresh on every attempt, so each retry of an AK/SK request
 carries a fresh ``X-Sdk-Date`` (the gateway refuses a date more than 15 minutes off its clock).
 
-AK/SK signing is the scheme the official Huawei Cloud SDK uses: a canonical request built from
-the method, path, query, the signed headers and the body hash, hashed into a string to sign,
-and an HMAC-SHA256 keyed with the SK itself (no derived key, no scope). The pieces are public,
-pure functions so that the signer (:class:`AkSkAuth`), the simulator's verifier
-(:func:`verify_request`) and the tests share one implementation of every rule.
+AK/SK signing is the scheme the official Huawei Cloud SDK uses. :class:`AkSkAuth` decides which
+headers are sent (and so signed); the canonical request, the string to sign, the HMAC and the
+``Authorization`` value come from the private module :mod:`sms_flow._signing`, the one
+implementation of those rules, which the verifier uses too.
 
 Secrets stay out of sight: no ``repr``, ``str`` or exception message here holds a token, an SK
 or a signature.
@@ -15,360 +14,35 @@ or a signature.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Final, NoReturn, Protocol, final
-from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
 
 from yarl import URL
 
+from sms_flow._signing import (
+    CONTENT_SHA256,
+    SigningKey,
+    canonical_query,
+    canonical_uri,
+    format_sdk_date,
+    join_canonical_request,
+    payload_hash,
+    signed_authorization,
+    string_to_sign,
+)
 from sms_flow.errors import ConfigError, InvalidRequestError
 
-__all__ = [
-    "ALGORITHM",
-    "AkSkAuth",
-    "Auth",
-    "ParsedAuthorization",
-    "SignatureError",
-    "TokenAuth",
-    "VerifiedIdentity",
-    "auth_from_env",
-    "authorization_header",
-    "canonical_headers",
-    "canonical_query",
-    "canonical_request",
-    "canonical_uri",
-    "format_sdk_date",
-    "parse_authorization",
-    "parse_sdk_date",
-    "payload_hash",
-    "signature",
-    "string_to_sign",
-    "verify_request",
-]
-
-ALGORITHM: Final = "SDK-HMAC-SHA256"
-"""The algorithm name that opens the string to sign and the ``Authorization`` value."""
+__all__ = ["AkSkAuth", "Auth", "TokenAuth", "auth_from_env"]
 
 _TOKEN_MAX_LENGTH: Final = 16_384
 
-_DATE_FORMAT: Final = "%Y%m%dT%H%M%SZ"
-_DATE_RE: Final = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
-_EMPTY_SHA256: Final = hashlib.sha256(b"").hexdigest()
-_CONTENT_SHA256: Final = "x-sdk-content-sha256"
 # Headers sign() sets itself; a caller's copy (in any case) is replaced, not sent twice.
 _OWN_HEADERS: Final = frozenset({"x-sdk-date", "x-project-id", "authorization"})
-_HEADER_NAME_RE: Final = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
-_HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")
-# A path of unreserved characters and slashes is its own canonical form (less the final '/').
-_PLAIN_PATH_RE: Final = re.compile(r"[A-Za-z0-9._~/-]*")
 
 
-# --- the pure pieces -----------------------------------------------------------------------
-
-
-def _encode(text: str) -> str:
-    """Percent-encode all but RFC 3986 unreserved characters, upper-case hex, UTF-8."""
-    return quote(text, safe="", errors="surrogateescape")
-
-
-def canonical_uri(path: str) -> str:
-    """The signed form of a request path.
-
-    ``path`` is the path as sent on the wire (still percent-encoded, no query). It is
-    percent-decoded to bytes, split on ``/``, each segment re-encoded keeping only unreserved
-    characters, and a ``/`` appended unless it already ends in one (only the signed form
-    carries that slash). Decoding works on bytes, so ``%FF`` stays ``%FF``.
-    """
-    if _PLAIN_PATH_RE.fullmatch(path):
-        uri = path
-    else:
-        raw = unquote_to_bytes(path)
-        uri = "/".join([quote_from_bytes(segment, safe=b"") for segment in raw.split(b"/")])
-    return uri if uri.endswith("/") else uri + "/"
-
-
-def canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
-    """The signed form of the (already decoded) query pairs.
-
-    Sorted by key then value as given (code point order, as the official SDK sorts), each
-    written ``k=v`` (``k=`` when the value is empty) with both encoded like a path segment,
-    joined by ``&``; empty when there is no query.
-    """
-    return "&".join([f"{_encode(key)}={_encode(value)}" for key, value in sorted(pairs)])
-
-
-def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
-    """Header values keyed by lower-case name; for a multi-dict, the first value wins."""
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        out.setdefault(name.lower(), value)
-    return out
-
-
-def _signed_names(signed_header_names: Iterable[str]) -> list[str]:
-    return sorted({name.lower() for name in signed_header_names})
-
-
-def _canonical_headers(lowered: Mapping[str, str], names: list[str]) -> str:
-    parts = []
-    for name in names:
-        value = lowered.get(name)
-        if value is None:
-            raise InvalidRequestError(
-                f"signed header {name!r} has no value in the request; "
-                "sign only headers that are sent"
-            )
-        parts.append(f"{name}:{value.strip()}\n")
-    return "".join(parts)
-
-
-def canonical_headers(headers: Mapping[str, str], signed_header_names: Iterable[str]) -> str:
-    """``name:trimmed value\\n`` for each signed header, lower-case names in sorted order.
-
-    Header lookups ignore case. Raises :class:`InvalidRequestError` when a signed header has
-    no value in ``headers``.
-    """
-    return _canonical_headers(_lowered(headers), _signed_names(signed_header_names))
-
-
-def payload_hash(body: bytes, content_sha256: str | None = None) -> str:
-    """Part 6 of the canonical request.
-
-    The hex SHA-256 of ``body``, or ``content_sha256`` (the value of an
-    ``X-Sdk-Content-Sha256`` header, such as ``UNSIGNED-PAYLOAD``) when given and the body is
-    not empty. An empty body always hashes to the SHA-256 of nothing.
-    """
-    if not body:
-        return _EMPTY_SHA256
-    if content_sha256:
-        return content_sha256
-    return hashlib.sha256(body).hexdigest()
-
-
-def _join_canonical(
-    method: str, uri: str, query: str, headers_part: str, names: list[str], body_hash: str
-) -> str:
-    return f"{method.upper()}\n{uri}\n{query}\n{headers_part}\n{';'.join(names)}\n{body_hash}"
-
-
-def canonical_request(
-    method: str,
-    path: str,
-    query_pairs: Iterable[tuple[str, str]],
-    headers: Mapping[str, str],
-    signed_header_names: Iterable[str],
-    body_or_hash: bytes | str,
-) -> str:
-    """The canonical request: six parts joined by ``\\n``.
-
-    ``path`` is the raw path as sent (see :func:`canonical_uri`), ``query_pairs`` the decoded
-    query, ``headers`` the request headers (looked up ignoring case), ``signed_header_names``
-    the headers to sign (lower-cased and sorted here). ``body_or_hash`` is either the exact
-    body bytes, hashed by the rule of :func:`payload_hash` (honouring an
-    ``X-Sdk-Content-Sha256`` header), or a ``str`` used as the payload hash as is.
-    """
-    lowered = _lowered(headers)
-    names = _signed_names(signed_header_names)
-    if isinstance(body_or_hash, str):
-        body_hash = body_or_hash
-    else:
-        body_hash = payload_hash(body_or_hash, lowered.get(_CONTENT_SHA256))
-    return _join_canonical(
-        method,
-        canonical_uri(path),
-        canonical_query(query_pairs),
-        _canonical_headers(lowered, names),
-        names,
-        body_hash,
-    )
-
-
-def string_to_sign(sdk_date: str, canonical_request: str) -> str:
-    """``SDK-HMAC-SHA256\\n{X-Sdk-Date}\\n{hex SHA-256 of the canonical request}``."""
-    digest = hashlib.sha256(canonical_request.encode("utf-8", "surrogateescape")).hexdigest()
-    return f"{ALGORITHM}\n{sdk_date}\n{digest}"
-
-
-def signature(sk: str | bytes, string_to_sign: str) -> str:
-    """Hex HMAC-SHA256 of ``string_to_sign``, keyed with the SK's bytes."""
-    key = sk if isinstance(sk, bytes) else sk.encode()
-    return hmac.digest(key, string_to_sign.encode(), "sha256").hex()
-
-
-def authorization_header(ak: str, signed_header_names: Iterable[str], signature: str) -> str:
-    """The ``Authorization`` value; the names are lower-cased and sorted as when signing."""
-    names = ";".join(_signed_names(signed_header_names))
-    return f"{ALGORITHM} Access={ak}, SignedHeaders={names}, Signature={signature}"
-
-
-def format_sdk_date(moment: datetime) -> str:
-    """``moment`` in UTC as ``YYYYMMDDTHHMMSSZ``; a naive ``moment`` is refused."""
-    if moment.tzinfo is None:
-        raise ValueError(
-            "a naive datetime has no time zone; pass an aware one, e.g. datetime.now(UTC)"
-        )
-    return moment.astimezone(UTC).strftime(_DATE_FORMAT)
-
-
-def parse_sdk_date(value: str) -> datetime:
-    """Parse ``YYYYMMDDTHHMMSSZ`` into an aware UTC datetime; ``ValueError`` otherwise."""
-    match = _DATE_RE.fullmatch(value)
-    if match is None:
-        raise ValueError("an X-Sdk-Date is 16 characters, YYYYMMDDTHHMMSSZ, in UTC")
-    year, month, day, hour, minute, second = (int(part) for part in match.groups())
-    try:
-        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-    except ValueError as exc:
-        raise ValueError(f"an X-Sdk-Date, YYYYMMDDTHHMMSSZ, names no real moment: {exc}") from None
-
-
-# --- the verifier ----------------------------------------------------------------------------
-
-
-class SignatureError(Exception):
-    """A request's AK/SK signature does not verify (a server-side outcome).
-
-    ``reason`` is short, fixed wording that is safe to log and to return to the caller, such
-    as ``"signature mismatch"``; ``detail`` may add what exactly was wrong. Neither ever holds
-    an SK, the received signature or the expected one.
-    """
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class ParsedAuthorization:
-    """The three fields of an ``SDK-HMAC-SHA256`` ``Authorization`` value."""
-
-    access: str
-    signed_headers: tuple[str, ...]
-    signature: str = field(repr=False)
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class VerifiedIdentity:
-    """Who signed a request that verified."""
-
-    access_key: str
-    signed_headers: tuple[str, ...]
-    sdk_date: datetime
-
-
-_AUTH_SHAPE: Final = f"expected '{ALGORITHM} Access=AK, SignedHeaders=a;b, Signature=<64 hex>'"
-
-
-def _malformed(detail: str) -> NoReturn:
-    raise SignatureError("malformed Authorization", f"{detail}; {_AUTH_SHAPE}")
-
-
-def parse_authorization(value: str) -> ParsedAuthorization:
-    """Split an ``Authorization`` value into access key, signed headers and signature.
-
-    Raises :class:`SignatureError` with reason ``"malformed Authorization"`` (and a detail
-    that never echoes the value) when it is not ``SDK-HMAC-SHA256 Access=…,
-    SignedHeaders=…, Signature=…`` with lower-case header names and a 64-digit lower-case
-    hex signature.
-    """
-    scheme, _, rest = value.strip().partition(" ")
-    if scheme != ALGORITHM:
-        _malformed(f"the algorithm is not {ALGORITHM}")
-    fields: dict[str, str] = {}
-    for part in rest.split(","):
-        key, eq, item = part.strip().partition("=")
-        if not eq or key not in ("Access", "SignedHeaders", "Signature"):
-            _malformed("a field is not Access=, SignedHeaders= or Signature=")
-        if key in fields:
-            _malformed(f"{key} appears twice")
-        fields[key] = item
-    for key in ("Access", "SignedHeaders", "Signature"):
-        if key not in fields:
-            _malformed(f"{key} is missing")
-    access = fields["Access"]
-    if not access or any(char.isspace() for char in access):
-        _malformed("Access is empty or holds white space")
-    names = tuple(fields["SignedHeaders"].split(";"))
-    if not all(_HEADER_NAME_RE.fullmatch(name) for name in names):
-        _malformed("SignedHeaders holds an empty name or one that is not a lower-case token")
-    if not _HEX64_RE.fullmatch(fields["Signature"]):
-        _malformed("Signature is not 64 lower-case hex digits")
-    return ParsedAuthorization(access, names, fields["Signature"])
-
-
-def _describe(span: timedelta) -> str:
-    seconds = int(span.total_seconds())
-    if seconds % 60 == 0:
-        minutes = seconds // 60
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
-    return f"{seconds} seconds"
-
-
-def verify_request(
-    *,
-    method: str,
-    path: str,
-    query_pairs: Iterable[tuple[str, str]],
-    headers: Mapping[str, str],
-    body: bytes,
-    secret_for: Callable[[str], str | None],
-    now: datetime,
-    max_skew: timedelta = timedelta(minutes=15),
-) -> VerifiedIdentity:
-    """Check an AK/SK signed request the way the API gateway does; return who signed it.
-
-    ``path`` is the raw path as received (aiohttp: ``request.rel_url.raw_path``),
-    ``query_pairs`` the decoded query (``request.query.items()``), ``headers`` the received
-    headers (any case; a ``CIMultiDictProxy`` works), ``body`` the exact bytes received,
-    ``secret_for`` maps an access key to its SK (``None`` if unknown), ``now`` is the server's
-    aware clock. Raises :class:`SignatureError` whose ``reason`` says what failed.
-    """
-    if now.tzinfo is None:
-        raise ValueError("now must be an aware datetime, e.g. datetime.now(UTC)")
-    lowered = _lowered(headers)
-    value = lowered.get("authorization")
-    if value is None:
-        raise SignatureError("missing Authorization")
-    parsed = parse_authorization(value)
-    if "x-sdk-date" not in parsed.signed_headers:
-        raise SignatureError("x-sdk-date not signed")
-    for name in parsed.signed_headers:
-        if name not in lowered:
-            raise SignatureError(f"signed header {name} missing")
-    try:
-        signed_at = parse_sdk_date(lowered["x-sdk-date"].strip())
-    except ValueError as exc:
-        raise SignatureError("X-Sdk-Date malformed", str(exc)) from None
-    if abs(now - signed_at) > max_skew:
-        raise SignatureError(f"X-Sdk-Date more than {_describe(max_skew)} from the server clock")
-    sk = secret_for(parsed.access)
-    if sk is None:
-        raise SignatureError("unknown access key")
-    names = _signed_names(parsed.signed_headers)
-    request = _join_canonical(
-        method,
-        canonical_uri(path),
-        canonical_query(query_pairs),
-        _canonical_headers(lowered, names),
-        names,
-        payload_hash(body, lowered.get(_CONTENT_SHA256)),
-    )
-    expected = signature(sk, string_to_sign(lowered["x-sdk-date"].strip(), request))
-    if not hmac.compare_digest(expected, parsed.signature):
-        raise SignatureError("signature mismatch")
-    return VerifiedIdentity(parsed.access, parsed.signed_headers, signed_at)
-
-
-# --- the client side -------------------------------------------------------------------------
+# --- the protocol and its two modes ----------------------------------------------------------
 
 
 class Auth(Protocol):
@@ -453,12 +127,11 @@ class AkSkAuth:
     header sent is signed; header values are sent trimmed, as they are signed.
     """
 
-    __slots__ = ("_ak", "_clock", "_date_cache", "_mac", "_prefix", "_project_id")
+    __slots__ = ("_ak", "_clock", "_date_cache", "_key", "_project_id")
     _ak: str
     _clock: Callable[[], datetime]
     _date_cache: tuple[float, str]
-    _mac: hmac.HMAC
-    _prefix: str
+    _key: SigningKey
     _project_id: str
 
     def __init__(
@@ -492,11 +165,9 @@ class AkSkAuth:
             "use the id of the project for the region (My Credentials > Projects)",
         )
         set_(self, "_ak", ak)
-        # The keyed HMAC state is computed once; sign() copies it (cheaper than keying anew).
-        set_(self, "_mac", hmac.new(sk.encode(), digestmod=hashlib.sha256))
+        set_(self, "_key", SigningKey(sk))
         set_(self, "_project_id", project_id)
         set_(self, "_clock", clock or _utc_now)
-        set_(self, "_prefix", f"{ALGORITHM} Access={ak}, SignedHeaders=")
         set_(self, "_date_cache", (-1.0, ""))
 
     __setattr__ = _blocked
@@ -528,7 +199,7 @@ class AkSkAuth:
         second = moment.timestamp() // 1
         cached_second, text = self._date_cache
         if second != cached_second:
-            text = moment.strftime(_DATE_FORMAT)
+            text = format_sdk_date(moment)
             object.__setattr__(self, "_date_cache", (second, text))
         return text
 
@@ -572,20 +243,18 @@ class AkSkAuth:
         out["X-Project-Id"] = lowered["x-project-id"] = self._project_id
         out["X-Sdk-Date"] = lowered["x-sdk-date"] = sdk_date
 
-        uri = canonical_uri(url.raw_path)
-        query = canonical_query(url.query.items()) if url.raw_query_string else ""
+        # Every header sent is signed: the names are all of them, lower-case and sorted.
         names = sorted(lowered)
-        headers_part = "".join([f"{name}:{lowered[name]}\n" for name in names])
-        signed = ";".join(names)
-        if not body:
-            body_hash = _EMPTY_SHA256
-        else:
-            body_hash = lowered.get(_CONTENT_SHA256) or hashlib.sha256(body).hexdigest()
-        request = f"{method.upper()}\n{uri}\n{query}\n{headers_part}\n{signed}\n{body_hash}"
-        digest = hashlib.sha256(request.encode("utf-8", "surrogateescape")).hexdigest()
-        mac = self._mac.copy()
-        mac.update(f"{ALGORITHM}\n{sdk_date}\n{digest}".encode())
-        out["Authorization"] = f"{self._prefix}{signed}, Signature={mac.hexdigest()}"
+        request = join_canonical_request(
+            method,
+            canonical_uri(url.raw_path),
+            canonical_query(url.query.items()) if url.raw_query_string else "",
+            lowered,
+            names,
+            payload_hash(body, lowered.get(CONTENT_SHA256)),
+        )
+        signature = self._key.sign(string_to_sign(sdk_date, request))
+        out["Authorization"] = signed_authorization(self._ak, names, signature)
         return out
 
 

@@ -159,7 +159,8 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def _client_from(args: argparse.Namespace) -> Any:
-    from sms_flow.client import RetryPolicy, SmsClient
+    from sms_flow.client import SmsClient
+    from sms_flow.retry import RetryPolicy
 
     overrides: dict[str, Any] = {}
     if args.endpoint:

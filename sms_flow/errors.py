@@ -15,6 +15,8 @@
     │   ├── ReadBackMismatchError       reading the source back shows another state
     │   └── WaitTimeoutError            the service did not make an awaited move in time
     ├── SupersededError                 a retry stopped: a newer change for the same source began
+    ├── UsageError (RuntimeError)       an object used out of order (a client that is not open)
+    ├── SignatureError                  an AK/SK signature does not verify (the verifier's verdict)
     ├── TransportError                  no usable HTTP answer
     │   ├── ConnectError                connection refused, reset or dropped
     │   └── RequestTimeoutError         no answer in time
@@ -51,12 +53,14 @@ __all__ = [
     "ReadBackMismatchError",
     "RequestTimeoutError",
     "ServerError",
+    "SignatureError",
     "SmsFlowError",
     "SupersededError",
     "ThrottledError",
     "TransitionRejected",
     "TransportError",
     "UnknownValueError",
+    "UsageError",
     "WaitTimeoutError",
 ]
 
@@ -174,6 +178,30 @@ class WaitTimeoutError(NotAppliedError):
 
 class SupersededError(SmsFlowError):
     """A retry was abandoned because a newer change for the same source has started."""
+
+
+class UsageError(SmsFlowError, RuntimeError):
+    """An object was used out of order; nothing was sent.
+
+    Raised for an :class:`~sms_flow.client.SmsClient` that is not open, or whose session was
+    closed; the message says what to call first. It is a :class:`RuntimeError` too, as it
+    was before it had a class of its own.
+    """
+
+
+class SignatureError(SmsFlowError):
+    """A request's AK/SK signature does not verify (a server-side verdict).
+
+    Raised by the verifier (the simulator answers it with a 403). ``reason`` is short, fixed
+    wording that is safe to log and to return to the caller, such as ``"signature
+    mismatch"``; ``detail`` may add what exactly was wrong. Neither ever holds an SK, the
+    received signature or the expected one.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
 class TransportError(SmsFlowError):

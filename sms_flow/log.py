@@ -1,10 +1,22 @@
-"""Logging configuration: structlog, JSON when not on a terminal, secrets redacted.
+"""Logging: one way to get a logger, structlog when configured, secrets redacted.
 
-sms-flow logs through ``structlog``. The library configures it only when nobody else has
-(:func:`ensure_configured`), at ``WARNING`` unless ``SMS_FLOW_LOG_LEVEL`` says otherwise, so
-that importing sms-flow never floods a user's output. Every event passes through
-:func:`redact`, which masks anything that looks like a credential, whatever the caller
-bound.
+Every module of sms-flow gets its logger from :func:`get_logger` and logs events with
+key-value pairs (``log.info("sms.retry", source_id=..., attempt=...)``). The library never
+configures logging itself: an application does, or the ``sms-flow`` command (with
+:func:`configure`). What happens to an event depends on what the application did:
+
+* structlog configured (by :func:`configure`, or by the application itself): the event goes
+  through structlog's processors, as for the application's own events;
+* structlog not configured: the event goes to the standard library logger of the same name
+  (``sms_flow.client`` ...), rendered as ``event key=value ...``. Without a ``logging``
+  configuration, Python then writes warnings and errors to standard error and drops the
+  rest, so an application that configures nothing never gets sms-flow's debug or info lines
+  (structlog's own default would print them on standard output).
+
+Every event passes through :func:`redact`, which masks anything that looks like a credential,
+whatever the caller bound. :meth:`Logger.enabled` (and :func:`enabled`) answers, cheaply,
+whether a call at a level would be written, for hot paths that would otherwise build an
+event only to have it filtered out.
 """
 
 from __future__ import annotations
@@ -13,11 +25,11 @@ import logging
 import os
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, Final, TextIO, final
 
 import structlog
 
-__all__ = ["configure", "enabled", "ensure_configured", "get_logger", "redact"]
+__all__ = ["Logger", "configure", "enabled", "ensure_configured", "get_logger", "redact"]
 
 _SECRET_KEYS = frozenset(
     {
@@ -39,15 +51,7 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
-
-# The level set by configure(); 0 (everything) when structlog was configured by someone else.
-# Hot paths ask enabled() first: a filtered-out structlog call still costs microseconds.
-_threshold = [0]
-
-
-def enabled(level: int) -> bool:
-    """True when a log call at ``level`` (``logging.DEBUG`` ...) would be written."""
-    return level >= _threshold[0]
+_PACKAGE: Final = "sms_flow"
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -58,13 +62,133 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+# --- what structlog's configuration lets through -------------------------------------------
+
+# The threshold of the configured wrapper class, computed once per class: structlog's
+# filtering loggers (make_filtering_bound_logger) are one class per level.
+_threshold_of_wrapper: dict[Any, int | None] = {}
+
+
+def _filtering_level(wrapper: Any) -> int | None:
+    """The level a structlog filtering logger class lets through; None for another class."""
+    try:
+        return _threshold_of_wrapper[wrapper]
+    except (KeyError, TypeError):
+        pass
+    found: int | None = None
+    for level in (logging.NOTSET, *_LEVELS.values(), logging.CRITICAL):
+        if structlog.make_filtering_bound_logger(level) is wrapper:
+            found = level
+            break
+    if len(_threshold_of_wrapper) < 64:
+        _threshold_of_wrapper[wrapper] = found
+    return found
+
+
+def _structlog_enabled(level: int, stdlib: logging.Logger) -> bool:
+    """Whether the configured structlog would write a call at ``level`` (True when unsure)."""
+    config = structlog.get_config()
+    found = _filtering_level(config["wrapper_class"])
+    if found is not None:
+        return level >= found
+    if isinstance(config["logger_factory"], structlog.stdlib.LoggerFactory):
+        # structlog hands events to the standard library loggers, which filter by level.
+        return stdlib.isEnabledFor(level)
+    return True  # another wrapper: let the call through, it filters itself
+
+
+# --- the logger ------------------------------------------------------------------------------
+
+
+def _render(event: str, fields: MutableMapping[str, Any]) -> str:
+    return " ".join([event, *(f"{key}={value!r}" for key, value in fields.items())])
+
+
+@final
+class Logger:
+    """A module's logger; see the module docstring for where its events go.
+
+    ``debug``, ``info``, ``warning``, ``error`` and ``exception`` take an event name and
+    key-value pairs, as structlog's loggers do.
+    """
+
+    __slots__ = ("_stdlib", "_structlog", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._structlog = structlog.get_logger(name)
+        self._stdlib = logging.getLogger(name)
+
+    def __repr__(self) -> str:
+        return f"Logger({self.name!r})"
+
+    def enabled(self, level: int) -> bool:
+        """True when a call at ``level`` (``logging.DEBUG`` ...) would be written.
+
+        Follows whoever configured logging: structlog's filtering level when structlog is
+        configured with one (as :func:`configure` does), the standard library logger's level
+        when structlog hands its events to ``logging``, or when structlog is not configured
+        at all. True when it cannot tell: the call then filters itself.
+        """
+        if structlog.is_configured():
+            return _structlog_enabled(level, self._stdlib)
+        return self._stdlib.isEnabledFor(level)
+
+    def _log(self, level: int, method: str, event: str, fields: dict[str, Any]) -> None:
+        # A call filtered out returns here: structlog would build the event only to drop it.
+        if structlog.is_configured():
+            if _structlog_enabled(level, self._stdlib):
+                getattr(self._structlog, method)(event, **redact(None, method, fields))
+        elif self._stdlib.isEnabledFor(level):
+            redact(None, method, fields)
+            exc_info = fields.pop("exc_info", method == "exception")
+            # stacklevel 3: the record names the caller of debug()/info()..., not this module.
+            self._stdlib.log(level, "%s", _render(event, fields), exc_info=exc_info, stacklevel=3)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log(logging.DEBUG, "debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log(logging.INFO, "info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log(logging.WARNING, "warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log(logging.ERROR, "error", event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        """``error`` with the exception being handled attached."""
+        self._log(logging.ERROR, "exception", event, fields)
+
+
+def get_logger(name: str) -> Logger:
+    """The logger for module ``name`` (``sms_flow.engine`` ...): the one way to get one."""
+    return Logger(name)
+
+
+_package_logger: Final = Logger(_PACKAGE)
+
+
+def enabled(level: int) -> bool:
+    """:meth:`Logger.enabled` of the package's logger, ``sms_flow``.
+
+    Prefer the method of the module's own logger: with structlog unconfigured, a level set on
+    the standard library logger of one module (``sms_flow.client``) is honoured only there.
+    """
+    return _package_logger.enabled(level)
+
+
+# --- configuration, for applications and the CLI ---------------------------------------------
+
+
 def configure(
     *,
     level: str | None = None,
     json: bool | None = None,
     stream: TextIO | None = None,
 ) -> None:
-    """Configure structlog for sms-flow's output.
+    """Configure structlog for sms-flow's output; for the CLI and applications, never the library.
 
     ``level``: debug, info, warning or error (default ``SMS_FLOW_LOG_LEVEL`` or warning).
     ``json``: JSON lines (default: when ``stream`` is not a terminal). ``stream``: where
@@ -87,7 +211,6 @@ def configure(
         if as_json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
-    _threshold[0] = _LEVELS[name]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -104,11 +227,10 @@ def configure(
 
 
 def ensure_configured() -> None:
-    """Configure logging with the defaults unless the application already did."""
+    """Configure logging with the defaults unless the application already did.
+
+    For applications and scripts that want sms-flow's output as the CLI shows it; sms-flow's
+    own classes never call it.
+    """
     if not structlog.is_configured():
         configure()
-
-
-def get_logger(name: str) -> Any:
-    """A structlog logger named for the module (``sms_flow.engine`` ...)."""
-    return structlog.get_logger(name)

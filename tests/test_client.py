@@ -9,7 +9,6 @@ import asyncio
 import email.utils
 import json
 import logging
-import random
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
@@ -23,7 +22,7 @@ from aiohttp import web
 from yarl import URL
 
 from sms_flow.auth import AkSkAuth, Auth, TokenAuth
-from sms_flow.client import PushResult, RetryPolicy, SmsClient, endpoint_for_region
+from sms_flow.client import PushResult, SmsClient, endpoint_for_region
 from sms_flow.errors import (
     ApiError,
     AuthError,
@@ -38,9 +37,12 @@ from sms_flow.errors import (
     ThrottledError,
     TransportError,
     UnknownValueError,
+    UsageError,
 )
+from sms_flow.retry import RetryPolicy
 from sms_flow.simulator import Faults, Simulator, SimulatorConfig
 from sms_flow.states import CopyState, MigrationCycle, Spelling
+from tests.test_retry import MaxJitter
 
 TOKEN = "tok-" + "Q" * 60
 AK = "AKCLIENTTEST"
@@ -49,13 +51,6 @@ PROJECT = "proj-client"
 SECRETS = (TOKEN, SK)
 
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.02, total_time=5.0, timeout=2.0)
-
-
-class MaxJitter(random.Random):
-    """Backoff at the top of its range, so a test knows how long a retry waits."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return b
 
 
 class CountingAuth:
@@ -390,18 +385,6 @@ def test_from_env_says_what_to_set() -> None:
         )
 
 
-def test_retry_policy_is_checked() -> None:
-    with pytest.raises(ConfigError, match="attempts"):
-        RetryPolicy(attempts=0)
-    with pytest.raises(ConfigError, match="timeout"):
-        RetryPolicy(timeout=0)
-    with pytest.raises(ConfigError, match="only 429 and 5xx"):
-        RetryPolicy(retry_statuses=frozenset({400, 503}))
-    policy = RetryPolicy(base_delay=0.2, max_delay=1.0)
-    assert [policy.backoff(n, MaxJitter()) for n in (1, 2, 3, 4, 5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
-    assert all(0 <= policy.backoff(3) <= 0.8 for _ in range(100))
-
-
 def test_tls_options_are_checked(tmp_path: Any) -> None:
     with pytest.raises(ConfigError, match="ca_file"):
         SmsClient("https://x.example", ca_file=str(tmp_path / "missing.pem"))
@@ -433,8 +416,13 @@ async def test_connection_refused_is_a_quick_connect_error() -> None:
 
 async def test_unopened_client_says_how_to_open() -> None:
     client = SmsClient("http://127.0.0.1:9")
-    with pytest.raises(RuntimeError, match="async with"):
+    with pytest.raises(UsageError, match="async with") as caught:
         await client.change_state("s1", "WAITING")
+    assert isinstance(caught.value, RuntimeError)  # what it was before it had a class
+    await client.open()
+    await client.aclose()
+    with pytest.raises(UsageError, match="session was closed"):
+        await client.get_source("s1")
 
 
 # --- against the simulator ----------------------------------------------------------------

@@ -17,13 +17,14 @@ EXPECTED_ALL = {
     "EventKind", "IgnoredByServiceError", "InputError", "Intent", "InvalidRequestError", "Journal",
     "JournalError", "LifecycleMachine", "MigrationCycle", "NotAppliedError", "NotFoundError",
     "Outcome", "Plan", "Planner", "PushResult", "ReadBackMismatchError", "Reason", "ReasonCode",
-    "RequestTimeoutError", "RetryPolicy", "SdkCycle", "ServerError", "SmsClient", "SmsFlowError",
-    "SourceOutcome", "Spelling", "SqliteJournal", "StateInfo", "StatePair", "StateRequest",
-    "StepResult", "SupersededError", "ThrottledError", "TokenAuth", "TransitionRejected",
-    "TransportError", "UnknownValueError", "Verdict", "WaitPolicy", "WaitTimeoutError",
-    "WaveReport", "WaveRunner", "WaveSession", "WaveSpec", "__version__", "auth_from_env", "check",
-    "default_chart", "load_chart", "load_drill", "load_wave", "parse_copystate", "parse_cycle",
-    "parse_pair", "parse_request", "plan", "recover", "run_drill", "run_wave",
+    "RequestTimeoutError", "RetryPolicy", "SdkCycle", "ServerError", "SignatureError", "SmsClient",
+    "SmsFlowError", "SourceOutcome", "Spelling", "SqliteJournal", "StateInfo", "StatePair",
+    "StateRequest", "StepResult", "SupersededError", "ThrottledError", "TokenAuth",
+    "TransitionRejected", "TransportError", "UnknownValueError", "UsageError", "Verdict",
+    "WaitPolicy", "WaitTimeoutError", "WaveReport", "WaveRunner", "WaveSession", "WaveSpec",
+    "__version__", "auth_from_env", "check", "default_chart", "load_chart", "load_drill",
+    "load_wave", "parse_copystate", "parse_cycle", "parse_pair", "parse_request", "plan", "recover",
+    "run_drill", "run_wave",
 }  # fmt: skip
 
 

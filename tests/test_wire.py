@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given
@@ -12,11 +13,13 @@ from pydantic import ValidationError
 from sms_flow.errors import InvalidRequestError, UnknownValueError
 from sms_flow.states import CopyState, MigrationCycle, SdkCycle, Spelling
 from sms_flow.wire import (
+    SOURCES_PATH,
     ChangeStateRequest,
     ErrorBody,
     SourceServer,
     changestate_path,
     parse_error_body,
+    source_path,
     validate_source_id,
 )
 
@@ -84,6 +87,32 @@ def test_good_source_ids_are_percent_encoded_in_the_path() -> None:
         == "/v3/sources/dcdbe339-b02d-4578-95a1-9c9c547dxxxx/changestate"
     )
     assert changestate_path("ünï:cöde") == "/v3/sources/%C3%BCn%C3%AF%3Ac%C3%B6de/changestate"
+    assert source_path("a~b_c.d") == f"{SOURCES_PATH}/a~b_c.d" == "/v3/sources/a~b_c.d"
+
+
+def documented_rules_refuse(source_id: str) -> bool:
+    """The rules of validate_source_id's docstring, written out plainly."""
+    unsafe = any(ch in "/\\?#%" or not ch.isprintable() or ch.isspace() for ch in source_id)
+    return not source_id or len(source_id) > 255 or unsafe or source_id in (".", "..")
+
+
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.from_regex(r"[A-Za-z0-9._~-]{0,260}", fullmatch=True),
+        st.uuids().map(str),
+    )
+)
+def test_path_helpers_follow_the_documented_rules(source_id: str) -> None:
+    """Every id is checked by the same rules, the usual (UUID) shape included."""
+    if documented_rules_refuse(source_id):
+        for helper in (validate_source_id, source_path, changestate_path):
+            with pytest.raises(InvalidRequestError):
+                helper(source_id)
+        return
+    assert validate_source_id(source_id) == source_id
+    assert source_path(source_id) == f"/v3/sources/{quote(source_id, safe='')}"
+    assert changestate_path(source_id) == f"{source_path(source_id)}/changestate"
 
 
 def test_documented_error_body_limits() -> None:

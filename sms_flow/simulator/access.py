@@ -1,8 +1,8 @@
 """Who may call the simulator's ``/v3`` routes: an IAM token, an AK/SK signature, or anyone.
 
-The signature is checked with :func:`sms_flow.auth.verify_request`, the one implementation
-of the ``SDK-HMAC-SHA256`` rules that the client's signer shares. A refusal gives a short
-reason that is safe to show: it never holds the token, the SK or any signature.
+The signature is checked with :func:`sms_flow._signing.verify_request`, built on the one
+implementation of the ``SDK-HMAC-SHA256`` rules that the client's signer shares. A refusal
+gives a short reason that is safe to show: it never holds the token, the SK or any signature.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from sms_flow.auth import SignatureError, verify_request
+from sms_flow._signing import verify_request
+from sms_flow.errors import SignatureError
 
 __all__ = ["Access"]
 

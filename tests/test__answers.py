@@ -1,0 +1,91 @@
+"""Tests for sms_flow._answers: an HTTP answer mapped to its typed error, credentials removed.
+
+The same mapping is exercised end to end, over loopback, in ``test_client.py``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import pytest
+from multidict import CIMultiDict
+
+from sms_flow._answers import api_error, parse_retry_after, redact_sent
+from sms_flow.errors import ApiError, AuthError, NotFoundError, ServerError, ThrottledError
+
+TOKEN = "tok-" + "Z" * 60
+SIGNATURE = "ab" * 32
+SENT = {
+    "X-Auth-Token": TOKEN,
+    "Authorization": f"SDK-HMAC-SHA256 Access=AK, SignedHeaders=host, Signature={SIGNATURE}",
+    "Content-Type": "application/json",
+}
+
+
+def answer(status: int, body: str = "", **headers: str) -> ApiError:
+    return api_error(
+        method="PUT",
+        path="/v3/sources/s1/changestate",
+        status=status,
+        headers=CIMultiDict({"X-Request-Id": f"req-{status}", **headers}),
+        data=body.encode(),
+        sent=SENT,
+        attempt=2,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, ApiError),
+        (401, AuthError),
+        (403, AuthError),
+        (404, NotFoundError),
+        (409, ApiError),
+        (429, ThrottledError),
+        (500, ServerError),
+        (503, ServerError),
+    ],
+)
+def test_each_status_gets_its_class(status: int, kind: type[ApiError]) -> None:
+    error = answer(status, '{"error_code": "SMS.1", "error_msg": "no"}')
+    assert type(error) is kind
+    assert (error.status, error.error_code, error.error_msg) == (status, "SMS.1", "no")
+    assert (error.request_id, error.attempts, error.method) == (f"req-{status}", 2, "PUT")
+    assert error.url == "/v3/sources/s1/changestate"
+
+
+def test_a_body_that_is_not_json_shows_with_its_content_type() -> None:
+    error = answer(502, "<html>Bad Gateway</html>", **{"Content-Type": "text/html"})
+    assert error.error_code is None and error.body == "(text/html) <html>Bad Gateway</html>"
+
+
+def test_echoed_credentials_are_removed() -> None:
+    echoed = f'{{"error_code": "PROXY", "error_msg": "{TOKEN} {SIGNATURE}"}}'
+    error = answer(400, echoed)
+    assert TOKEN not in str(error) and SIGNATURE not in str(error)
+    assert TOKEN not in error.body and SIGNATURE not in error.body
+    assert redact_sent(f"a {TOKEN} b {SENT['Authorization']}", SENT) == "a <redacted> b <redacted>"
+    assert redact_sent("nothing secret", {"Content-Type": "x"}) == "nothing secret"
+
+
+def test_a_429_carries_retry_after() -> None:
+    throttled, bare = answer(429, "", **{"Retry-After": "7"}), answer(429, "")
+    assert isinstance(throttled, ThrottledError) and throttled.retry_after == 7.0
+    assert isinstance(bare, ThrottledError) and bare.retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("3", 3.0), (" 0.5 ", 0.5), ("-4", 0.0), ("", None), (None, None), ("soon", None)],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value) == expected
+
+
+def test_parse_retry_after_as_an_http_date() -> None:
+    later = parse_retry_after(email.utils.formatdate(time.time() + 60, usegmt=True))
+    assert later is not None and 55 < later <= 61
+    assert parse_retry_after(email.utils.formatdate(time.time() - 60, usegmt=True)) == 0.0
+    assert parse_retry_after("inf") is None
