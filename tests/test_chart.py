@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sms_flow.chart import By, Chart, default_chart_path, load_chart
 from sms_flow.errors import ChartError
 from sms_flow.states import CopyState, MigrationCycle, StatePair, parse_pair
+from tests.conftest import REPO
 
 TINY = """\
 name: tiny
@@ -268,3 +269,38 @@ def test_loading_the_default_text_twice_gives_equal_tables(default_chart_text: s
     b = Chart.from_text(default_chart_text, source="b")
     assert a.digest == b.digest
     assert [str(e) for e in a.edges] == [str(e) for e in b.edges]
+
+
+def test_every_edge_of_the_default_chart_has_its_evidence(chart: Chart) -> None:
+    """statecharts/README.md names the sources behind each edge: no edge may go unexplained."""
+    evidence = (REPO / "statecharts" / "README.md").read_text(encoding="utf-8")
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in evidence.splitlines()
+        if line.startswith("| ")
+    ]
+    for edge in chart.edges:
+        found = [
+            row
+            for row in rows
+            if len(row) == 5
+            and edge.trigger in {t.strip() for t in row[0].split(",")}
+            and row[2] == edge.by.value
+            and row[3] == edge.basis.value
+        ]
+        assert found, (
+            f"statecharts/README.md has no row for {edge.trigger} (by {edge.by.value}, "
+            f"{edge.basis.value})"
+        )
+
+
+def test_no_file_points_outside_the_repository() -> None:
+    """A user of sms-flow has only the repository: no file may refer to the team's shared notes."""
+    outside = "shared" + "/reference"
+    offenders = [
+        str(path.relative_to(REPO))
+        for pattern in ("sms_flow/**/*.py", "tests/**/*.py", "statecharts/*", "examples/*", "*.md")
+        for path in REPO.glob(pattern)
+        if path.is_file() and outside in path.read_text(encoding="utf-8", errors="replace")
+    ]
+    assert offenders == []
