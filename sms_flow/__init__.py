@@ -64,7 +64,7 @@ _LAZY = {
     "StepResult": "sms_flow.engine",
     "WaitPolicy": "sms_flow.engine",
     "Journal": "sms_flow.journal",
-    "SqliteJournal": "sms_flow.journal",
+    "SqliteJournal": "sms_flow.journal_sqlite",
     "Intent": "sms_flow.journal",
     "Entry": "sms_flow.journal",
     "Outcome": "sms_flow.journal",
@@ -92,7 +92,8 @@ if TYPE_CHECKING:
     from sms_flow.drill import DrillSession, DrillSpec, load_drill, run_drill
     from sms_flow.engine import Engine, StepResult, WaitPolicy
     from sms_flow.errors import JournalError, WaitTimeoutError
-    from sms_flow.journal import Entry, Intent, Journal, Outcome, SqliteJournal
+    from sms_flow.journal import Entry, Intent, Journal, Outcome
+    from sms_flow.journal_sqlite import SqliteJournal
     from sms_flow.orchestrator import (
         Event,
         EventKind,
