@@ -145,10 +145,6 @@ class SqliteWorker:
         self.in_flight = 0
         """The size of the batch the thread is running now (0 when idle)."""
 
-    @property
-    def state(self) -> Literal["new", "opening", "open", "closing", "closed"]:
-        return self._state
-
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -11,10 +11,10 @@ One thread, group commit
     fails for its caller alone while the rest of its batch commits.
 
 Each write defined once
-    ``begin`` and ``record`` are one write (:meth:`SqliteJournal._insert_entries`), ``settle``
-    another (:func:`_settle_entries`); each takes every such write of a batch at once, and a
-    lone write is a batch of one. Both commute with each other, so a batch's begins and
-    settles are written with a few statements whatever their order in the queue.
+    ``begin`` and ``record`` are one write (an INSERT), ``settle`` another (an UPDATE of a
+    pending entry). Each is defined once, for every such write queued together (a lone write
+    is a group of one), and the two commute, so a batch's settles are written with one
+    ``executemany`` whatever their order among its begins.
 
 Durability
     The file is in WAL mode. With ``synchronous="NORMAL"`` (the default) a committed entry
@@ -31,7 +31,6 @@ Schema
 
 from __future__ import annotations
 
-import functools
 import os
 import sqlite3
 import time
@@ -109,35 +108,29 @@ _COLUMNS: Final = (
     "id, source_id, trigger, from_state, to_state, actor, reason, forced, wave, "
     "outcome, request_id, attempts, error, created_at, settled_at"
 )
-_ROWS_PER_STATEMENT: Final = 500  # 15 parameters a row: well under SQLite's 32,766
-_WAVE: Final = 7  # the index of the wave in a row (the columns of _COLUMNS after id)
+_WAVE: Final = 7  # the index of the wave in a row (the columns of _INSERT)
+_INSERT: Final = (
+    "INSERT INTO entries (source_id, trigger, from_state, to_state, actor, reason, forced, "
+    "wave, outcome, request_id, attempts, error, created_at, settled_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SETTLE_SQL: Final = (
+    "UPDATE entries SET outcome = ?, request_id = ?, attempts = ?, error = ?, settled_at = ? "
+    "WHERE id = ? AND outcome = 'pending'"
+)
+_ADD_WAVE: Final = "INSERT OR IGNORE INTO waves (name) VALUES (?)"
 
-
-@functools.cache
-def _insert_sql(rows: int) -> str:
-    """Insert ``rows`` entries, ids given: the 15 values of _COLUMNS for each."""
-    slots = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    return f"INSERT INTO entries ({_COLUMNS}) VALUES " + ", ".join([slots] * rows)
-
-
-@functools.cache
-def _settle_sql(rows: int) -> str:
-    """Settle ``rows`` pending entries: outcome, request_id, attempts, error, settled_at, id."""
-    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
-    return (
-        "UPDATE entries SET outcome = v.column1, request_id = v.column2, attempts = v.column3, "
-        f"error = v.column4, settled_at = v.column5 FROM (VALUES {values}) AS v "
-        "WHERE entries.id = v.column6 AND entries.outcome = 'pending'"
-    )
-
-
-@functools.cache
-def _add_waves_sql(waves: int) -> str:
-    return "INSERT OR IGNORE INTO waves (name) VALUES " + ", ".join(["(?)"] * waves)
-
+# No hand-batched SQL (multi-row INSERT with the ids given under the write lock, UPDATE ...
+# FROM (VALUES ...)): measured against these plain statements on this project's 2-core
+# machine (interleaved, 2026-12-02, other benchmarks running beside them), it made no
+# difference beyond the noise: B3 (sms-flow side alone, `python -m benchmarks.b3_push`,
+# 5-6 runs each, median) 1,554 requests/s hand-batched against 1,533 plain, client CPU
+# 629 against 628 us a request; B4 (`python -m benchmarks.b4_wave`, 5 runs each, median)
+# 414 transitions/s hand-batched against 482 plain. SQLite's own work is a small part of a
+# transition (see benchmarks/README.md); one commit per batch is what counts, and stays.
 
 _Row = tuple[Any, ...]
-"""An entry to insert: the values of _COLUMNS after the id."""
+"""An entry to insert: the values of _INSERT."""
 _Settlement = tuple[str, str | None, int, str | None, float, int]
 """An outcome to write: outcome, request_id, attempts, error, settled_at, entry id."""
 
@@ -193,19 +186,16 @@ def _entry(row: tuple[Any, ...]) -> Entry:
 
 
 def _settle_entries(conn: sqlite3.Connection, settlements: list[_Settlement]) -> list[None]:
-    """Write outcomes of pending entries: one UPDATE ... FROM (VALUES ...) per 500."""
-    for start in range(0, len(settlements), _ROWS_PER_STATEMENT):
-        chunk = settlements[start : start + _ROWS_PER_STATEMENT]
-        params = [value for settlement in chunk for value in settlement]
-        if conn.execute(_settle_sql(len(chunk)), params).rowcount != len(chunk):
-            raise _not_pending(conn, chunk)
+    """Write outcomes of pending entries (every one queued together: one ``executemany``)."""
+    if conn.executemany(_SETTLE_SQL, settlements).rowcount != len(settlements):
+        raise _not_pending(conn, settlements)
     return [None] * len(settlements)
 
 
-def _not_pending(conn: sqlite3.Connection, chunk: list[_Settlement]) -> JournalError:
-    if len(chunk) > 1:  # the batch is replayed write by write, and each says what is wrong
-        return JournalError(f"{len(chunk)} outcomes include an unknown or settled entry")
-    outcome, entry_id = chunk[0][0], chunk[0][5]
+def _not_pending(conn: sqlite3.Connection, settlements: list[_Settlement]) -> JournalError:
+    if len(settlements) > 1:  # the batch is replayed write by write, each saying what is wrong
+        return JournalError(f"{len(settlements)} outcomes include an unknown or settled entry")
+    outcome, entry_id = settlements[0][0], settlements[0][5]
     row = conn.execute("SELECT outcome FROM entries WHERE id = ?", (entry_id,)).fetchone()
     if row is None:
         return JournalError(
@@ -272,7 +262,7 @@ def _last_applied(conn: sqlite3.Connection, source_ids: list[str]) -> dict[str, 
 
 def _add_members(conn: sqlite3.Connection, members: tuple[str, list[str]]) -> None:
     wave, source_ids = members
-    conn.execute(_add_waves_sql(1), (wave,))
+    conn.execute(_ADD_WAVE, (wave,))
     conn.executemany(
         "INSERT OR IGNORE INTO wave_members (wave, source_id) VALUES (?, ?)",
         [(wave, source_id) for source_id in source_ids],
@@ -440,28 +430,22 @@ class SqliteJournal(Journal):
     def _insert_entries(self, conn: sqlite3.Connection, rows: list[_Row]) -> list[int]:
         """Insert entries (intents and entries born settled); return their ids, in order.
 
-        Ids are given here, under the write lock, counting on from the table's sequence, so
-        that 500 entries go in with one multi-row INSERT. A wave not yet known is added to
-        the waves table first.
+        A wave not yet known is added to the waves table first.
         """
         known = self._waves_known
         waves = [
-            wave
+            (wave,)
             for wave in dict.fromkeys(row[_WAVE] for row in rows)
             if wave is not None and wave not in known
         ]
         if waves:
-            conn.execute(_add_waves_sql(len(waves)), waves)
-        found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
-        first = (found[0] if found else 0) + 1
-        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-            chunk = rows[start : start + _ROWS_PER_STATEMENT]
-            params: list[Any] = []
-            for entry_id, row in enumerate(chunk, start=first + start):
-                params.append(entry_id)
-                params.extend(row)
-            conn.execute(_insert_sql(len(chunk)), params)
-        return list(range(first, first + len(rows)))
+            conn.executemany(_ADD_WAVE, waves)
+        ids = []
+        for row in rows:
+            entry_id = conn.execute(_INSERT, row).lastrowid
+            assert entry_id is not None  # set by every INSERT
+            ids.append(entry_id)
+        return ids
 
     # --- reads and membership ----------------------------------------------------------
 
