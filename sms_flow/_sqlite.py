@@ -10,10 +10,10 @@ once, and resolves the futures with one ``call_soon_threadsafe`` per event loop 
 Under load one commit (one fsync with ``synchronous=FULL``) serves many operations; when
 idle, a lone operation commits at once, with no timer to wait for.
 
-Operations of one kind that are queued together run with one call of that kind's function
-(in queue order), so that a kind can write many rows with a few statements. A kind marked
-``commutes`` is gathered across the other commuting kinds queued beside it, up to the next
-operation of a kind that does not commute, which keeps its place.
+Consecutive operations of one kind run with one call of that kind's function (in queue
+order), so that a kind can write many rows at once (one ``executemany``, say). Operations
+of a kind marked ``commutes`` are also gathered past those of other commuting kinds, up to
+the next operation of a kind that does not commute, which keeps its place in the order.
 
 When an operation fails, the transaction is rolled back and the batch runs again, each
 operation on its own and in the order it was queued, each write in a savepoint: only the
@@ -50,16 +50,17 @@ _T = TypeVar("_T")
 class Operation(Generic[_A, _T]):
     """A kind of operation: how to run one or more of them on the connection.
 
-    ``run(conn, args)`` gets the arguments of every operation of this kind queued together,
-    in queue order (a list of one when an operation runs alone) and returns one result per
-    argument. It runs inside the batch's transaction and must not begin, commit or roll
+    ``run(conn, args)`` gets the arguments of the operations of this kind gathered together
+    (see the module's docstring), in queue order (a list of one when an operation runs
+    alone), and returns one result per argument. It runs inside the batch's transaction and must not begin, commit or roll
     back. If it raises, the batch is replayed with each operation alone, so that the error
     reaches only the caller it belongs to.
 
-    ``writes``: the operation writes (the batch then takes SQLite's write lock at once, and
-    the operation gets a savepoint of its own when replayed). ``commutes``: the result of
-    the batch does not depend on the order of this kind's operations relative to those of
-    the other commuting kinds, so they may be gathered into one call.
+    ``name`` labels the kind (in its repr). ``writes``: the operation writes (the batch then
+    takes SQLite's write lock at once, and the operation gets a savepoint of its own when
+    replayed). ``commutes``: what the batch does is the same whatever the order of this
+    kind's operations relative to those of the other commuting kinds, so they may be
+    gathered into one call.
     """
 
     name: str
@@ -112,9 +113,9 @@ class SqliteWorker:
     :mod:`sqlite3` error into the owner's error, given what was being done: ``"read"``,
     ``"write"``, ``"start a transaction"``, ``"commit"`` or ``"close"``), ``closed`` (the
     error for a call after :meth:`close`) and ``lost`` (called on the event loop with the
-    error of an operation nobody waits for).
+    error of an operation nobody waits for). ``name`` names the thread.
 
-    A worker is started once and closed once.
+    A worker is started once (starting it again raises the ``closed`` error) and closed once.
     """
 
     def __init__(

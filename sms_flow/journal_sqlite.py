@@ -120,14 +120,16 @@ _SETTLE_SQL: Final = (
 )
 _ADD_WAVE: Final = "INSERT OR IGNORE INTO waves (name) VALUES (?)"
 
-# No hand-batched SQL (multi-row INSERT with the ids given under the write lock, UPDATE ...
-# FROM (VALUES ...)): measured against these plain statements on this project's 2-core
-# machine (interleaved, 2026-12-02, other benchmarks running beside them), it made no
-# difference beyond the noise: B3 (sms-flow side alone, `python -m benchmarks.b3_push`,
-# 5-6 runs each, median) 1,554 requests/s hand-batched against 1,533 plain, client CPU
-# 629 against 628 us a request; B4 (`python -m benchmarks.b4_wave`, 5 runs each, median)
-# 414 transitions/s hand-batched against 482 plain. SQLite's own work is a small part of a
-# transition (see benchmarks/README.md); one commit per batch is what counts, and stays.
+# No hand-batched SQL (a multi-row INSERT with the ids given under the write lock, one
+# UPDATE ... FROM (VALUES ...) for a batch's outcomes): measured against these plain
+# statements, interleaved on the project's 2-core machine on 2026-12-02, it made no
+# difference beyond the run-to-run noise. Medians, hand-batched / plain:
+#   B3, sms-flow's side alone (python -m benchmarks.b3_push): 1,668 / 1,700 requests/s
+#     (4 runs each, no other benchmark running); 1,554 / 1,533 (5-6 runs, others running)
+#   B4 (python -m benchmarks.b4_wave): 935 / 914 transitions/s (3 runs, none running);
+#     414 / 482 (5 runs, others running)
+#   B5 (python -m benchmarks --only B5): 4.59 / 4.77 s (3 runs, none running)
+# SQLite's own work is a small part of a transition; one commit per batch is what counts.
 
 _Row = tuple[Any, ...]
 """An entry to insert: the values of _INSERT."""
