@@ -6,7 +6,7 @@ replicate, cutover, finish: 5 pushes a source, so 2,000 sources make 10,000 push
 ``concurrency`` sources in flight (64 workers; one source's pushes go in order).
 
 * **sms-flow**: ``Engine.fire`` for every step, with ``verify=False`` (no read-back), a real
-  :class:`~sms_flow.journal.SqliteJournal` in a temporary directory (every push journalled
+  :class:`~sms_flow.journal_sqlite.SqliteJournal` in a temporary directory (every push journalled
   before it goes out and settled after), and an :class:`~sms_flow.client.SmsClient` signing
   each request with :class:`~sms_flow.auth.AkSkAuth`.
 
@@ -61,7 +61,8 @@ from sms_flow.auth import AkSkAuth
 from sms_flow.chart import Edge, default_chart
 from sms_flow.client import SmsClient
 from sms_flow.engine import Engine
-from sms_flow.journal import Outcome, SqliteJournal
+from sms_flow.journal import Outcome
+from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.planner import Planner
 from sms_flow.wire import ChangeStateRequest
 

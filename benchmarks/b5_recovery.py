@@ -6,7 +6,7 @@ What is measured: wall time of ``sms_flow.wave.recover(engine, journal, client=c
 AK/SK, and the journal reopened from its file.
 
 Setup (not timed): a simulator process registers ``intents`` sources, all at
-``WAITING/checking``; a fresh :class:`~sms_flow.journal.SqliteJournal` gets one open intent
+``WAITING/checking``; a fresh :class:`~sms_flow.journal_sqlite.SqliteJournal` gets one open intent
 per source (``configure``: ``WAITING/checking → WAITING/setting``) through
 ``SqliteJournal.begin``. Then, as if the process had died with every push in flight:
 
@@ -45,7 +45,8 @@ from benchmarks._common import (
 from sms_flow.auth import AkSkAuth
 from sms_flow.client import SmsClient
 from sms_flow.engine import Engine
-from sms_flow.journal import Intent, SqliteJournal
+from sms_flow.journal import Intent
+from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.states import CopyState, MigrationCycle
 from sms_flow.wave import recover
 

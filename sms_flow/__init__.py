@@ -66,7 +66,7 @@ _LAZY = {
     "StepResult": "sms_flow.engine",
     "WaitPolicy": "sms_flow.engine",
     "Journal": "sms_flow.journal",
-    "SqliteJournal": "sms_flow.journal",
+    "SqliteJournal": "sms_flow.journal_sqlite",
     "Intent": "sms_flow.journal",
     "Entry": "sms_flow.journal",
     "Outcome": "sms_flow.journal",
@@ -93,7 +93,8 @@ if TYPE_CHECKING:
     from sms_flow.client import PushResult, SmsClient
     from sms_flow.engine import Engine, StepResult, WaitPolicy
     from sms_flow.errors import JournalError, WaitTimeoutError
-    from sms_flow.journal import Entry, Intent, Journal, Outcome, SqliteJournal
+    from sms_flow.journal import Entry, Intent, Journal, Outcome
+    from sms_flow.journal_sqlite import SqliteJournal
     from sms_flow.retry import RetryPolicy
     from sms_flow.wave import (
         DrillSession,

@@ -2,9 +2,10 @@
 
 Sources and their histories survive a restart of the simulator (an orchestrator killed with
 SIGKILL and run again finds the same simulated sources). The event loop never touches SQLite:
-one dedicated thread owns the connection and takes work from a queue. Writes that arrive
-together are committed in one transaction (group commit), so many concurrent PUTs cost one
-commit; each PUT awaits the commit of its own change before it is answered.
+the connection runs on the private worker of :mod:`sms_flow._sqlite` (the same one as the
+journal's), on a dedicated thread fed by a queue. Writes that arrive together are committed
+in one transaction (group commit), so many concurrent PUTs cost one commit; each PUT awaits
+the commit of its own change before it is answered.
 
 The file is in WAL mode with ``synchronous=NORMAL``: a committed change survives the
 simulator being killed (it is in the WAL), though not necessarily a power failure.
@@ -13,17 +14,14 @@ simulator being killed (it is in the WAL), though not necessarily a power failur
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from sms_flow.errors import ConfigError
+from sms_flow._sqlite import Operation, SqliteWorker, each
+from sms_flow.errors import ConfigError, SmsFlowError
 from sms_flow.simulator.store import HistoryEntry, MovedBy, SourceRow
 from sms_flow.states import parse_pair
 
@@ -32,7 +30,6 @@ __all__ = ["SqliteWriter"]
 _log = logging.getLogger("sms_flow.simulator")
 
 SCHEMA_VERSION: Final = "1"
-_MAX_BATCH: Final = 1024
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,26 +76,22 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 Loaded = tuple[list[SourceRow], list[tuple[str, HistoryEntry]]]
-
-
-@dataclass(slots=True)
-class _Job:
-    kind: str  # "load", "write" or "stop"
-    sources: Sequence[SourceRow] = ()
-    entries: Sequence[tuple[str, HistoryEntry]] = ()
-    future: asyncio.Future[Any] | None = None
+_Write = tuple[Sequence[SourceRow], Sequence[tuple[str, HistoryEntry]]]
 
 
 class SqliteWriter:
     """Owns the state file on a dedicated thread; implements :class:`~.store.StoreWriter`."""
 
-    def __init__(self, path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self._loop = loop
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._closed = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"sms-flow-simulator-sqlite:{path.name}", daemon=True
+        self._worker = SqliteWorker(
+            self._connect,
+            name=f"sms-flow-simulator-sqlite:{path.name}",
+            explain=self._explain,
+            closed=lambda: SmsFlowError(
+                f"the simulator's state file {path} is closed; start the simulator again"
+            ),
+            lost=self._log_lost,
         )
 
     @classmethod
@@ -107,12 +100,10 @@ class SqliteWriter:
 
         Raises :class:`~sms_flow.errors.ConfigError` naming the file when it cannot be used.
         """
-        writer = cls(path, asyncio.get_running_loop())
-        writer._thread.start()
-        future: asyncio.Future[Loaded] = writer._loop.create_future()
-        writer._queue.put(_Job("load", future=future))
+        writer = cls(path)
+        await writer._worker.start()
         try:
-            loaded = await future
+            loaded = await writer._worker.submit(_LOAD, path)
         except BaseException:
             await writer.close()
             raise
@@ -126,82 +117,65 @@ class SqliteWriter:
         wait: bool,
     ) -> asyncio.Future[None] | None:
         """Queue rows and entries for the next commit; with ``wait``, a future of it."""
-        if self._closed:
-            raise RuntimeError(f"the state file {self.path} is closed")
-        future: asyncio.Future[None] | None = self._loop.create_future() if wait else None
-        self._queue.put(_Job("write", sources, entries, future))
-        return future
+        if wait:
+            return self._worker.submit(_WRITE, (sources, entries))
+        self._worker.submit_nowait(_WRITE, (sources, entries))
+        return None
 
     async def close(self) -> None:
         """Commit what is queued, close the file and end the thread."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._thread.is_alive():
-            future: asyncio.Future[None] = self._loop.create_future()
-            self._queue.put(_Job("stop", future=future))
-            await future
-            await asyncio.to_thread(self._thread.join)
+        await self._worker.close()
 
-    # -- the thread ---------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        failure: BaseException | None = None
-        try:
-            conn = self._connect()
-        except BaseException as exc:  # reported to the first job that comes
-            failure = exc
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            done: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]] = []
-            writes = [job for job in batch if job.kind == "write"]
-            if writes:
-                error = failure or self._commit(conn, writes)
-                done.extend((job.future, None, error) for job in writes)
-                if error is not None and all(job.future is None for job in writes):
-                    _log.error("simulator state file %s: write failed: %s", self.path, error)
-            stop = False
-            for job in batch:
-                if job.kind == "load":
-                    try:
-                        if failure is not None:
-                            raise failure
-                        assert conn is not None
-                        done.append((job.future, self._load(conn), None))
-                    except BaseException as exc:
-                        done.append((job.future, None, self._explain(exc)))
-                elif job.kind == "stop":
-                    stop = True
-                    done.append((job.future, None, None))
-            if stop and conn is not None:
-                conn.close()
-            self._resolve(done)
-            if stop:
-                return
+    # -- on the worker's thread ------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(_SCHEMA)
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif row[0] != SCHEMA_VERSION:
-            raise ConfigError(
-                f"{self.path}: simulator state file of schema {row[0]}, this version reads "
-                f"schema {SCHEMA_VERSION}; give another --state-file or delete this one"
-            )
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from exc
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+                )
+            elif row[0] != SCHEMA_VERSION:
+                raise ConfigError(
+                    f"{self.path}: simulator state file of schema {row[0]}, this version reads "
+                    f"schema {SCHEMA_VERSION}; give another --state-file or delete this one"
+                )
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _unusable(self.path, exc) from exc
+            raise
         return conn
 
-    def _load(self, conn: sqlite3.Connection) -> Loaded:
+    def _explain(self, exc: sqlite3.Error, doing: str) -> SmsFlowError:
+        error = SmsFlowError(
+            f"simulator state file {self.path}: could not {doing}: {exc}; "
+            f"check free disk space and permissions under {self.path.parent}"
+        )
+        error.__cause__ = exc
+        return error
+
+    def _log_lost(self, exc: BaseException) -> None:
+        _log.error("simulator state file %s: write failed: %s", self.path, exc)
+
+
+def _unusable(path: Path, exc: BaseException) -> ConfigError:
+    return ConfigError(
+        f"{path}: cannot be used as the simulator's state file ({exc}); "
+        "give a new path or a file an earlier simulator wrote"
+    )
+
+
+def _load(conn: sqlite3.Connection, path: Path) -> Loaded:
+    try:
         rows: list[SourceRow] = [
             (
                 str(r[0]),
@@ -238,67 +212,25 @@ class SqliteWriter:
                 "FROM history ORDER BY source_id, seq"
             )
         ]
-        return rows, entries
-
-    def _commit(self, conn: sqlite3.Connection | None, writes: list[_Job]) -> BaseException | None:
-        assert conn is not None
-        try:
-            conn.execute("BEGIN")
-            for job in writes:
-                if job.sources:
-                    conn.executemany(_UPSERT_SOURCE, job.sources)
-                if job.entries:
-                    conn.executemany(
-                        _INSERT_ENTRY,
-                        [
-                            (
-                                sid,
-                                e.seq,
-                                e.time,
-                                str(e.from_pair),
-                                str(e.to_pair),
-                                e.by.value,
-                                e.trigger,
-                                e.request_id,
-                            )
-                            for sid, e in job.entries
-                        ],
-                    )
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            return exc
-        return None
-
-    def _explain(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, ConfigError):
-            return exc
-        if isinstance(exc, (sqlite3.Error, ValueError, OSError)):
-            return ConfigError(
-                f"{self.path}: cannot be used as the simulator's state file ({exc}); "
-                "give a new path or a file an earlier simulator wrote"
-            )
-        return exc
-
-    def _resolve(
-        self, done: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]]
-    ) -> None:
-        waiting = [item for item in done if item[0] is not None]
-        if not waiting:
-            return
-        # RuntimeError: the loop is closed, so nobody is waiting any more.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_settle_futures, waiting)
+    except (sqlite3.Error, ValueError) as exc:
+        raise _unusable(path, exc) from exc
+    return rows, entries
 
 
-def _settle_futures(
-    done: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]],
-) -> None:
-    for future, result, error in done:
-        if future is None or future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+def _write(conn: sqlite3.Connection, writes: list[_Write]) -> list[None]:
+    """Store the rows and entries of every write queued together, in order."""
+    sources = [row for rows, _ in writes for row in rows]
+    if sources:
+        conn.executemany(_UPSERT_SOURCE, sources)
+    entries = [
+        (sid, e.seq, e.time, str(e.from_pair), str(e.to_pair), e.by.value, e.trigger, e.request_id)
+        for _, pairs in writes
+        for sid, e in pairs
+    ]
+    if entries:
+        conn.executemany(_INSERT_ENTRY, entries)
+    return [None] * len(writes)
+
+
+_LOAD: Final = each("load", _load, writes=False)
+_WRITE: Final[Operation[_Write, None]] = Operation("write", _write, writes=True)

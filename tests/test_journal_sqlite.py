@@ -1,0 +1,452 @@
+"""The SQLite journal on real files: durability, group commit, locks, schema, unusable paths.
+
+What every journal does is in ``tests/test_journal.py`` (run against this back end too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+import sms_flow
+from sms_flow.errors import ConfigError
+from sms_flow.journal import JournalError, Outcome
+from sms_flow.journal_sqlite import SCHEMA_VERSION, SqliteJournal
+from tests.test_journal import intent
+
+_ROOT = str(Path(sms_flow.__file__).resolve().parent.parent)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "journal.sqlite"
+
+
+@pytest.fixture
+async def journal(path: Path) -> AsyncIterator[SqliteJournal]:
+    async with SqliteJournal(path) as opened:
+        yield opened
+
+
+def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read through a second, independent connection (not the journal's)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@contextlib.contextmanager
+def write_lock(path: Path) -> Iterator[None]:
+    """Hold the journal's write lock from another connection, as another process could."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+async def eventually(predicate: Callable[[], bool]) -> None:
+    """Wait (polling, at most 10 s) until ``predicate`` holds."""
+    async with asyncio.timeout(10):
+        # The condition is set by the journal's thread, which offers no event to await.
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+
+
+def journal_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sms-flow-journal")]
+
+
+# --- durability ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_begin_and_settle_are_committed_when_they_return(
+    path: Path, synchronous: Literal["NORMAL", "FULL"]
+) -> None:
+    async with SqliteJournal(path, synchronous=synchronous) as journal:
+        entry_id = await journal.begin(intent("s1", wave="w1"))
+
+        seen = rows(path, "SELECT id, source_id, outcome, settled_at FROM entries")
+        assert seen == [(entry_id, "s1", "pending", None)]
+
+        await journal.settle(entry_id, Outcome.APPLIED, request_id="req-1", attempts=2)
+
+        seen = rows(path, "SELECT outcome, request_id, attempts, error FROM entries")
+        assert seen == [("applied", "req-1", 2, None)]
+
+
+_CHILD_READY = """
+import asyncio, sys
+from sms_flow.journal import Intent, Outcome, SqliteJournal
+
+async def main(path):
+    journal = SqliteJournal(path)
+    await journal.open()
+    ids = []
+    for i in range(10):
+        ids.append(await journal.begin(Intent(f"s{i}", "start", "WAITING/checking",
+                                              "REPLICATE/replicating", "wave:w1", None, wave="w1")))
+    for entry_id in ids[:4]:
+        await journal.settle(entry_id, Outcome.APPLIED, request_id=f"req-{entry_id}")
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def _spawn(script: str, path: Path) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONPATH": _ROOT}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, str(path), stdout=asyncio.subprocess.PIPE, env=env
+    )
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    proc.kill()
+    await proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+
+async def test_sigkill_after_ready_keeps_exactly_what_was_written(path: Path) -> None:
+    proc = await _spawn(_CHILD_READY, path)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+    assert line == b"ready\n"
+    await _kill(proc)
+
+    async with SqliteJournal(path) as journal:
+        history = await journal.history()
+        pending = await journal.open_intents(wave="w1")
+
+    assert [e.source_id for e in history] == [f"s{i}" for i in range(10)]
+    assert [e.outcome for e in history] == [Outcome.APPLIED] * 4 + [Outcome.PENDING] * 6
+    assert [e.request_id for e in history[:4]] == [f"req-{e.id}" for e in history[:4]]
+    assert [e.source_id for e in pending] == [f"s{i}" for i in range(4, 10)]
+
+
+_CHILD_STREAM = """
+import asyncio, sys
+from sms_flow.journal import Intent, Outcome
+from sms_flow.journal_sqlite import SqliteJournal
+
+async def worker(journal, k):
+    while True:
+        entry_id = await journal.begin(Intent(f"s{k}", None, "A", "B", "wave:w1", None))
+        print(f"begun {entry_id}", flush=True)
+        if entry_id % 2 == 0:
+            await journal.settle(entry_id, Outcome.APPLIED)
+            print(f"settled {entry_id}", flush=True)
+
+async def main(path):
+    async with SqliteJournal(path) as journal:
+        await asyncio.gather(*(worker(journal, k) for k in range(8)))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_sigkill_mid_stream_loses_nothing_acknowledged(path: Path) -> None:
+    proc = await _spawn(_CHILD_STREAM, path)
+    assert proc.stdout is not None
+    begun: set[int] = set()
+    settled: set[int] = set()
+    while len(settled) < 300:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+        assert line, "the child process ended early"
+        word, number = line.decode().split()
+        (begun if word == "begun" else settled).add(int(number))
+    await _kill(proc)
+
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+    async with SqliteJournal(path) as journal:
+        outcomes = {e.id: e.outcome for e in await journal.history()}
+    assert begun <= outcomes.keys()
+    assert all(outcomes[i] is Outcome.APPLIED for i in settled)
+    assert all(outcome is Outcome.PENDING for i, outcome in outcomes.items() if i % 2)
+
+
+# --- group commit and the event loop ---------------------------------------------------
+
+
+async def test_a_failing_operation_fails_alone_and_its_batch_commits(
+    path: Path, journal: SqliteJournal
+) -> None:
+    done = await journal.begin(intent("done"))
+    await journal.settle(done, Outcome.APPLIED)
+    waiting = await journal.begin(intent("waiting"))
+
+    with write_lock(path):
+        plug = asyncio.create_task(journal.begin(intent("plug")))
+        await eventually(lambda: journal.stats().in_flight == 1)  # the thread waits on the lock
+        batches = journal.stats().batches
+        tasks = [
+            asyncio.create_task(coro)
+            for coro in (
+                journal.begin(intent("new", wave="w9")),
+                journal.settle(999_999, Outcome.APPLIED),
+                journal.settle(done, Outcome.FAILED),
+                journal.settle(waiting, Outcome.IGNORED, request_id="req-w"),
+                journal.add_members("w1", ["new", "waiting"]),
+            )
+        ]
+        await asyncio.sleep(0)  # every task queues its operation on its first step
+    await plug
+    new, unknown, twice, settled, added = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert journal.stats().batches == batches + 2  # the plug's batch, then all five together
+    assert journal.stats().largest_batch >= 5
+    assert isinstance(unknown, JournalError)
+    assert "no such entry" in str(unknown)
+    assert isinstance(twice, JournalError)
+    assert "already settled as 'applied'" in str(twice)
+    assert isinstance(new, int)
+    assert settled is None
+    assert added is None
+    committed = dict(rows(path, "SELECT source_id, outcome FROM entries"))
+    assert committed == {
+        "done": "applied",
+        "waiting": "ignored",
+        "plug": "pending",
+        "new": "pending",
+    }
+    assert rows(path, "SELECT source_id FROM wave_members ORDER BY seq") == [
+        ("new",),
+        ("waiting",),
+    ]
+    # The wave first named in the batch that was rolled back and replayed is recorded.
+    assert await journal.waves() == ["w9", "w1"]
+
+
+async def test_the_event_loop_runs_while_the_journal_waits_for_sqlite(
+    path: Path, journal: SqliteJournal
+) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        with write_lock(path):
+            begin = asyncio.create_task(journal.begin(intent()))
+            start = ticks
+            await eventually(lambda: ticks >= start + 50)
+            assert not begin.done()
+        assert await begin == 1
+    finally:
+        ticking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticking
+
+
+async def test_200_coroutines_get_distinct_growing_ids_and_the_loop_keeps_ticking(
+    journal: SqliteJournal,
+) -> None:
+    callers, pairs = 200, 50  # 20,000 operations
+    gaps: list[float] = []
+    running = True
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while running:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async def caller(k: int) -> list[int]:
+        ids = []
+        for i in range(pairs):
+            entry_id = await journal.begin(intent(f"s{k}", wave="load"))
+            ids.append(entry_id)
+            await journal.settle(entry_id, Outcome.APPLIED, request_id=f"r{k}-{i}")
+        return ids
+
+    ticking = asyncio.create_task(ticker())
+    per_caller = await asyncio.gather(*(caller(k) for k in range(callers)))
+    running = False
+    await ticking
+
+    every = [entry_id for ids in per_caller for entry_id in ids]
+    assert sorted(every) == list(range(1, callers * pairs + 1))
+    assert all(ids == sorted(ids) for ids in per_caller)
+    assert await journal.open_intents() == []
+    assert len(await journal.history(wave="load")) == callers * pairs
+    stats = journal.stats()
+    assert stats.operations >= 2 * callers * pairs
+    assert stats.batches <= stats.operations // 2  # group commit shared transactions
+    assert len(gaps) > stats.batches  # the ticker ran between batches ...
+    assert max(gaps) < 0.5  # ... and was never held up for long
+
+
+async def test_begins_and_settles_queued_together_commit_as_one_batch(
+    path: Path, journal: SqliteJournal
+) -> None:
+    old = await asyncio.gather(*(journal.begin(intent(f"old{i}")) for i in range(600)))
+    batches = journal.stats().batches
+
+    # Interleaved, as a wave queues them: one source's outcome, another's next intent, ...
+    calls = []
+    for i, entry_id in enumerate(old):
+        calls.append(journal.settle(entry_id, Outcome.APPLIED, request_id=f"r{i}"))
+        calls.append(journal.begin(intent(f"new{i}", wave=f"w{i % 3}")))
+    results = await asyncio.gather(*calls)
+
+    assert journal.stats().batches == batches + 1
+    new_ids = results[1::2]
+    assert new_ids == list(range(old[-1] + 1, old[-1] + 601))
+    assert rows(path, "SELECT count(*) FROM entries WHERE outcome = 'applied'") == [(600,)]
+    assert rows(path, "SELECT source_id FROM entries WHERE id = ?", (new_ids[-1],)) == [("new599",)]
+    assert await journal.waves() == ["w0", "w1", "w2"]
+
+
+async def test_a_cancelled_begin_still_leaves_its_intent(
+    path: Path, journal: SqliteJournal
+) -> None:
+    with write_lock(path):
+        begin = asyncio.create_task(journal.begin(intent("s1")))
+        await eventually(lambda: journal.stats().in_flight == 1)
+        begin.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await begin
+    (pending,) = await journal.open_intents()
+    assert pending.source_id == "s1"
+
+
+async def test_close_finishes_queued_work(path: Path) -> None:
+    journal = SqliteJournal(path)
+    await journal.open()
+    tasks = [asyncio.create_task(journal.begin(intent(f"s{i}"))) for i in range(100)]
+    await asyncio.sleep(0)  # all queued, none answered yet
+    await journal.close()
+
+    assert sorted(await asyncio.gather(*tasks)) == list(range(1, 101))
+    assert rows(path, "SELECT count(*) FROM entries") == [(100,)]
+    assert not journal_threads()
+
+
+# --- schema ----------------------------------------------------------------------------
+
+
+async def test_schema_version_and_application_id_are_recorded(
+    path: Path, journal: SqliteJournal
+) -> None:
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(path, "PRAGMA application_id") == [(0x534D5346,)]
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_a_newer_schema_version_is_refused(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        await journal.begin(intent())
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA user_version = 99")
+
+    with pytest.raises(ConfigError, match=r"schema version 99.*upgrade sms-flow") as info:
+        await SqliteJournal(path).open()
+    assert str(path) in str(info.value)
+    assert not journal_threads()
+
+
+async def test_another_sqlite_database_is_refused(path: Path) -> None:
+    write_file(path, b"")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(ConfigError, match="not an sms-flow journal"):
+        await SqliteJournal(path).open()
+    assert rows(path, "SELECT name FROM sqlite_schema") == [("invoices",)]
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(path: Path) -> None:
+    notes = b"not a database, just notes\n" * 200
+    write_file(path, notes)
+    with pytest.raises(ConfigError, match="not an SQLite database"):
+        await SqliteJournal(path).open()
+    assert path.read_bytes() == notes  # left untouched
+
+
+# --- unusable paths --------------------------------------------------------------------
+
+
+async def test_a_directory_path_is_refused_with_a_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory") as info:
+        await SqliteJournal(tmp_path).open()
+    assert str(tmp_path / "journal.sqlite") in str(info.value)
+    assert "SMS_FLOW_JOURNAL" in str(info.value)
+
+
+async def test_a_parent_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    write_file(tmp_path / "blocker", b"")
+    with pytest.raises(ConfigError, match="cannot create the journal directory") as info:
+        await SqliteJournal(tmp_path / "blocker" / "journal.sqlite").open()
+    assert str(tmp_path / "blocker") in str(info.value)
+
+
+def test_a_read_only_directory_is_refused(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    code = (
+        "import asyncio, sys\n"
+        "from sms_flow.errors import ConfigError\n"
+        "from sms_flow.journal_sqlite import SqliteJournal\n"
+        "try:\n"
+        "    asyncio.run(SqliteJournal(sys.argv[1]).open())\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n"
+    )
+    command = [sys.executable, "-c", code, str(locked / "journal.sqlite")]
+    if os.geteuid() == 0:
+        # root writes anywhere; drop the capabilities that allow it, as an operator's account lacks them
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip(reason="root, and no setpriv (util-linux) to drop DAC override")
+        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--", *command]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 3, result.stderr
+    assert "is not writable" in result.stdout
+    assert str(locked) in result.stdout
+
+
+def test_an_unknown_synchronous_mode_is_refused(path: Path) -> None:
+    with pytest.raises(ConfigError, match="'OFF'; use 'NORMAL' or 'FULL'"):
+        SqliteJournal(path, synchronous="OFF")  # type: ignore[arg-type]
+
+
+async def test_a_failed_open_can_be_retried_once_the_path_is_fixed(tmp_path: Path) -> None:
+    write_file(tmp_path / "blocker", b"")
+    journal = SqliteJournal(tmp_path / "blocker" / "journal.sqlite")
+    with pytest.raises(ConfigError):
+        await journal.open()
+    assert not journal_threads()
+    (tmp_path / "blocker").unlink()
+    async with journal:
+        assert await journal.begin(intent()) == 1
