@@ -69,6 +69,7 @@ from sms_flow.states import (
     Spelling,
     parse_copystate,
     parse_service_cycle,
+    read_side_state,
 )
 from sms_flow.wire import (
     BODY_MAX_BYTES,
@@ -215,9 +216,8 @@ def _unsure(mode: _Mode) -> str:
 
 
 def _state_filter(value: CopyState | str) -> str:
-    """A copystate as the read side spells it: lower case, ``initialize`` for INIT."""
-    copystate = parse_copystate(value)
-    return "initialize" if copystate is CopyState.INIT else copystate.value.lower()
+    """A copystate to filter a listing on, as the read side spells it."""
+    return read_side_state(parse_copystate(value))
 
 
 def _cycle_filter(value: MigrationCycle | SdkCycle | str) -> str:

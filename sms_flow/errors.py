@@ -93,7 +93,11 @@ class UnknownValueError(InputError):
 
 
 class InvalidRequestError(InputError):
-    """A request that breaks a documented limit of the API."""
+    """A request that breaks a documented limit of the API; ``field`` names the part, if known."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class ConfigError(InputError):

@@ -29,6 +29,7 @@ __all__ = [
     "parse_request",
     "parse_service_copystate",
     "parse_service_cycle",
+    "read_side_state",
     "wire_value",
 ]
 
@@ -217,3 +218,18 @@ def wire_value(value: CopyState | MigrationCycle, spelling: Spelling = Spelling.
     if spelling is Spelling.LOWER:
         return value.value.lower()
     return value.value
+
+
+def read_side_state(copystate: CopyState) -> str:
+    """``state`` as the read side (``GET /v3/sources``) spells it: lower case, ``initialize`` for INIT.
+
+    The read side names INIT ``initialize`` where changestate says ``INIT``; everything else is
+    the changestate value in lower case. The simulator answers with it, and the client filters
+    listings with it.
+    """
+    return _READ_SIDE[copystate]
+
+
+_READ_SIDE: dict[CopyState, str] = {
+    cs: "initialize" if cs is CopyState.INIT else cs.value.lower() for cs in CopyState
+}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Final
 from urllib.parse import quote
 
@@ -153,6 +154,43 @@ class ChangeStateRequest(BaseModel):
                 "give at least one"
             )
         return cls.model_construct(copystate=cs, migrationcycle=cy)
+
+    @classmethod
+    def from_body(cls, body: bytes | Mapping[str, Any]) -> ChangeStateRequest:
+        """Read a changestate body as the service receives it (the simulator, a gateway).
+
+        ``body`` is the raw bytes or an already parsed JSON object. A field left out or
+        ``null`` is not requested; other keys are ignored. Raises
+        :class:`~sms_flow.errors.InvalidRequestError` (not JSON, not an object, a field that
+        is not a string, neither field given; ``field`` names the offending one) or
+        :class:`~sms_flow.errors.UnknownValueError` (an unknown value, listing the valid ones).
+        """
+        if isinstance(body, Mapping):
+            data: Any = body
+        else:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                raise InvalidRequestError(
+                    "the request body is not JSON; send a JSON object such as "
+                    '{"copystate": "WAITING", "migrationcycle": "cutovered"}',
+                    field="body",
+                ) from None
+        if not isinstance(data, Mapping):
+            raise InvalidRequestError(
+                f"the request body is JSON {type(data).__name__}, not an object", field="body"
+            )
+        fields: dict[str, str] = {}
+        for name in ("copystate", "migrationcycle"):
+            value = data.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InvalidRequestError(
+                    f"{name} must be a string, not {type(value).__name__}", field=name
+                )
+            fields[name] = value
+        return cls.of(fields.get("copystate"), fields.get("migrationcycle"))
 
     def to_wire(self, spelling: Spelling = Spelling.PAGE) -> bytes:
         """The exact JSON body sent; fields left out are not sent."""

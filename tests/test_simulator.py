@@ -31,7 +31,7 @@ from yarl import URL
 from sms_flow import testing as sms_testing
 from sms_flow.auth import AkSkAuth
 from sms_flow.chart import default_chart
-from sms_flow.errors import ConfigError
+from sms_flow.errors import ConfigError, InvalidRequestError, UsageError
 from sms_flow.simulator import (
     ErrorCode,
     Faults,
@@ -732,9 +732,9 @@ async def test_python_api_moves_and_refusals(sim: Simulator) -> None:
     with pytest.raises(ValueError, match="no move 'resume'"):
         await sim.move(sid, trigger="resume")
     assert (await sim.move(sid, pair="ERROR/setting")).copystate is CopyState.ERROR
-    with pytest.raises(KeyError):
+    with pytest.raises(InvalidRequestError, match="no source 'nope'"):
         sim.source("nope")
-    with pytest.raises(TypeError):
+    with pytest.raises(UsageError, match="exactly one of trigger= or pair="):
         await sim.move(sid)
     assert await sim.register_many(0) == []
 

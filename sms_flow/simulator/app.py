@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,24 +42,26 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic import ValidationError
 
-from sms_flow.errors import InputError
+from sms_flow.errors import InputError, InvalidRequestError, UnknownValueError
+from sms_flow.log import get_logger
 from sms_flow.simulator.access import Access
 from sms_flow.simulator.faults import FaultInjector, FaultKind, Faults
 from sms_flow.simulator.store import Outcome, SourceStore
 from sms_flow.states import (
-    CopyState,
-    MigrationCycle,
     StatePair,
-    parse_copystate,
-    parse_cycle,
     parse_service_copystate,
     parse_service_cycle,
 )
-from sms_flow.wire import BODY_MAX_BYTES, RegisterSourceRequest, validate_source_id
+from sms_flow.wire import (
+    BODY_MAX_BYTES,
+    ChangeStateRequest,
+    RegisterSourceRequest,
+    validate_source_id,
+)
 
 __all__ = ["ErrorCode", "SimulatorApp", "SimulatorStats"]
 
-_log = logging.getLogger("sms_flow.simulator")
+_log = get_logger("sms_flow.simulator")
 
 REQUEST_ID_HEADER: Final = "X-Request-Id"
 LIST_LIMIT_MAX: Final = 200
@@ -328,7 +329,7 @@ class SimulatorApp:
                 counters[(route, CANCELLED)] += 1
                 raise
             except Exception:
-                _log.exception("simulator: %s failed (request %s)", route, request_id)
+                _log.exception("sim.request_failed", route=route, request_id=request_id)
                 resp = error_response(500, ErrorCode.INTERNAL, "Background exception")
             resp.headers[REQUEST_ID_HEADER] = request_id
             counters[(route, resp.status)] += 1
@@ -348,7 +349,7 @@ class SimulatorApp:
             except _BadRequest as exc:
                 resp = _bad(str(exc), *exc.params)
             except Exception:
-                _log.exception("simulator: %s failed (request %s)", route, request_id)
+                _log.exception("sim.request_failed", route=route, request_id=request_id)
                 resp = error_response(500, ErrorCode.INTERNAL, "Background exception")
             resp.headers[REQUEST_ID_HEADER] = request_id
             counters[(route, resp.status)] += 1
@@ -396,11 +397,11 @@ class SimulatorApp:
             counts["ignored_frozen"] += 1
             return self._ok_or_fail()
         try:
-            copystate, cycle = _parse_change(body)
+            change = _change_request(body)
         except _BadRequest:
             counts["invalid"] += 1
             raise
-        result = store.change(rec, copystate, cycle, request_id)
+        result = store.change(rec, change.copystate, change.migrationcycle, request_id)
         if result.outcome is Outcome.REFUSED:
             counts["refused_strict"] += 1
             return error_response(400, ErrorCode.STRICT, result.refusal, [str(result.pair)])
@@ -513,10 +514,13 @@ class SimulatorApp:
                 )
             result = self.store.move_by_trigger(rec, trigger)
         else:
-            copystate, cycle = _change_fields(data)
+            change = _change_request(data)
             result = self.store.move_to(
                 rec,
-                StatePair(copystate or before.copystate, cycle or before.migrationcycle),
+                StatePair(
+                    change.copystate or before.copystate,
+                    change.migrationcycle or before.migrationcycle,
+                ),
             )
         if result.outcome is Outcome.REFUSED:
             return error_response(
@@ -592,42 +596,26 @@ def _invalid(what: str, exc: ValidationError) -> _BadRequest:
     return _BadRequest(f"invalid {what}: {problems}", where)
 
 
-def _parse_change(body: bytes) -> tuple[CopyState | None, MigrationCycle | None]:
-    """The two fields of a changestate body; a field left out (or null) is None."""
-    return _change_fields(_json_object(body))
+def _change_request(body: bytes | Mapping[str, Any]) -> ChangeStateRequest:
+    """A changestate body (or a control move's fields) read with the wire model.
+
+    Its errors become a 400 ``SMS.SIM2`` naming the offending field and value.
+    """
+    data = body if isinstance(body, Mapping) else _json_object(body)
+    try:
+        return ChangeStateRequest.from_body(data)
+    except UnknownValueError as exc:
+        raise _BadRequest(str(exc), [f"{exc.field}={_clip(exc.value)}"]) from None
+    except InvalidRequestError as exc:
+        field = exc.field
+        if field is not None and field in data:
+            params = [f"{field}={_clip(data[field])}"]
+        else:
+            params = list(_CHANGE_FIELDS)
+        raise _BadRequest(str(exc), params) from None
 
 
-def _change_fields(data: Mapping[str, Any]) -> tuple[CopyState | None, MigrationCycle | None]:
-    raw_cs = data.get("copystate")
-    raw_cy = data.get("migrationcycle")
-    copystate = cycle = None
-    if raw_cs is not None:
-        if not isinstance(raw_cs, str):
-            raise _BadRequest(
-                f"copystate must be a string, not {type(raw_cs).__name__}",
-                [f"copystate={_clip(raw_cs)}"],
-            )
-        try:
-            copystate = parse_copystate(raw_cs)
-        except InputError as exc:
-            raise _BadRequest(str(exc), [f"copystate={_clip(raw_cs)}"]) from None
-    if raw_cy is not None:
-        if not isinstance(raw_cy, str):
-            raise _BadRequest(
-                f"migrationcycle must be a string, not {type(raw_cy).__name__}",
-                [f"migrationcycle={_clip(raw_cy)}"],
-            )
-        try:
-            cycle = parse_cycle(raw_cy)
-        except InputError as exc:
-            raise _BadRequest(str(exc), [f"migrationcycle={_clip(raw_cy)}"]) from None
-    if copystate is None and cycle is None:
-        raise _BadRequest(
-            "the request names neither copystate nor migrationcycle, so it changes nothing; "
-            "give at least one",
-            ["copystate", "migrationcycle"],
-        )
-    return copystate, cycle
+_CHANGE_FIELDS: Final = ("copystate", "migrationcycle")
 
 
 def _int_param(

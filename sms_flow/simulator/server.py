@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from sms_flow.chart import default_chart
+from sms_flow.errors import InvalidRequestError, UsageError
 from sms_flow.simulator.access import Access
 from sms_flow.simulator.app import SimulatorApp, SimulatorStats
 from sms_flow.simulator.config import SimulatorConfig
@@ -37,7 +38,7 @@ class Simulator:
 
     def __init__(self, config: SimulatorConfig | None = None, **options: Any) -> None:
         if config is not None and options:
-            raise TypeError("give a SimulatorConfig or keyword options, not both")
+            raise UsageError("give a SimulatorConfig or keyword options, not both")
         self.config = config if config is not None else SimulatorConfig(**options)
         self._injector = FaultInjector(self.config.faults, self.config.seed)
         self._store: SourceStore | None = None
@@ -56,7 +57,9 @@ class Simulator:
     async def start(self) -> Simulator:
         """Open the state file (if any), then listen; ``url`` is known afterwards."""
         if self._runner is not None:
-            raise RuntimeError("the simulator is already running")
+            raise UsageError(
+                "the simulator is already running; stop it first, or start another Simulator"
+            )
         config = self.config
         chart = config.chart if config.chart is not None else default_chart()
         writer: SqliteWriter | None = None
@@ -121,7 +124,7 @@ class Simulator:
     @property
     def port(self) -> int:
         if self._port is None:
-            raise RuntimeError("the simulator is not running; use 'async with Simulator(...)'")
+            raise UsageError("the simulator is not running; use 'async with Simulator(...)'")
         return self._port
 
     @property
@@ -135,13 +138,15 @@ class Simulator:
     @property
     def _live_store(self) -> SourceStore:
         if self._store is None:
-            raise RuntimeError("the simulator is not running; use 'async with Simulator(...)'")
+            raise UsageError("the simulator is not running; use 'async with Simulator(...)'")
         return self._store
 
     async def register(self, name: str, **fields: Any) -> str:
         """Register a source server directly (no HTTP); it starts in the chart's initial state."""
         if not isinstance(name, str) or not 1 <= len(name) <= 255:
-            raise ValueError(f"a source name is 1 to 255 characters, not {name!r}")
+            raise InvalidRequestError(
+                f"a source name is 1 to 255 characters, not {name!r}", field="name"
+            )
         source_id, commit = self._live_store.register(name, fields)
         if commit is not None:
             await commit
@@ -150,7 +155,7 @@ class Simulator:
     async def register_many(self, n: int, prefix: str = "src") -> list[str]:
         """Register ``n`` source servers named ``{prefix}-0001`` …; return their ids in order."""
         if n < 0:
-            raise ValueError(f"n must be 0 or more, not {n}")
+            raise InvalidRequestError(f"n must be 0 or more, not {n}", field="n")
         if n == 0:
             return []
         ids, commit = self._live_store.register_many(n, prefix)
@@ -163,7 +168,7 @@ class Simulator:
         store = self._live_store
         rec = store.lookup(source_id)
         if rec is None:
-            raise KeyError(f"the simulator has no source {source_id!r} ({len(store)} registered)")
+            raise _unknown(source_id, len(store))
         return store.snapshot(rec)
 
     def sources(self) -> list[SourceSnapshot]:
@@ -176,7 +181,7 @@ class Simulator:
         store = self._live_store
         rec = store.lookup(source_id)
         if rec is None:
-            raise KeyError(f"the simulator has no source {source_id!r} ({len(store)} registered)")
+            raise _unknown(source_id, len(store))
         return store.history(rec)
 
     async def move(
@@ -193,15 +198,15 @@ class Simulator:
         from the current state, ``KeyError`` for an unknown source.
         """
         if (trigger is None) == (pair is None):
-            raise TypeError("give exactly one of trigger= or pair=")
+            raise UsageError("give exactly one of trigger= or pair=")
         store = self._live_store
         rec = store.lookup(source_id)
         if rec is None:
-            raise KeyError(f"the simulator has no source {source_id!r} ({len(store)} registered)")
+            raise _unknown(source_id, len(store))
         if trigger is not None:
             result = store.move_by_trigger(rec, trigger)
             if result.outcome is Outcome.REFUSED:
-                raise ValueError(f"source {source_id}: {result.refusal}")
+                raise InvalidRequestError(f"source {source_id}: {result.refusal}", field="trigger")
         else:
             result = store.move_to(rec, _as_pair(pair))
         if result.commit is not None:
@@ -221,14 +226,14 @@ class Simulator:
 
     def set_faults(self, faults: Faults) -> None:
         if not isinstance(faults, Faults):
-            raise TypeError(f"expected Faults, not {type(faults).__name__}")
+            raise UsageError(f"expected Faults, not {type(faults).__name__}")
         self._injector.faults = faults
 
     @property
     def stats(self) -> SimulatorStats:
         """Request counts by route and status, changestate calls per source, faults injected."""
         if self._app is None:
-            raise RuntimeError("the simulator is not running; use 'async with Simulator(...)'")
+            raise UsageError("the simulator is not running; use 'async with Simulator(...)'")
         return self._app.stats()
 
 
@@ -239,6 +244,15 @@ def _as_pair(value: object) -> StatePair:
         return parse_pair(value)
     if isinstance(value, Sequence) and len(value) == 2:
         return parse_pair(f"{value[0]}/{value[1]}")
-    raise TypeError(
-        f"pair must be a StatePair, (copystate, cycle) or 'COPYSTATE/cycle', not {value!r}"
+    raise InvalidRequestError(
+        f"pair must be a StatePair, (copystate, cycle) or 'COPYSTATE/cycle', not {value!r}",
+        field="pair",
+    )
+
+
+def _unknown(source_id: str, registered: int) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"the simulator has no source {source_id!r} ({registered} registered); "
+        "register it first (Simulator.register)",
+        field="source_id",
     )

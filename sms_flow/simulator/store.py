@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from sms_flow.chart import By, Chart, Edge
-from sms_flow.states import CopyState, MigrationCycle, StatePair
+from sms_flow.states import CopyState, MigrationCycle, StatePair, read_side_state
 
 __all__ = [
     "ChangeResult",
@@ -99,13 +99,6 @@ class HistoryEntry:
             "trigger": self.trigger,
             "request_id": self.request_id,
         }
-
-
-def read_side_state(copystate: CopyState) -> str:
-    """``state`` as the read side spells it: lower case, and ``initialize`` for INIT."""
-    if copystate is CopyState.INIT:
-        return "initialize"
-    return copystate.value.lower()
 
 
 @dataclass(frozen=True, slots=True)
