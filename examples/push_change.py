@@ -20,7 +20,7 @@ from sms_flow import IgnoredByServiceError, TransitionRejected
 from sms_flow.auth import TokenAuth
 from sms_flow.client import SmsClient
 from sms_flow.engine import Engine
-from sms_flow.journal import SqliteJournal
+from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.simulator import Simulator, SimulatorConfig
 
 

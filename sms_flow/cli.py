@@ -222,7 +222,8 @@ def _cmd_get(args: argparse.Namespace) -> int:
 
 async def _set(args: argparse.Namespace) -> int:
     from sms_flow.engine import Engine
-    from sms_flow.journal import SqliteJournal, default_journal_path
+    from sms_flow.journal import default_journal_path
+    from sms_flow.journal_sqlite import SqliteJournal
     from sms_flow.planner import ReasonCode
     from sms_flow.states import StateRequest, parse_copystate, parse_cycle
 
@@ -469,7 +470,8 @@ def _cmd_drill(args: argparse.Namespace) -> int:
 
 
 async def _history(args: argparse.Namespace) -> int:
-    from sms_flow.journal import SqliteJournal, default_journal_path
+    from sms_flow.journal import default_journal_path
+    from sms_flow.journal_sqlite import SqliteJournal
 
     if not args.source_id and not args.wave:
         raise InputError("give a SOURCE_ID or --wave NAME")

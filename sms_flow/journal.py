@@ -14,9 +14,8 @@ Back ends
     This module holds the :class:`Journal` protocol and the types every back end shares.
     The back end today is :class:`~sms_flow.journal_sqlite.SqliteJournal`: one SQLite file
     (WAL mode), written by one dedicated thread with group commit. The protocol is small so
-    that a PostgreSQL journal shared by several workers can follow. ``SqliteJournal`` may
-    also be imported from this module; it is loaded on first use, so that importing the
-    types loads neither :mod:`sqlite3` nor a thread.
+    that a PostgreSQL journal shared by several workers can follow. Importing the types
+    loads neither :mod:`sqlite3` nor a thread.
 """
 
 from __future__ import annotations
@@ -28,12 +27,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Protocol, Self
+from typing import Any, Final, Protocol, Self
 
 from sms_flow.errors import JournalError
-
-if TYPE_CHECKING:
-    from sms_flow.journal_sqlite import SqliteJournal
 
 __all__ = [
     "Entry",
@@ -42,7 +38,6 @@ __all__ = [
     "JournalError",
     "JournalStats",
     "Outcome",
-    "SqliteJournal",
     "default_journal_path",
     "final_outcome",
     "source_id_list",
@@ -284,12 +279,3 @@ def source_id_list(source_ids: Sequence[str], doing: str) -> list[str]:
             f"wrap it in a list: [{source_ids!r}]"
         )
     return list(source_ids)
-
-
-def __getattr__(name: str) -> Any:
-    # SqliteJournal lives in its own module; it is imported from here on first use.
-    if name == "SqliteJournal":
-        from sms_flow.journal_sqlite import SqliteJournal
-
-        return SqliteJournal
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,7 +31,8 @@ from sms_flow.errors import (
     TransitionRejected,
     WaitTimeoutError,
 )
-from sms_flow.journal import Intent, Outcome, SqliteJournal
+from sms_flow.journal import Intent, Outcome
+from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.log import configure
 from sms_flow.planner import ReasonCode
 from sms_flow.simulator import Faults, Simulator, SimulatorConfig

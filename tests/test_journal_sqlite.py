@@ -97,7 +97,8 @@ async def test_begin_and_settle_are_committed_when_they_return(
 
 _CHILD_READY = """
 import asyncio, sys
-from sms_flow.journal import Intent, Outcome, SqliteJournal
+from sms_flow.journal import Intent, Outcome
+from sms_flow.journal_sqlite import SqliteJournal
 
 async def main(path):
     journal = SqliteJournal(path)

@@ -76,7 +76,7 @@ class WaveSession:
 
     async def __aenter__(self) -> WaveSession:
         from sms_flow.client import SmsClient
-        from sms_flow.journal import SqliteJournal
+        from sms_flow.journal_sqlite import SqliteJournal
 
         spec = self.spec
         if self._fresh and not self.embedded:

@@ -20,7 +20,8 @@ import yaml
 
 from sms_flow.chart import default_chart
 from sms_flow.client import RetryPolicy
-from sms_flow.journal import Outcome, SqliteJournal
+from sms_flow.journal import Outcome
+from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.planner import Planner
 from sms_flow.simulator import Simulator, SimulatorConfig
 from sms_flow.states import parse_pair

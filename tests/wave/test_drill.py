@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from sms_flow.errors import ConfigError
-from sms_flow.journal import Outcome, SqliteJournal
+from sms_flow.journal import Outcome
+from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.simulator import Simulator, SimulatorConfig
 from sms_flow.wave.drill import (
     DrillSpec,

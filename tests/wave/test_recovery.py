@@ -14,7 +14,8 @@ import pytest
 from sms_flow.client import SmsClient
 from sms_flow.engine import Engine
 from sms_flow.errors import ConfigError
-from sms_flow.journal import Intent, SqliteJournal
+from sms_flow.journal import Intent
+from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.simulator import Simulator
 from sms_flow.wave import recover, run_wave
 from tests.wave.conftest import (
