@@ -28,7 +28,7 @@ from typing import Any
 from benchmarks._common import SHARED_CORES_NOTE, Figure, load_average, machine_info
 
 _DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
-_IDS = ("B1", "B2", "B3", "B4", "B5")
+_IDS = ("B1", "B2", "B3", "B4", "B5", "B6")
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -55,6 +55,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "repeat": repeat or (1 if quick else 3),
         },
         "B5": {"intents": 600 if quick else 10_000, "repeat": repeat or 1},
+        "B6": {"runs": 10 if quick else 30, "cold_runs": 1 if quick else 3},
     }
     overrides = {
         ("B1", "checks"): args.b1_checks,
@@ -63,6 +64,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         ("B3", "sources"): args.b3_sources,
         ("B4", "sources"): args.b4_sources,
         ("B5", "intents"): args.b5_intents,
+        ("B6", "runs"): args.b6_runs,
     }
     for (bench, key), value in overrides.items():
         if value is not None:
@@ -80,8 +82,10 @@ def _runner(bench: str) -> Callable[..., list[Figure]]:
         from benchmarks.b3_push import run
     elif bench == "B4":
         from benchmarks.b4_wave import run
-    else:
+    elif bench == "B5":
         from benchmarks.b5_recovery import run
+    else:
+        from benchmarks.b6_startup import run
     return run
 
 
@@ -170,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     sizes.add_argument("--b3-sources", type=int, metavar="N", help="5 pushes each")
     sizes.add_argument("--b4-sources", type=int, metavar="N")
     sizes.add_argument("--b5-intents", type=int, metavar="N")
+    sizes.add_argument("--b6-runs", type=int, metavar="N", help="timed runs of each side")
     return p
 
 

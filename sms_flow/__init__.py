@@ -36,7 +36,6 @@ from sms_flow.errors import (
     UnknownValueError,
     UsageError,
 )
-from sms_flow.machine import LifecycleMachine
 from sms_flow.planner import Plan, Planner, Reason, ReasonCode, Verdict, check, plan
 from sms_flow.states import (
     CopyState,
@@ -53,9 +52,11 @@ from sms_flow.states import (
 
 __version__ = "0.1.0"
 
-# Names from the I/O layers are imported when first used, so that `import sms_flow` (and the
-# `sms-flow check` command) does not pay for aiohttp, SQLite and the simulator.
+# Names from the I/O layers and the machine are imported when first used, so that
+# `import sms_flow` (and the `sms-flow check` command) does not pay for aiohttp, SQLite, the
+# simulator and `transitions`.
 _LAZY = {
+    "LifecycleMachine": "sms_flow.machine",
     "AkSkAuth": "sms_flow.auth",
     "TokenAuth": "sms_flow.auth",
     "auth_from_env": "sms_flow.auth",
@@ -95,6 +96,7 @@ if TYPE_CHECKING:
     from sms_flow.errors import JournalError, WaitTimeoutError
     from sms_flow.journal import Entry, Intent, Journal, Outcome
     from sms_flow.journal_sqlite import SqliteJournal
+    from sms_flow.machine import LifecycleMachine
     from sms_flow.retry import RetryPolicy
     from sms_flow.wave import (
         DrillSession,

@@ -12,25 +12,25 @@ Loading reports every mistake it finds with the file name and the offending entr
 that does not parse, a duplicated key, a field of the wrong type, an unknown state, a cycle
 not permitted for a state, an edge pushed out of a frozen state, a trigger that is ambiguous
 from one state, an unreachable state, and a non-final state with no way out or no way to a
-final state.
+final state. The first three are the file's schema, in :mod:`sms_flow._chartfile` (YAML and
+pydantic, imported only when a chart's text is read); the rest are made here.
+
+The default chart's checked form is cached on disk (:func:`default_chart`), so that a process
+that only checks and plans imports neither PyYAML nor pydantic.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import keyword
 import os
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import TYPE_CHECKING
 
 from sms_flow.errors import ChartError
 from sms_flow.states import (
@@ -41,14 +41,19 @@ from sms_flow.states import (
     parse_cycle,
 )
 
+if TYPE_CHECKING:
+    from sms_flow._chartfile import ChartData, TransitionData
+
 __all__ = [
     "Basis",
     "By",
     "Chart",
     "Edge",
     "StateInfo",
+    "cache_dir",
     "default_chart",
     "default_chart_path",
+    "load_cached",
     "load_chart",
 ]
 
@@ -107,98 +112,6 @@ class Edge:
         return f"{self.trigger}: {self.source} → {self.dest}"
 
 
-# -- the file's schema ----------------------------------------------------------------
-
-
-class _StateSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cycles: list[str] = Field(min_length=1)
-    frozen: bool = False
-    final: bool = False
-    group: str = "other"
-    note: str = ""
-
-
-class _TransitionSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    trigger: str = Field(min_length=1, max_length=64)
-    from_: list[str] = Field(alias="from", min_length=1)
-    to: str
-    cycle: str = "keep"
-    by: Literal["client", "service", "action"] = "client"
-    basis: Literal["documented", "inferred"]
-    note: str = ""
-
-    @field_validator("from_", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("trigger")
-    @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not value.isidentifier() or keyword.iskeyword(value) or value.startswith("_"):
-            raise ValueError(
-                f"trigger {value!r} must be a Python identifier that does not start with '_'"
-            )
-        return value
-
-
-class _ChartSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1)
-    version: int = 1
-    initial: str
-    states: dict[str, _StateSpec] = Field(min_length=1)
-    transitions: list[_TransitionSpec] = Field(min_length=1)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses a key given twice in one mapping."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"key {key!r} is given twice (first on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
-
-
-def _pydantic_entry(loc: tuple[int | str, ...], raw: Any) -> str:
-    """Name the offending entry of a pydantic error the way a person finds it in the file."""
-    parts: list[str] = []
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            parts[-1] = f"{parts[-1]}[{part}]" if parts else f"[{part}]"
-            if i == 1 and loc[0] == "transitions":
-                try:
-                    trigger = raw["transitions"][part]["trigger"]
-                except (KeyError, IndexError, TypeError):
-                    trigger = None
-                if trigger:
-                    parts[-1] += f" (trigger {trigger!r})"
-        else:
-            parts.append(str(part))
-    return ".".join(parts)
-
-
 # -- the chart ------------------------------------------------------------------------
 
 
@@ -234,15 +147,15 @@ class Chart:
     edges: tuple[Edge, ...]
     triggers: tuple[str, ...]
 
-    def __init__(self, spec: _ChartSpec, *, source: str, digest: str) -> None:
+    def __init__(self, data: ChartData, *, source: str, digest: str) -> None:
         problems: list[tuple[str, str]] = []
         self.source = source
         self.digest = digest
-        self.name = spec.name
-        self.version = spec.version
+        self.name = data["name"]
+        self.version = data["version"]
 
         states: dict[CopyState, StateInfo] = {}
-        for key, st in spec.states.items():
+        for key, st in data["states"].items():
             entry = f"states.{key}"
             try:
                 cs = parse_copystate(key)
@@ -253,7 +166,7 @@ class Chart:
                 problems.append((entry, f"copystate {cs.value} is described twice"))
                 continue
             cycles: list[MigrationCycle] = []
-            for raw_cycle in st.cycles:
+            for raw_cycle in st["cycles"]:
                 try:
                     cy = parse_cycle(raw_cycle)
                 except ValueError as exc:
@@ -263,7 +176,9 @@ class Chart:
                     problems.append((f"{entry}.cycles", f"cycle {cy.value} is listed twice"))
                     continue
                 cycles.append(cy)
-            states[cs] = StateInfo(cs, tuple(cycles), st.frozen, st.final, st.group, st.note)
+            states[cs] = StateInfo(
+                cs, tuple(cycles), st["frozen"], st["final"], st["group"], st["note"]
+            )
         self.states = states
 
         pairs: dict[tuple[str, str], StatePair] = {}
@@ -273,9 +188,9 @@ class Chart:
         self._pairs_by_key = pairs
         self.pairs = tuple(pairs.values())
 
-        initial = self._resolve_pair(spec.initial, "initial", problems)
+        initial = self._resolve_pair(data["initial"], "initial", problems)
         edges: list[Edge] = []
-        for index, tr in enumerate(spec.transitions):
+        for index, tr in enumerate(data["transitions"]):
             edges.extend(self._expand(index, tr, problems))
         self.edges = tuple(edges)
 
@@ -355,11 +270,12 @@ class Chart:
         return None
 
     def _expand(
-        self, index: int, tr: _TransitionSpec, problems: list[tuple[str, str]]
+        self, index: int, tr: TransitionData, problems: list[tuple[str, str]]
     ) -> Iterable[Edge]:
-        entry = _entry_name(index, tr.trigger)
+        trigger = tr["trigger"]
+        entry = _entry_name(index, trigger)
         try:
-            dest_cs = parse_copystate(tr.to)
+            dest_cs = parse_copystate(tr["to"])
         except ValueError as exc:
             problems.append((f"{entry}.to", str(exc)))
             return []
@@ -369,15 +285,15 @@ class Chart:
             )
             return []
         set_cycle: MigrationCycle | None = None
-        if tr.cycle.strip().casefold() != "keep":
+        if tr["cycle"].strip().casefold() != "keep":
             try:
-                set_cycle = parse_cycle(tr.cycle)
+                set_cycle = parse_cycle(tr["cycle"])
             except ValueError as exc:
                 problems.append((f"{entry}.cycle", f"{exc} (or keep)"))
                 return []
 
         sources: list[StatePair] = []
-        for raw in tr.from_:
+        for raw in tr["from_"]:
             copystate, sep, cycle = raw.partition("/")
             try:
                 cs = parse_copystate(copystate)
@@ -398,7 +314,7 @@ class Chart:
                 if pair is not None:
                     sources.append(pair)
 
-        by, basis = By(tr.by), Basis(tr.basis)
+        by, basis, note = By(tr["by"]), Basis(tr["basis"]), tr["note"].strip().rstrip(".")
         edges: list[Edge] = []
         for src in dict.fromkeys(sources):
             src_info = self.states[src.copystate]
@@ -424,7 +340,7 @@ class Chart:
             if dest == src:
                 problems.append((entry, f"the move from {src} leads back to itself"))
                 continue
-            edges.append(Edge(tr.trigger, src, dest, by, basis, tr.note.strip().rstrip("."), index))
+            edges.append(Edge(trigger, src, dest, by, basis, note, index))
         return edges
 
     def _check_graph(self, problems: list[tuple[str, str]]) -> None:
@@ -522,32 +438,32 @@ class Chart:
     @classmethod
     def from_text(cls, text: str, *, source: str = "<string>") -> Chart:
         """Load a chart from YAML text; ``source`` names it in error messages."""
-        try:
-            raw = yaml.load(text, Loader=_UniqueKeyLoader)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = exc.problem or str(exc)
-            raise ChartError(source, [(where, f"not valid YAML: {problem}")]) from None
-        except yaml.YAMLError as exc:
-            raise ChartError(source, [("", f"not valid YAML: {exc}")]) from None
-        if not isinstance(raw, dict):
-            raise ChartError(
-                source, [("", "a statechart is a mapping with name, initial, states, transitions")]
-            )
-        try:
-            spec = _ChartSpec.model_validate(raw)
-        except ValidationError as exc:
-            problems = [
-                (_pydantic_entry(tuple(err["loc"]), raw), err["msg"]) for err in exc.errors()
-            ]
-            raise ChartError(source, problems) from None
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        return cls(spec, source=source, digest=digest)
+        from sms_flow._chartfile import parse
+
+        return cls(parse(text, source=source), source=source, digest=_digest(text))
 
 
 def _entry_name(index: int, trigger: str) -> str:
     return f"transitions[{index}] (trigger {trigger!r})"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ChartError(
+            str(path), [("", "no such file; give the path of a statechart YAML file")]
+        ) from None
+    except IsADirectoryError:
+        raise ChartError(
+            str(path), [("", "is a directory; give the path of a statechart YAML file")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ChartError(str(path), [("", f"cannot be read: {exc}")]) from None
 
 
 def load_chart(path: str | os.PathLike[str]) -> Chart:
@@ -556,30 +472,121 @@ def load_chart(path: str | os.PathLike[str]) -> Chart:
     Raises :class:`~sms_flow.errors.ChartError` naming the file and every offending entry.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ChartError(
-            str(p), [("", "no such file; give the path of a statechart YAML file")]
-        ) from None
-    except IsADirectoryError:
-        raise ChartError(
-            str(p), [("", "is a directory; give the path of a statechart YAML file")]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ChartError(str(p), [("", f"cannot be read: {exc}")]) from None
-    return Chart.from_text(text, source=str(p))
+    return Chart.from_text(_read_text(p), source=str(p))
 
 
 def default_chart_path() -> Path:
     """The default chart: inside the installed package, else ``statecharts/`` of a checkout."""
-    packaged = resources.files("sms_flow").joinpath("_statecharts", DEFAULT_CHART_NAME)
+    packaged = Path(__file__).parent / "_statecharts" / DEFAULT_CHART_NAME
     if packaged.is_file():
-        return Path(str(packaged))
+        return packaged
     return Path(__file__).resolve().parent.parent / "statecharts" / DEFAULT_CHART_NAME
 
 
 @cache
 def default_chart() -> Chart:
-    """The default chart, loaded once per process."""
-    return load_chart(default_chart_path())
+    """The default chart, loaded once per process, its checked form kept in a cache.
+
+    Reading a chart's YAML and checking it against the file's schema costs about a third of
+    a second (mostly importing PyYAML and pydantic), more than the rest of ``sms-flow check``.
+    So the default chart's checked form is kept in a cache file (see :func:`cache_dir`) and
+    used while the chart's text and the schema are those it was made from; :class:`Chart`
+    still derives its tables and makes its own checks from it.
+    """
+    return load_cached(default_chart_path(), cache_dir())
+
+
+# -- the cache of checked charts ------------------------------------------------------------
+
+_CACHE_FORMAT = b"sms-flow checked chart 1"
+
+
+def cache_dir() -> Path | None:
+    """Where checked charts are cached: ``$SMS_FLOW_CACHE_DIR`` (empty: no cache), else
+    ``$XDG_CACHE_HOME/sms-flow``, else ``~/.cache/sms-flow``. Deleting it loses nothing."""
+    configured = os.environ.get("SMS_FLOW_CACHE_DIR")
+    if configured is not None:
+        return Path(configured) if configured else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sms-flow"
+
+
+def load_cached(path: Path, folder: Path | None) -> Chart:
+    """:func:`load_chart`, through the cache in ``folder`` (``None``: no cache).
+
+    An entry is named by the digest of the chart's text and of the schema that checked it
+    (``_chartfile.py``), so an edited chart or schema is read and checked again, and reported
+    as :func:`load_chart` reports it. Only a chart that loads is cached. An entry is JSON, is
+    written to a new file that then replaces the old one (a reader never sees half of it), and
+    is used only when it belongs to the current user and nobody else may write it; anything
+    else about the cache (a folder that cannot be written, an entry that does not read) leaves
+    it out, never fails the load.
+    """
+    text = _read_text(path)
+    source = str(path)
+    entry = _cache_entry(text, folder)
+    if entry is not None:
+        data = _read_entry(entry)
+        if data is not None:
+            try:
+                return Chart(data, source=source, digest=_digest(text))
+            except (ChartError, LookupError, TypeError, ValueError, AttributeError):
+                pass  # not a form this code builds from: read the text below
+    from sms_flow._chartfile import parse
+
+    data = parse(text, source=source)
+    chart = Chart(data, source=source, digest=_digest(text))
+    if entry is not None:
+        _write_entry(entry, data)
+    return chart
+
+
+def _cache_entry(text: str, folder: Path | None) -> Path | None:
+    if folder is None:
+        return None
+    try:
+        schema = Path(__file__).with_name("_chartfile.py").read_bytes()
+    except OSError:
+        return None
+    key = hashlib.sha256(b"\0".join((_CACHE_FORMAT, schema, text.encode()))).hexdigest()
+    return folder / f"chart-{key}.json"
+
+
+def _read_entry(entry: Path) -> ChartData | None:
+    import json
+
+    try:
+        fd = os.open(entry, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        st = os.fstat(file.fileno())
+        getuid = getattr(os, "getuid", None)
+        if (getuid is not None and st.st_uid != getuid()) or st.st_mode & 0o022:
+            return None  # someone else wrote it, or may have
+        try:
+            stored = json.loads(file.read())
+        except (OSError, ValueError):
+            return None
+    if not isinstance(stored, dict) or stored.get("entry") != entry.name:
+        return None
+    data: ChartData | None = stored.get("chart")
+    return data
+
+
+def _write_entry(entry: Path, data: ChartData) -> None:
+    import json
+    import tempfile
+
+    try:
+        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".chart-", suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump({"entry": entry.name, "chart": data}, file, separators=(",", ":"))
+        os.replace(temporary, entry)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)

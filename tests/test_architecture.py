@@ -23,13 +23,13 @@ PACKAGE = REPO / "sms_flow"
 # Lowest first. The README's module map lists the same layers.
 LAYERS: list[set[str]] = [
     {"errors", "log"},
-    {"states"},
+    {"states", "_chartfile"},
     {"chart", "wire", "_signing", "retry"},
     {"planner", "diagram", "auth", "_answers"},
     {"machine", "client", "journal", "_sqlite"},
     {"journal_sqlite", "engine", "simulator"},
     {"wave", "testing"},
-    {"cli", "serve", "_progress"},
+    {"cli", "serve"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

@@ -48,15 +48,16 @@ def test_import_stays_light() -> None:
 
 
 def test_the_wave_package_starts_no_simulator_on_import() -> None:
-    """The simulator is imported only when a session starts an embedded one."""
+    """The simulator's server is imported only when a session starts an embedded one; the wave
+    file's options import the simulator's fault definitions alone."""
     code = (
         "import sys, sms_flow.wave; "
-        "print(sorted(m for m in sys.modules if m.startswith('sms_flow.simulator')))"
+        "print(sorted(m for m in sys.modules if m.startswith(('sms_flow.simulator', 'aiohttp'))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.strip() == "['sms_flow.simulator', 'sms_flow.simulator.faults']"
 
 
 def test_the_old_wave_modules_are_gone() -> None:

@@ -29,15 +29,45 @@ The error codes are listed in :mod:`sms_flow.simulator.app` (:class:`ErrorCode`)
 Run it from Python (``async with Simulator(SimulatorConfig(...)) as sim``), from the
 command line (``sms-flow simulator`` or ``python -m sms_flow.simulator``), or in pytest
 through the :mod:`sms_flow.testing` plugin.
+
+The names below are imported when first used, so that ``sms_flow.simulator.faults`` (the
+fault definitions that ``sms-flow``'s options and wave files share) imports alone, without
+aiohttp and the server.
 """
 
 from __future__ import annotations
 
-from sms_flow.simulator.app import ErrorCode, SimulatorStats
-from sms_flow.simulator.config import SimulatorConfig
-from sms_flow.simulator.faults import Faults
-from sms_flow.simulator.server import Simulator
-from sms_flow.simulator.store import HistoryEntry, MovedBy, SourceSnapshot
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "ErrorCode": "sms_flow.simulator.app",
+    "SimulatorStats": "sms_flow.simulator.app",
+    "SimulatorConfig": "sms_flow.simulator.config",
+    "Faults": "sms_flow.simulator.faults",
+    "Simulator": "sms_flow.simulator.server",
+    "HistoryEntry": "sms_flow.simulator.store",
+    "MovedBy": "sms_flow.simulator.store",
+    "SourceSnapshot": "sms_flow.simulator.store",
+}
+
+if TYPE_CHECKING:
+    from sms_flow.simulator.app import ErrorCode, SimulatorStats
+    from sms_flow.simulator.config import SimulatorConfig
+    from sms_flow.simulator.faults import Faults
+    from sms_flow.simulator.server import Simulator
+    from sms_flow.simulator.store import HistoryEntry, MovedBy, SourceSnapshot
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sms_flow.simulator' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ErrorCode",

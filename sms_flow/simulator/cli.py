@@ -10,22 +10,20 @@ environment instead of the command line, where other users of the machine can se
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from sms_flow.chart import load_chart
 from sms_flow.errors import SmsFlowError
-from sms_flow.simulator.config import SimulatorConfig
-from sms_flow.simulator.faults import Faults
-from sms_flow.simulator.server import Simulator
+from sms_flow.simulator.faults import Faults, Unit
 
-__all__ = ["add_arguments", "config_from_args", "run"]
+if TYPE_CHECKING:
+    from sms_flow.simulator.config import SimulatorConfig
+
+__all__ = ["add_arguments", "add_model_arguments", "config_from_args", "run", "values_from_args"]
 
 _ENV = {
     "token": "SMS_FLOW_SIM_TOKEN",
@@ -105,57 +103,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--seed", type=int, metavar="N", help="seed the fault dice so that runs repeat"
     )
-    faults.add_argument(
-        "--latency", type=float, default=0.0, metavar="S", help="seconds every answer waits"
-    )
-    faults.add_argument(
-        "--latency-jitter",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="up to this many more seconds, drawn uniformly",
-    )
-    faults.add_argument(
-        "--error-rate",
-        type=float,
-        default=0.0,
-        metavar="F",
-        help="share of requests answered 500 or 503 (0 to 1)",
-    )
-    faults.add_argument(
-        "--error-mode",
-        choices=("alternate", "random"),
-        default="alternate",
-        help="alternate 500 and 503, or pick at random (default: %(default)s)",
-    )
-    faults.add_argument(
-        "--throttle-rate",
-        type=float,
-        default=0.0,
-        metavar="F",
-        help="share of requests answered 429 APIG.0308 (0 to 1)",
-    )
-    faults.add_argument(
-        "--retry-after",
-        type=float,
-        default=1.0,
-        metavar="S",
-        help="seconds sent in Retry-After with a 429 (default: %(default)s)",
-    )
-    faults.add_argument(
-        "--drop-rate",
-        type=float,
-        default=0.0,
-        metavar="F",
-        help="share of requests whose connection is closed with no answer (0 to 1)",
-    )
-    faults.add_argument(
-        "--apply-then-fail-rate",
-        type=float,
-        default=0.0,
-        metavar="F",
-        help="share of changestate calls that are applied and then answered 503 (0 to 1)",
-    )
+    add_model_arguments(faults, Faults)
+
+
+def add_model_arguments(parser: Any, model: type[BaseModel]) -> None:
+    """Add one option per field of ``model`` (``--latency-jitter`` for ``latency_jitter``).
+
+    The field gives the option its type (a number, or the choices of a ``Literal``), its help
+    (the description, the range, the default) and its metavar (the field's :class:`Unit`).
+    The option's own default is ``None``: a value not given is left to the model's default.
+    ``parser`` is a parser or an argument group.
+    """
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        bounds = {
+            key: getattr(item, key)
+            for item in field.metadata
+            for key in ("ge", "le")
+            if getattr(item, key, None) is not None
+        }
+        units = [item for item in field.metadata if isinstance(item, Unit)]
+        notes: list[str] = []
+        if "ge" in bounds and "le" in bounds:
+            notes.append(f"{bounds['ge']:g} to {bounds['le']:g}")
+        default = field.get_default(call_default_factory=True)
+        notes.append(
+            f"default: {default:g}" if isinstance(default, float) else f"default: {default}"
+        )
+        description = (field.description or name).rstrip(".")
+        options: dict[str, Any] = {
+            "dest": name,
+            "default": None,
+            "help": f"{description[:1].lower()}{description[1:]} ({'; '.join(notes)})",
+        }
+        if get_origin(kind) is Literal:
+            options["choices"] = get_args(kind)
+        elif kind in (int, float):
+            options["type"] = kind
+            options["metavar"] = units[0].metavar if units else ("N" if kind is int else "X")
+        else:
+            raise TypeError(
+                f"{model.__name__}.{name} is a {kind}, which has no command-line form; "
+                "give it a number or Literal type, or add the form here"
+            )
+        parser.add_argument("--" + name.replace("_", "-"), **options)
+
+
+def values_from_args(model: type[BaseModel], args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of ``model`` given on the command line (see :func:`add_model_arguments`)."""
+    given = {name: getattr(args, name, None) for name in model.model_fields}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -170,6 +167,9 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         if value is None:
             value = os.environ.get(var) or None
         secrets[name] = value
+    from sms_flow.chart import load_chart
+    from sms_flow.simulator.config import SimulatorConfig
+
     chart = load_chart(args.chart) if args.chart is not None else None
     return SimulatorConfig(
         host=args.host,
@@ -179,16 +179,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         chart=chart,
         service_delay=args.service_delay,
         state_file=args.state_file,
-        faults=Faults(
-            latency=args.latency,
-            latency_jitter=args.latency_jitter,
-            error_rate=args.error_rate,
-            error_mode=args.error_mode,
-            throttle_rate=args.throttle_rate,
-            retry_after=args.retry_after,
-            drop_rate=args.drop_rate,
-            apply_then_fail_rate=args.apply_then_fail_rate,
-        ),
+        faults=Faults(**values_from_args(Faults, args)),
         **secrets,
     )
 
@@ -207,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(problems)
     except (SmsFlowError, ValueError) as exc:
         return _fail(str(exc))
+    import asyncio
+
     try:
         return asyncio.run(_serve(config, args.sources, args.sources_prefix))
     except (SmsFlowError, OSError) as exc:
@@ -219,6 +212,11 @@ def _fail(message: str) -> int:
 
 
 async def _serve(config: SimulatorConfig, n_sources: int, prefix: str) -> int:
+    import asyncio
+    import signal
+
+    from sms_flow.simulator.server import Simulator
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     handled: list[signal.Signals] = []

@@ -22,42 +22,58 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["FaultInjector", "FaultKind", "Faults"]
+__all__ = ["FaultInjector", "FaultKind", "Faults", "Seconds", "Share", "Unit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """What a number of :class:`Faults` counts; ``metavar`` names its value on the command line."""
+
+    metavar: str
+
+
+Seconds = Annotated[float, Field(ge=0), Unit("S")]
+"""A duration in seconds, 0 or more."""
+
+Share = Annotated[float, Field(ge=0, le=1), Unit("F")]
+"""A share of requests, from 0 (none) to 1 (all)."""
 
 
 class Faults(BaseModel):
     """How often the simulator misbehaves; all zero (the default) means never.
 
-    Replace the faults of a running simulator with :meth:`Simulator.set_faults
+    This model is the one definition of the simulator's faults: ``sms-flow simulator``'s
+    options are generated from its fields (name, type, default, description) and a wave
+    file's ``simulator:`` options are these fields (:class:`~sms_flow.wave.spec.SimulatorOptions`
+    inherits them). Replace the faults of a running simulator with :meth:`Simulator.set_faults
     <sms_flow.simulator.Simulator.set_faults>` or ``PUT /_simulator/faults``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    latency: float = Field(0.0, ge=0, le=3600, description="Seconds every /v3 answer waits.")
-    latency_jitter: float = Field(
-        0.0, ge=0, le=3600, description="Up to this many more seconds, drawn uniformly."
+    latency: Seconds = Field(0.0, le=3600, description="Seconds every /v3 answer waits.")
+    latency_jitter: Seconds = Field(
+        0.0, le=3600, description="Up to this many more seconds, drawn uniformly."
     )
-    error_rate: float = Field(0.0, ge=0, le=1, description="Share of /v3 requests answered 5xx.")
+    error_rate: Share = Field(0.0, description="Share of /v3 requests answered 500 or 503.")
     error_mode: Literal["alternate", "random"] = Field(
         "alternate", description="5xx status: alternate 500 and 503, or pick one at random."
     )
-    throttle_rate: float = Field(
-        0.0, ge=0, le=1, description="Share of /v3 requests answered 429 APIG.0308."
+    throttle_rate: Share = Field(0.0, description="Share of /v3 requests answered 429 APIG.0308.")
+    retry_after: Seconds = Field(
+        1.0, le=86_400, description="Seconds sent in Retry-After with a 429."
     )
-    retry_after: float = Field(
-        1.0, ge=0, le=86_400, description="Seconds sent in Retry-After with a 429."
+    drop_rate: Share = Field(
+        0.0, description="Share of /v3 requests whose connection is closed unanswered."
     )
-    drop_rate: float = Field(
-        0.0, ge=0, le=1, description="Share of /v3 requests whose connection is closed unanswered."
-    )
-    apply_then_fail_rate: float = Field(
-        0.0, ge=0, le=1, description="Share of changestate PUTs applied, then answered 503."
+    apply_then_fail_rate: Share = Field(
+        0.0, description="Share of changestate PUTs applied, then answered 503."
     )
 
     @model_validator(mode="after")

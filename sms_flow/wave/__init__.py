@@ -8,7 +8,8 @@
 - :mod:`~sms_flow.wave.session`: opening the simulator, client, journal and engine together;
 - :mod:`~sms_flow.wave.drill`: migration drills, a wave whose steps run a check.
 
-Nothing here imports the simulator until a session starts an embedded one.
+Nothing here imports the simulator's server until a session starts an embedded one; the
+wave file's simulator options reuse its fault definitions (:mod:`sms_flow.simulator.faults`).
 """
 
 from sms_flow.wave.drill import (

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sms_flow.chart import Chart, load_chart
 from sms_flow.errors import ConfigError, SmsFlowError
+from sms_flow.simulator.faults import Faults
 from sms_flow.states import StateRequest, parse_request
 from sms_flow.wire import validate_source_id
 
@@ -92,22 +93,13 @@ class FailurePolicy(BaseModel):
     )
 
 
-# The options of SimulatorOptions that are the simulator's faults (fields of its Faults).
-_FAULT_FIELDS = frozenset(
-    {
-        "latency",
-        "latency_jitter",
-        "error_rate",
-        "throttle_rate",
-        "retry_after",
-        "drop_rate",
-        "apply_then_fail_rate",
-    }
-)
+class SimulatorOptions(Faults):
+    """Settings of the embedded simulator (used when ``endpoint: simulator``).
 
-
-class SimulatorOptions(BaseModel):
-    """Settings of the embedded simulator (used when ``endpoint: simulator``)."""
+    Its faults are the fields of :class:`~sms_flow.simulator.faults.Faults`, inherited: the
+    same names, defaults and rules (each share from 0 to 1, and drop, throttle and error
+    shares together at most 1), given flat under ``simulator:`` as before.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -117,17 +109,10 @@ class SimulatorOptions(BaseModel):
     )
     service_delay: float = Field(0.2, ge=0)
     seed: int | None = None
-    latency: float = Field(0.0, ge=0)
-    latency_jitter: float = Field(0.0, ge=0)
-    error_rate: float = Field(0.0, ge=0, le=1)
-    throttle_rate: float = Field(0.0, ge=0, le=1)
-    retry_after: float = Field(0.05, ge=0)
-    drop_rate: float = Field(0.0, ge=0, le=1)
-    apply_then_fail_rate: float = Field(0.0, ge=0, le=1)
 
     def fault_settings(self) -> dict[str, Any]:
         """The options that are the simulator's faults, by name (``Faults(**settings)``)."""
-        return self.model_dump(include=set(_FAULT_FIELDS))
+        return self.model_dump(include=set(Faults.model_fields))
 
 
 class WaveSpec(BaseModel):

@@ -1,10 +1,8 @@
-"""The command line: check, plan and diagram, their exit codes and JSON."""
+"""`sms-flow check`, `plan` and `diagram`: answers from the chart, exit codes and JSON."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,28 +101,3 @@ def test_diagram_formats(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     code, _, err = run(capsys, "diagram", "--format", "markdown", "--output", str(target))
     assert code == 0 and "wrote markdown" in err
     assert target.read_text().startswith("# Statechart `sms-source`")
-
-
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["check", "SYNCING/syncing"])
-    assert info.value.code == 2
-    with pytest.raises(SystemExit) as info:
-        main(["launch"])
-    assert info.value.code == 2
-
-
-def test_console_script_runs() -> None:
-    script = Path(sys.executable).parent / "sms-flow"
-    result = subprocess.run(
-        [str(script), "check", "SYNCING/syncing", "CUTOVERING"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "allowed: cutover" in result.stdout
-    result = subprocess.run(
-        [sys.executable, "-m", "sms_flow", "--help"], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0 and "exit codes" in result.stdout

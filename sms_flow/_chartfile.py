@@ -1,0 +1,190 @@
+"""Reading a statechart file: YAML with no key given twice, checked against the file's schema.
+
+:func:`parse` turns a chart file's text into :class:`ChartData`: plain data, every default
+filled in, from which :class:`~sms_flow.chart.Chart` derives its tables and makes its own
+checks (states, cycles, edges, the graph). The schema is pydantic and the YAML is PyYAML's,
+which together take about a third of a second to import: :mod:`sms_flow.chart` imports this
+module only when it has a chart's text to read, and keeps the default chart's
+:class:`ChartData` in a cache (see :func:`sms_flow.chart.default_chart`).
+"""
+
+from __future__ import annotations
+
+import keyword
+from typing import Any, Literal, TypedDict
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sms_flow.errors import ChartError
+
+__all__ = ["ChartData", "StateData", "TransitionData", "parse"]
+
+
+# -- what a checked file holds ----------------------------------------------------------
+
+
+class StateData(TypedDict):
+    """One entry of ``states``, defaults filled in."""
+
+    cycles: list[str]
+    frozen: bool
+    final: bool
+    group: str
+    note: str
+
+
+class TransitionData(TypedDict):
+    """One entry of ``transitions``, defaults filled in; ``from_`` is the file's ``from``, a list."""
+
+    trigger: str
+    from_: list[str]
+    to: str
+    cycle: str
+    by: Literal["client", "service", "action"]
+    basis: Literal["documented", "inferred"]
+    note: str
+
+
+class ChartData(TypedDict):
+    """A chart file that passed its schema: what :class:`~sms_flow.chart.Chart` is built from."""
+
+    name: str
+    version: int
+    initial: str
+    states: dict[str, StateData]
+    transitions: list[TransitionData]
+
+
+# -- the file's schema ------------------------------------------------------------------
+
+
+class _StateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cycles: list[str] = Field(min_length=1)
+    frozen: bool = False
+    final: bool = False
+    group: str = "other"
+    note: str = ""
+
+
+class _TransitionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    trigger: str = Field(min_length=1, max_length=64)
+    from_: list[str] = Field(alias="from", min_length=1)
+    to: str
+    cycle: str = "keep"
+    by: Literal["client", "service", "action"] = "client"
+    basis: Literal["documented", "inferred"]
+    note: str = ""
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("trigger")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not value.isidentifier() or keyword.iskeyword(value) or value.startswith("_"):
+            raise ValueError(
+                f"trigger {value!r} must be a Python identifier that does not start with '_'"
+            )
+        return value
+
+
+class _ChartSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    version: int = 1
+    initial: str
+    states: dict[str, _StateSpec] = Field(min_length=1)
+    transitions: list[_TransitionSpec] = Field(min_length=1)
+
+
+# -- YAML ---------------------------------------------------------------------------------
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key {key!r} is given twice (first on line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping."""
+
+
+# The same, parsing with libyaml when PyYAML was built with it (about 8 times faster).
+_FastLoader: Any = type("_FastLoader", (getattr(yaml, "CSafeLoader", yaml.SafeLoader),), {})
+
+for _loader in (_UniqueKeyLoader, _FastLoader):
+    _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_FastLoader)
+    except yaml.YAMLError:
+        # libyaml words its syntax errors in its own way: the pure-Python parser gives the
+        # message (and the line and column) sms-flow has always given.
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def _pydantic_entry(loc: tuple[int | str, ...], raw: Any) -> str:
+    """Name the offending entry of a pydantic error the way a person finds it in the file."""
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            parts[-1] = f"{parts[-1]}[{part}]" if parts else f"[{part}]"
+            if i == 1 and loc[0] == "transitions":
+                try:
+                    trigger = raw["transitions"][part]["trigger"]
+                except (KeyError, IndexError, TypeError):
+                    trigger = None
+                if trigger:
+                    parts[-1] += f" (trigger {trigger!r})"
+        else:
+            parts.append(str(part))
+    return ".".join(parts)
+
+
+def parse(text: str, *, source: str) -> ChartData:
+    """Read a chart file's text and check it against the schema; ``source`` names it in errors.
+
+    Raises :class:`~sms_flow.errors.ChartError` for YAML that does not parse (with the line
+    and column), a key given twice, or a field missing, unknown or of the wrong type (naming
+    the entry, and a transition's trigger).
+    """
+    try:
+        raw = _load_yaml(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or str(exc)
+        raise ChartError(source, [(where, f"not valid YAML: {problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise ChartError(source, [("", f"not valid YAML: {exc}")]) from None
+    if not isinstance(raw, dict):
+        raise ChartError(
+            source, [("", "a statechart is a mapping with name, initial, states, transitions")]
+        )
+    try:
+        spec = _ChartSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = [(_pydantic_entry(tuple(err["loc"]), raw), err["msg"]) for err in exc.errors()]
+        raise ChartError(source, problems) from None
+    data: ChartData = spec.model_dump()  # type: ignore[assignment]
+    return data

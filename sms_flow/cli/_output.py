@@ -1,0 +1,81 @@
+"""What the commands print: lines, JSON, verdicts and steps, API errors, the rich console."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from sms_flow.errors import ApiError, TransportError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from sms_flow.planner import Verdict
+
+__all__ = ["console", "err", "out", "print_api_error", "print_json", "print_steps", "print_verdict"]
+
+
+def out(text: str = "", *, stream: TextIO | None = None) -> None:
+    print(text, file=stream or sys.stdout)
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def print_json(data: Any) -> None:
+    out(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def print_steps(steps: Sequence[Any], indent: str = "  ") -> None:
+    """Numbered moves, each marked when the service makes it."""
+    width = max((len(s.trigger) for s in steps), default=0)
+    for i, step in enumerate(steps, 1):
+        wait = "" if step.pushable else f"   (by {step.by.value}: sms-flow waits for the service)"
+        out(f"{indent}{i}. {step.trigger.ljust(width)}  {step.source} → {step.dest}{wait}")
+
+
+def print_verdict(verdict: Verdict) -> None:
+    """Allowed with the trigger, or rejected with every reason and the shortest legal path."""
+    if verdict.allowed:
+        if verdict.noop:
+            out(f"allowed: {verdict.current} is already {verdict.requested}; nothing to send")
+        else:
+            out(f"allowed: {verdict.trigger}  {verdict.current} → {verdict.target}")
+        return
+    out(f"rejected: {verdict.current} → {verdict.requested}")
+    for reason in verdict.reasons:
+        out(f"  - {reason.message} [{reason.code.value}]")
+    if verdict.path:
+        n = len(verdict.path)
+        out(f"shortest legal path ({n} step{'s' if n != 1 else ''}):")
+        print_steps(verdict.path)
+    else:
+        out("no legal path leads there")
+
+
+def print_api_error(exc: ApiError | TransportError) -> None:
+    """The service's answer (status, error_code, error_msg, request_id, hint) or the network's."""
+    if isinstance(exc, ApiError):
+        err(f"sms-flow: API error: HTTP {exc.status}")
+        err(f"  error_code: {exc.error_code or '-'}")
+        err(f"  error_msg:  {exc.error_msg or exc.body or '-'}")
+        err(f"  request_id: {exc.request_id or '-'}")
+        if exc.error_param:
+            err(f"  error_param: {', '.join(exc.error_param)}")
+        hint = exc.hint()
+        if hint:
+            err(f"  what to do: {hint}")
+    else:
+        err(f"sms-flow: network error: {exc}")
+
+
+def console() -> Console:
+    """A rich console; when the output is not a terminal, wide enough not to fold tables."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=160)

@@ -1,0 +1,81 @@
+"""``sms-flow check``, ``plan`` and ``diagram``: questions to the statechart, answered locally.
+
+Nothing here talks to the service: these commands import the chart, the planner and the
+diagram renderers, and nothing of aiohttp, SQLite, rich or the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sms_flow.chart import Chart, default_chart, load_chart
+from sms_flow.cli import EXIT_OK, EXIT_REJECTED
+from sms_flow.cli._output import err, out, print_json, print_steps, print_verdict
+from sms_flow.planner import Plan, Planner
+from sms_flow.states import parse_pair, parse_request
+
+__all__ = ["chart_from", "check", "diagram", "plan"]
+
+
+def chart_from(args: argparse.Namespace) -> Chart:
+    """The chart ``--chart`` names, else the default one."""
+    path = getattr(args, "chart", None)
+    return load_chart(path) if path else default_chart()
+
+
+def check(args: argparse.Namespace) -> int:
+    """May a source go from FROM to TO? Exit 0 allowed, 1 rejected."""
+    chart = chart_from(args)
+    current = parse_pair(args.current)
+    requested = parse_request(args.requested)
+    verdict = Planner(chart).check(current, requested)
+    if args.json:
+        print_json(verdict.to_dict())
+    else:
+        print_verdict(verdict)
+    return EXIT_OK if verdict.allowed else EXIT_REJECTED
+
+
+def _print_plan(plan: Plan) -> None:
+    if not plan.found:
+        out(f"no plan: {plan.current} → {plan.requested}")
+        for reason in plan.reasons:
+            out(f"  - {reason.message} [{reason.code.value}]")
+        return
+    if not plan.steps:
+        out(f"{plan.current} is already {plan.requested}; nothing to do")
+        return
+    n = len(plan.steps)
+    out(f"plan: {plan.current} → {plan.target} in {n} step{'s' if n != 1 else ''}")
+    print_steps(plan.steps)
+    if plan.waits:
+        out(f"{len(plan.waits)} of them made by the service; a driver waits for those")
+
+
+def plan(args: argparse.Namespace) -> int:
+    """The shortest legal sequence of moves from FROM to TO; exit 1 when there is none."""
+    chart = chart_from(args)
+    found = Planner(chart).plan(parse_pair(args.current), parse_request(args.requested))
+    if args.json:
+        print_json(found.to_dict())
+    else:
+        _print_plan(found)
+    return EXIT_OK if found.found else EXIT_REJECTED
+
+
+def diagram(args: argparse.Namespace) -> int:
+    """The chart as Mermaid, a Markdown page or Graphviz dot, to stdout or ``--output``."""
+    from sms_flow.diagram import to_dot, to_markdown, to_mermaid
+
+    chart = chart_from(args)
+    fmt = args.format
+    render = {"mermaid": to_mermaid, "dot": to_dot, "markdown": to_markdown}[fmt]
+    text = render(chart)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        err(f"wrote {fmt} diagram of chart {chart.name!r} to {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK

@@ -1,0 +1,425 @@
+"""The ``sms-flow`` argument parser: every command, its options and help, and no heavy import.
+
+Building it imports argparse and nothing of the commands: each command names its handler
+(``"module:function"``), which :func:`sms_flow.cli.main` imports when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from sms_flow import __version__
+from sms_flow.cli import EXIT_BAD_INPUT
+
+__all__ = ["build_parser", "command_of"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one clear line (its own default) but never prints usage twice."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _add_journal_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
+    )
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options that `run` and `drill` share: output, logging, and where the service is."""
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    p.add_argument(
+        "--log-level",
+        default=None,
+        choices=("debug", "info", "warning", "error"),
+        help="log level (stderr)",
+    )
+    g = p.add_argument_group("service")
+    g.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="the service (or a simulator) instead of the file's endpoint",
+    )
+    g.add_argument("--region", metavar="R", help="a region instead of an endpoint")
+
+
+def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("service")
+    g.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="SMS endpoint, e.g. https://sms.cn-north-4.myhuaweicloud.com or a simulator's URL "
+        "(default: $SMS_FLOW_ENDPOINT)",
+    )
+    g.add_argument(
+        "--region",
+        metavar="R",
+        help="region instead of an endpoint, e.g. cn-north-4 (default: $SMS_FLOW_REGION)",
+    )
+    g.add_argument(
+        "--attempts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="attempts per request, retries included (default 5)",
+    )
+    g.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="seconds per attempt (default 10)"
+    )
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify TLS certificates (only for a test endpoint)",
+    )
+
+
+_CREDENTIALS_HELP = """credentials come from the environment: SMS_FLOW_TOKEN (an IAM token), or
+CLOUD_SDK_AK, CLOUD_SDK_SK and CLOUD_SDK_PROJECT_ID (AK/SK signing, as the SDK samples)."""
+
+
+# -- the parser ---------------------------------------------------------------------------
+
+_EPILOG = (
+    """exit codes: 0 done/allowed, 1 rejected by the chart (or a source failed),
+2 bad input, 3 API or network error, 4 not applied (frozen, or read-back disagrees),
+130 a wave or drill stopped by Ctrl-C (run it again to resume)
+
+"""
+    + _CREDENTIALS_HELP
+)
+
+
+_CHART_HELP = "statechart YAML file to use instead of the default one"
+
+
+def _add_command(
+    sub: Any,
+    command: str | None,
+    name: str,
+    options: Callable[[argparse.ArgumentParser], None],
+    *,
+    handler: str,
+    logs: bool,
+    **kwargs: Any,
+) -> None:
+    """Add command ``name``, with its options when ``command`` is ``name`` or ``None``."""
+    p = sub.add_parser(name, **kwargs)
+    p.set_defaults(handler=handler, logs=logs)
+    if command is None or command == name:
+        options(p)
+
+
+def _check_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("current", metavar="FROM", help="current state, e.g. SYNCING/syncing")
+    p.add_argument("requested", metavar="TO", help="requested state, e.g. CUTOVERING/cutovering")
+    p.add_argument("--chart", metavar="FILE", help=_CHART_HELP)
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+
+
+def _plan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("current", metavar="FROM", help="current state, e.g. WAITING/checking")
+    p.add_argument("requested", metavar="TO", help="target state, e.g. FINISHED/cutovered")
+    p.add_argument("--chart", metavar="FILE", help=_CHART_HELP)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def _diagram_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        choices=("mermaid", "markdown", "dot"),
+        default="mermaid",
+        help="mermaid (default): the diagram; markdown: a page with the diagram and tables; dot: Graphviz",
+    )
+    p.add_argument(
+        "--output", "-o", metavar="FILE", help="write to FILE instead of standard output"
+    )
+    p.add_argument("--chart", metavar="FILE", help=_CHART_HELP)
+
+
+def _get_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source_id", metavar="SOURCE_ID", help="the source server's id in SMS")
+    p.add_argument(
+        "--json", action="store_true", help="print the source as the service returned it"
+    )
+    p.add_argument("--chart", metavar="FILE", help=_CHART_HELP)
+    _add_endpoint_options(p)
+
+
+def _set_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source_id", metavar="SOURCE_ID", help="the source server's id in SMS")
+    p.add_argument("--copystate", metavar="X", help="the copystate to set, e.g. REPLICATE")
+    p.add_argument(
+        "--migrationcycle", metavar="Y", help="the migration cycle to set, e.g. replicating"
+    )
+    p.add_argument(
+        "--path",
+        action="store_true",
+        help="when the change is not one permitted move, push the shortest legal path step by step",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="push even from a frozen state (needs --reason)"
+    )
+    p.add_argument(
+        "--reason", metavar="TEXT", help="why; journalled with the change (required with --force)"
+    )
+    p.add_argument(
+        "--actor", default="cli", metavar="NAME", help="who asks, for the journal (default: cli)"
+    )
+    p.add_argument(
+        "--no-verify", action="store_true", help="do not read the source back after the push"
+    )
+    _add_journal_option(p)
+    p.add_argument("--no-journal", action="store_true", help="do not write the change to a journal")
+    p.add_argument("--json", action="store_true", help="print the applied steps as JSON")
+    p.add_argument("--chart", metavar="FILE", help=_CHART_HELP)
+    _add_endpoint_options(p)
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wave", metavar="WAVE.yaml", help="the wave file")
+    _add_journal_option(p)
+    p.add_argument(
+        "--report",
+        metavar="PATH",
+        help="JSON report (default: beside the journal, reports/WAVE.json)",
+    )
+    p.add_argument(
+        "--concurrency", type=int, metavar="N", help="sources driven at once (overrides the file)"
+    )
+    p.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="R",
+        help="requests per second towards the service (overrides the file)",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="embedded simulator only: start over with new simulated sources (the journal keeps its history)",
+    )
+    _add_run_options(p)
+
+
+def _drill_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "drill", nargs="?", metavar="DRILL.yaml", help="the drill file (examples/drill.yaml)"
+    )
+    p.add_argument("--ids", metavar="ID,ID", help="sources to drill, without a drill file")
+    p.add_argument(
+        "--name",
+        default="drill",
+        help="the drill's name in the journal, without a drill file (default: drill)",
+    )
+    p.add_argument(
+        "--check", metavar="COMMAND", help="the check's shell command (overrides the file's)"
+    )
+    p.add_argument(
+        "--check-timeout",
+        type=float,
+        metavar="S",
+        help="seconds before a check counts as failed (default 60)",
+    )
+    _add_journal_option(p)
+    p.add_argument(
+        "--report",
+        metavar="PATH",
+        help="JSON report (default: beside the journal, reports/NAME.json)",
+    )
+    p.add_argument("--concurrency", type=int, metavar="N", help="sources drilled at once")
+    p.add_argument(
+        "--rate-limit", type=float, metavar="R", help="requests per second towards the service"
+    )
+    _add_run_options(p)
+
+
+def _history_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source_id", nargs="?", metavar="SOURCE_ID", help="a source server's id")
+    p.add_argument("--wave", metavar="NAME", help="every entry of this wave")
+    _add_journal_option(p)
+    p.add_argument("--limit", type=int, metavar="N", help="only the last N entries")
+    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+
+
+def _simulator_options(p: argparse.ArgumentParser) -> None:
+    # The simulator's own options, its faults generated from its fault definitions (pydantic).
+    from sms_flow.simulator.cli import add_arguments
+
+    add_arguments(p)
+
+
+def command_of(argv: Sequence[str]) -> str:
+    """The command ``argv`` names ("" for none): its first argument that is not an option."""
+    return next((arg for arg in argv if not arg.startswith("-")), "")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argparse tree: every command with its help, and the options of ``command``.
+
+    A command's options are added when ``command`` is its name, or for every command when
+    ``command`` is ``None``; :func:`sms_flow.cli.main` passes the command its arguments name,
+    so a run builds its own options only (the simulator's come from its fault definitions
+    and import pydantic). Each command's namespace carries ``handler``
+    (``"module:function"``, imported by :func:`sms_flow.cli.main` when the command runs) and
+    ``logs`` (whether the command configures logging).
+    """
+    parser = _Parser(
+        prog="sms-flow",
+        description=(
+            "Validate, plan, push and orchestrate Huawei Cloud SMS source-server state changes "
+            "(PUT /v3/sources/{id}/changestate) through a statechart."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sms-flow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    _add_command(
+        sub,
+        command,
+        "check",
+        _check_options,
+        handler="sms_flow.cli.model:check",
+        logs=False,
+        help="may a source go from FROM to TO? (exit 0 allowed, 1 rejected)",
+        description=(
+            "Check one requested change against the statechart. FROM is COPYSTATE/CYCLE; TO is "
+            "COPYSTATE/CYCLE, COPYSTATE or /CYCLE (a part left out is not requested). Values "
+            "are case-insensitive. Allowed: exit 0 and the trigger. Rejected: exit 1, every "
+            "reason, and the shortest legal path when one exists. Bad input: exit 2."
+        ),
+        epilog="example: sms-flow check SYNCING/syncing CUTOVERING",
+    )
+
+    _add_command(
+        sub,
+        command,
+        "plan",
+        _plan_options,
+        handler="sms_flow.cli.model:plan",
+        logs=False,
+        help="the shortest legal sequence of moves from FROM to TO",
+        description=(
+            "Plan the shortest legal sequence of moves from FROM to TO. Steps the service makes "
+            "itself are marked; a driver waits for them instead of pushing. Exit 1 when no "
+            "sequence exists."
+        ),
+        epilog="example: sms-flow plan WAITING/checking FINISHED/cutovered",
+    )
+
+    _add_command(
+        sub,
+        command,
+        "diagram",
+        _diagram_options,
+        handler="sms_flow.cli.model:diagram",
+        logs=False,
+        help="draw the statechart (Mermaid, Markdown page, or Graphviz dot)",
+        description="Render the statechart as a Mermaid state diagram, a Markdown page around it, or Graphviz dot.",
+    )
+
+    _add_command(
+        sub,
+        command,
+        "get",
+        _get_options,
+        handler="sms_flow.cli.service:get",
+        logs=True,
+        help="read a source server's state from the service",
+        description="Read a source server (GET /v3/sources/{id}) and show its state and the moves the chart permits.",
+        epilog=_CREDENTIALS_HELP,
+    )
+
+    _add_command(
+        sub,
+        command,
+        "set",
+        _set_options,
+        handler="sms_flow.cli.service:set_state",
+        logs=True,
+        help="check, push, verify and journal a state change",
+        description=(
+            "Read the source's current state, check the requested change against the chart, push it "
+            "(PUT /v3/sources/{id}/changestate), read it back, and say what happened. Exit 0 applied, "
+            "1 rejected by the chart, 2 bad input, 3 API or network error, 4 not applied (frozen, or "
+            "the read-back disagrees)."
+        ),
+        epilog=_CREDENTIALS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    _add_command(
+        sub,
+        command,
+        "run",
+        _run_options,
+        handler="sms_flow.cli.waves:run",
+        logs=True,
+        help="drive a wave of sources to a target state (examples/wave.yaml)",
+        description=(
+            "Drive every source of a wave file along its shortest legal path to the target, with "
+            "bounded concurrency, a rate limit and a failure policy; every step journalled. Runs "
+            "against the embedded simulator unless the file or --endpoint/--region name a service. "
+            "Ctrl-C stops cleanly (steps in flight finish and are journalled); run the same command "
+            "again to resume, also after a crash. Exit 0 when every source is at the target, 1 when "
+            "any failed, 130 when stopped early."
+        ),
+        epilog=_CREDENTIALS_HELP,
+    )
+
+    _add_command(
+        sub,
+        command,
+        "drill",
+        _drill_options,
+        handler="sms_flow.cli.waves:drill",
+        logs=True,
+        help="run a migration drill on syncing sources (premig*, with a check)",
+        description=(
+            "Run a migration drill on sources in SYNCING: premigready → premiging → the check → "
+            "premiged or premigfailed → back to SYNCING, with a report per source. The check is a "
+            "shell command run with SMS_FLOW_SOURCE_ID and SMS_FLOW_DRILL in its environment; exit "
+            "status 0 passes; one still running at its timeout is killed and fails. Give a drill file "
+            "(a wave file with a check), or --ids and --check. Exit 0 when every drill passed, 1 when "
+            "any failed or a source failed, 130 when stopped early; run it again to resume."
+        ),
+        epilog=_CREDENTIALS_HELP,
+    )
+
+    _add_command(
+        sub,
+        command,
+        "history",
+        _history_options,
+        handler="sms_flow.cli.journal:history",
+        logs=True,
+        help="what the journal says happened to a source or a wave",
+        description="Show the journal's entries for one source, or for every source of a wave, oldest first.",
+    )
+
+    _add_command(
+        sub,
+        command,
+        "simulator",
+        _simulator_options,
+        handler="sms_flow.simulator.cli:run",
+        logs=True,
+        help="run an SMS-compatible simulator (first line of output: its base URL)",
+        description=(
+            "Serve an SMS-compatible API on loopback for tests and demos: changestate, the read side, "
+            "registration, AK/SK or token auth, frozen states, the service's own moves, faults on demand. "
+            "Its first line of output is its base URL; it serves until interrupted."
+        ),
+    )
+
+    return parser
