@@ -24,6 +24,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
+# Strict mypy over sms_flow and tests ([tool.mypy] files), tests/typing/api.py included: the
+# public API used as the README uses it, type-checked and never run.
 typecheck: $(STAMP)
 	$(BIN)/mypy
 

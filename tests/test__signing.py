@@ -537,8 +537,13 @@ def test_property_canonical_uri_ignores_hex_case_and_the_trailing_slash(path: st
 def test_property_signing_key_equals_hmac_digest(key: bytes, message: str) -> None:
     """RFC 2104 HMAC-SHA256, keys longer than a block (64 bytes) included."""
     expected = hmac.digest(key, message.encode(), "sha256").hex()
-    assert SigningKey(key).sign(message) == expected
-    assert SigningKey(key).sign(message) == SigningKey(key).sign(message)  # keyed state intact
+    signing_key = SigningKey(key)
+    assert signing_key.sign(message) == expected
+    assert signing_key.sign(message) == expected  # a second use: its keyed state is intact
+    assert (
+        signing_key.sign(message + "x")
+        == hmac.digest(key, (message + "x").encode(), "sha256").hex()
+    )
 
 
 def test_signing_key_signs_the_vector_and_hides_the_key() -> None:

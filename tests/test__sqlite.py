@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 
 from sms_flow._sqlite import Operation, SqliteWorker, each
 from sms_flow.errors import ConfigError, JournalError
+from tests.conftest import eventually
 
 Calls = list[tuple[str, list[Any]]]
 
@@ -101,14 +102,6 @@ def write_lock(path: Path) -> Any:
         conn.close()
 
 
-async def eventually(predicate: Callable[[], bool]) -> None:
-    """Wait (polling, at most 10 s) until ``predicate`` holds."""
-    async with asyncio.timeout(10):
-        # The condition is set by the worker's thread, which offers no event to await.
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.001)
-
-
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Db]:
     opened = Db(tmp_path / "w.sqlite")
@@ -148,7 +141,7 @@ async def test_many_callers_in_a_loop_share_few_commits(db: Db) -> None:
 
 
 async def test_commuting_kinds_are_gathered_and_the_others_keep_their_place(db: Db) -> None:
-    results = await asyncio.gather(
+    queued: list[asyncio.Future[Any]] = [
         db.worker.submit(db.insert, ("a", 1)),
         db.worker.submit(db.bump, "x"),
         db.worker.submit(db.insert, ("b", 2)),
@@ -157,7 +150,8 @@ async def test_commuting_kinds_are_gathered_and_the_others_keep_their_place(db: 
         db.worker.submit(db.read, "c"),
         db.worker.submit(db.insert, ("c", 3)),
         db.worker.submit(db.read, "c"),
-    )
+    ]
+    results = await asyncio.gather(*queued)
 
     assert results == ["a", 1, "b", 2, 2, None, "c", 3]
     assert db.calls == [
@@ -319,8 +313,9 @@ async def test_a_failure_to_connect_reaches_the_opener(tmp_path: Path, failure: 
     with pytest.raises(expected, match=message):
         await worker.start()
     assert not worker_threads()
+    noop: Operation[int, int] = each("noop", lambda conn, arg: arg, writes=False)
     with pytest.raises(JournalError, match="closed"):
-        worker.submit(each("noop", lambda conn, arg: arg, writes=False), 1)
+        worker.submit(noop, 1)
 
 
 async def test_two_event_loops_each_get_their_own_results(db: Db) -> None:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+import pytest
+
+from tests.conftest import Spawner
 
 
-def test_benchmarks_smoke_run(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_benchmarks_smoke_run(spawn: Spawner, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "B1,B2", "--repeat", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
+    result = spawn.run(
+        sys.executable, "-m", "benchmarks", "--quick", "--only", "B1,B2", "--repeat", "1", "--json", str(out),
+        timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(out.read_text())

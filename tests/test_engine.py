@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import structlog
@@ -18,7 +18,7 @@ from transitions import EventData
 from transitions.core import Condition
 
 from sms_flow.auth import TokenAuth
-from sms_flow.client import RetryPolicy, SmsClient
+from sms_flow.client import SmsClient
 from sms_flow.engine import Engine, WaitPolicy
 from sms_flow.errors import (
     ApiError,
@@ -35,17 +35,16 @@ from sms_flow.journal import Intent, Outcome
 from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.log import configure
 from sms_flow.planner import ReasonCode
-from sms_flow.simulator import Faults, Simulator, SimulatorConfig
+from sms_flow.retry import RetryPolicy
+from sms_flow.simulator import Faults, Simulator
 from sms_flow.states import parse_pair
+from tests.conftest import eventually
 
 TOKEN = "engine-test-token-0123456789"
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, total_time=5.0, timeout=2.0)
+GET_ROUTE = "GET /v3/sources/{source_id}"
 
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(SimulatorConfig(token=TOKEN, service_delay=0.05, seed=1)) as s:
-        yield s
+pytestmark = pytest.mark.simulator(token=TOKEN, service_delay=0.05, seed=1)
 
 
 @pytest.fixture
@@ -69,6 +68,11 @@ def engine(client: SmsClient, journal: SqliteJournal) -> Engine:
 
 def puts(sim: Simulator, source_id: str) -> int:
     return sim.stats.puts_per_source.get(source_id, 0)
+
+
+def reads(sim: Simulator) -> int:
+    """The ``GET /v3/sources/{id}`` requests the simulator answered."""
+    return sum(sim.stats.requests.get(GET_ROUTE, {}).values())
 
 
 async def test_fire_pushes_verifies_journals_and_commits(
@@ -206,15 +210,20 @@ async def test_read_back_mismatch_is_a_typed_error_and_a_conflict(
     assert entry.outcome is Outcome.CONFLICT
 
 
-async def test_verify_off_reads_nothing_back(sim: Simulator, client: SmsClient) -> None:
+async def test_verify_off_reads_nothing_back(
+    sim: Simulator, client: SmsClient, engine: Engine
+) -> None:
     sid = await sim.register("web-7")
-    engine = Engine(client, verify=False)
-    engine.track(sid, parse_pair("WAITING/checking"))
-    before = sum(sim.stats.requests.get("GET /v3/sources/{id}", {}).values())
-    await engine.fire(sid, "configure")
-    after = sum(sim.stats.requests.get("GET /v3/sources/{id}", {}).values())
-    assert after == before
-    assert str(engine.states[sid]) == "WAITING/setting"
+    unverified = Engine(client, verify=False)
+    unverified.track(sid, parse_pair("WAITING/checking"))
+    await unverified.fire(sid, "configure")
+    assert reads(sim) == 0
+    assert str(unverified.states[sid]) == "WAITING/setting"
+    assert str(sim.source(sid).pair) == "WAITING/setting"
+    # The same step with verify on (the default) reads the source back: the count is live.
+    engine.track(sid, parse_pair("WAITING/setting"))
+    await engine.fire(sid, "start")
+    assert reads(sim) == 1
 
 
 async def test_transitions_for_one_source_are_serialized_in_order(
@@ -284,14 +293,12 @@ async def test_an_observed_jump_the_chart_forbids_is_flagged(
     sid = await sim.register("web-11")
     await sim.move(sid, pair="STOPPED/syncing")
     await engine.refresh(sid)
-
-    async def someone_jumps() -> None:
-        await asyncio.sleep(0.05)
-        await sim.move(sid, pair="FINISHED/cutovered")
-
-    jumper = asyncio.create_task(someone_jumps())
-    result = await engine.wait_for_service(sid, None, within=3)
-    await jumper
+    refreshed = reads(sim)
+    waiting = asyncio.create_task(engine.wait_for_service(sid, None, within=30))
+    # Once the engine has polled and seen STOPPED, someone else jumps the source.
+    await eventually(lambda: reads(sim) > refreshed)
+    await sim.move(sid, pair="FINISHED/cutovered")
+    result = await waiting
     assert result.outcome is Outcome.OBSERVED
     assert result.note is not None and "does not permit" in result.note
     assert str(engine.states[sid]) == "FINISHED/cutovered"
@@ -374,7 +381,7 @@ async def test_an_after_callback_sees_the_committed_state(
     def after(event: EventData) -> None:
         seen.append(
             (
-                event.model.state,
+                cast(Any, event.model).state,  # transitions types the model as object
                 str(engine.states[sid]),
                 str(sim.source(sid).pair),
                 str(event.kwargs["edge"].dest),

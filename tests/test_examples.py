@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+import pytest
+
+from tests.conftest import REPO, Child, Spawner
 
 
-def run_example(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "examples" / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        check=False,
-    )
+def run_example(spawn: Spawner, name: str, *args: str, timeout: float = 120) -> Child:
+    return spawn.run(sys.executable, str(REPO / "examples" / name), *args, timeout=timeout)
 
 
-def test_validate_request_explains_each_request() -> None:
-    result = run_example("validate_request.py")
+def test_validate_request_explains_each_request(spawn: Spawner) -> None:
+    result = run_example(spawn, "validate_request.py")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "allowed: cutover: SYNCING/syncing → CUTOVERING/cutovering" in out
@@ -33,14 +27,14 @@ def test_validate_request_explains_each_request() -> None:
     assert out.rstrip().endswith("2 allowed, 4 rejected")
 
 
-def test_validate_request_takes_the_operators_pairs() -> None:
-    result = run_example("validate_request.py", "REPLICATE/replicating", "SYNCING/syncing")
+def test_validate_request_takes_the_operators_pairs(spawn: Spawner) -> None:
+    result = run_example(spawn, "validate_request.py", "REPLICATE/replicating", "SYNCING/syncing")
     assert result.returncode == 0, result.stderr
     assert "allowed: sync: REPLICATE/replicating → SYNCING/syncing" in result.stdout
 
 
-def test_push_change_example() -> None:
-    result = run_example("push_change.py")
+def test_push_change_example(spawn: Spawner) -> None:
+    result = run_example(spawn, "push_change.py")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "applied configure: WAITING/checking → WAITING/setting" in out
@@ -50,46 +44,45 @@ def test_push_change_example() -> None:
     assert "#7 resume: STOPPED/syncing → SYNCING/syncing: ignored" in out
 
 
-def test_drive_wave_example() -> None:
-    result = run_example("drive_wave.py", "--sources", "12")
+@pytest.mark.slow
+def test_drive_wave_example(spawn: Spawner) -> None:
+    result = run_example(spawn, "drive_wave.py", "--sources", "12")
     assert result.returncode == 0, result.stderr
     assert "12 of 12 sources reached FINISHED/cutovered" in result.stdout
     assert "60 transitions applied" in result.stdout
 
 
-def test_drill_with_check_example() -> None:
-    result = run_example("drill_with_check.py")
+@pytest.mark.slow
+def test_drill_with_check_example(spawn: Spawner) -> None:
+    result = run_example(spawn, "drill_with_check.py")
     assert result.returncode == 0, result.stderr
     assert "passed 4, failed 1, timed out 1" in result.stdout
 
 
-def test_runbook_example_handles_its_failures() -> None:
-    result = run_example("runbook.py")
+@pytest.mark.slow
+def test_runbook_example_handles_its_failures(spawn: Spawner) -> None:
+    result = run_example(spawn, "runbook.py")
     assert result.returncode == 0, result.stderr
     assert "starting the task again" in result.stdout
     assert "NotFoundError: needs a person" in result.stdout
     assert "done: 30 of 30 registered sources at FINISHED/cutovered" in result.stdout
 
 
-def test_wave_and_drill_files_run_with_the_cli(tmp_path: Path) -> None:
-    wave = subprocess.run(
-        [sys.executable, "-m", "sms_flow", "run", str(REPO / "examples" / "wave.yaml"), "--json"],
-        capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False,
-    )  # fmt: skip
-    assert wave.returncode == 0, wave.stderr
+@pytest.mark.slow
+def test_wave_and_drill_files_run_with_the_cli(spawn: Spawner, tmp_path: Path) -> None:
+    wave = spawn.sms_flow("run", str(REPO / "examples" / "wave.yaml"), "--json", cwd=tmp_path)
+    assert wave.wait(180) == 0, wave.stderr
     totals = json.loads(wave.stdout)["totals"]
     assert (totals["sources"], totals["finished"], totals["transitions_applied"]) == (
         200,
         200,
         1000,
     )
-    drill = subprocess.run(
-        [sys.executable, "-m", "sms_flow", "drill", str(REPO / "examples" / "drill.yaml"), "--json"],
-        capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False,
-    )  # fmt: skip
+    drill = spawn.sms_flow("drill", str(REPO / "examples" / "drill.yaml"), "--json", cwd=tmp_path)
+    code = drill.wait(180)
     report = json.loads(drill.stdout)
     verdicts = {s["drill"] for s in report["sources"]}
     assert verdicts <= {"passed", "failed"} and "passed" in verdicts
     # the example's check fails sources whose id ends in 0 or 1: exit 1 exactly when one does
     expect_fail = any(s["source_id"][-1] in "01" for s in report["sources"])
-    assert drill.returncode == (1 if expect_fail else 0), drill.stderr
+    assert code == (1 if expect_fail else 0), drill.stderr

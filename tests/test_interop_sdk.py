@@ -29,10 +29,12 @@ from huaweicloudsdksms.v3 import (
     UpdateCopyStateRequest,
 )
 
-from sms_flow.simulator import Faults, Simulator, SimulatorConfig
+from sms_flow.simulator import Faults, Simulator
 from sms_flow.states import CopyState, MigrationCycle, StatePair
 
 AK, SK, PROJECT = "AKSDKINTEROP", "SK-sdk-interop-secret", "0a1b2c3d4e5f"
+
+pytestmark = pytest.mark.simulator(ak=AK, sk=SK, project_id=PROJECT)
 
 T = TypeVar("T")
 
@@ -54,12 +56,6 @@ def sdk_client(sim: Simulator, *, sk: str = SK, project_id: str = PROJECT) -> It
 
 async def in_thread(call: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(call, *args)
-
-
-@pytest.fixture
-async def sim() -> Any:
-    async with Simulator(SimulatorConfig(ak=AK, sk=SK, project_id=PROJECT)) as running:
-        yield running
 
 
 async def test_update_copy_state_follows_the_chart(sim: Simulator) -> None:

@@ -21,6 +21,7 @@ import structlog
 from sms_flow.errors import JournalError, SmsFlowError
 from sms_flow.journal import Entry, Intent, Journal, Outcome, default_journal_path
 from sms_flow.journal_sqlite import SqliteJournal
+from tests.conftest import eventually
 
 Backend = Callable[[], Journal]
 """Makes a new, unopened journal on one back end's storage (the same storage every call)."""
@@ -253,7 +254,7 @@ async def test_a_failed_settle_nobody_waits_for_is_logged(journal: Journal) -> N
     with structlog.testing.capture_logs() as logs:
         await journal.settle(entry, Outcome.FAILED, wait=False)  # settled twice: a bug
         await journal.history()  # a round trip: the queued settle has run by now
-        await asyncio.sleep(0)
+        await eventually(lambda: any(e["event"] == "journal write failed" for e in logs))
     [event] = [e for e in logs if e["event"] == "journal write failed"]
     assert "already settled" in event["error"]
     assert event["log_level"] == "error"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any, Protocol, cast
 
 import pytest
 from hypothesis import given
@@ -25,6 +26,20 @@ class PushFailed(Exception):
     pass
 
 
+class BoundModel(Protocol):
+    """A model bound to a machine: ``transitions`` adds its state and its trigger method."""
+
+    state: str
+
+    def trigger(self, name: str) -> bool: ...
+
+
+def state_of(event: EventData) -> str:
+    """The state of the model a callback's event is about (``transitions`` types it ``object``)."""
+    state: str = cast(Any, event.model).state
+    return state
+
+
 @pytest.fixture
 def own(chart: Chart) -> LifecycleMachine:
     """A machine of this test's own, to register callbacks on."""
@@ -32,7 +47,7 @@ def own(chart: Chart) -> LifecycleMachine:
 
 
 @pytest.fixture(scope="module")
-def bound(chart: Chart) -> tuple[LifecycleMachine, object]:
+def bound(chart: Chart) -> tuple[LifecycleMachine, BoundModel]:
     """A machine with one model bound to it: transitions' own trigger, for comparison."""
     machine = LifecycleMachine(chart)
 
@@ -41,7 +56,7 @@ def bound(chart: Chart) -> tuple[LifecycleMachine, object]:
 
     model = Model()
     machine.machine.add_model(model, initial=str(WAITING))
-    return machine, model
+    return machine, cast(BoundModel, model)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +78,7 @@ def test_before_callbacks_see_the_edge_before_the_change(own: LifecycleMachine) 
     seen: list[tuple[str, str]] = []
 
     def before(event: EventData) -> None:
-        seen.append((str(event.kwargs["edge"]), event.model.state))
+        seen.append((str(event.kwargs["edge"]), state_of(event)))
 
     own.machine.before_state_change.append(before)
     new = own.fire(WAITING, "configure")
@@ -72,18 +87,19 @@ def test_before_callbacks_see_the_edge_before_the_change(own: LifecycleMachine) 
 
 
 def test_a_before_callback_that_raises_leaves_the_state_unchanged(own: LifecycleMachine) -> None:
-    state = WAITING
     reached: list[str] = []
 
     def push(event: EventData) -> None:
         raise PushFailed(str(event.kwargs["edge"]))
 
     own.machine.get_transitions("configure", str(WAITING))[0].add_callback("before", push)
+    own.machine.states[str(WAITING)].add_callback("exit", lambda event: reached.append("exit"))
+    own.machine.states[str(SETTING)].add_callback("enter", lambda event: reached.append("enter"))
     own.machine.after_state_change.append(lambda event: reached.append(event.model.state))
-    with pytest.raises(PushFailed):
-        state = own.fire(state, "configure")
-    assert state == WAITING
-    assert reached == [], "nothing after the change ran"
+    with pytest.raises(PushFailed, match="configure: WAITING/checking → WAITING/setting"):
+        own.fire(WAITING, "configure")
+    assert reached == [], "no state was left or entered, nothing after the change ran"
+    assert not own.machine.models, "no source is left bound to the machine"
 
 
 def test_a_step_commits_only_when_told(own: LifecycleMachine) -> None:
@@ -108,8 +124,9 @@ def test_a_condition_refuses_the_step_before_anything_runs(own: LifecycleMachine
     calls: list[str] = []
 
     def within_window(event: EventData) -> bool:
-        calls.append(event.kwargs["source_id"])
-        return event.kwargs["source_id"] != "frozen-by-policy"
+        source_id: str = event.kwargs["source_id"]
+        calls.append(source_id)
+        return source_id != "frozen-by-policy"
 
     transition = own.machine.get_transitions("configure", str(WAITING))[0]
     transition.conditions.append(Condition(within_window))
@@ -192,7 +209,7 @@ def test_service_moves_can_be_followed(machine: LifecycleMachine) -> None:
 
 @given(st.data())
 def test_the_machine_decides_the_committed_state(
-    bound: tuple[LifecycleMachine, object],
+    bound: tuple[LifecycleMachine, BoundModel],
     watched: tuple[LifecycleMachine, list[str]],
     chart: Chart,
     data: st.DataObject,
@@ -209,13 +226,13 @@ def test_the_machine_decides_the_committed_state(
         with pytest.raises(TransitionRejected):
             machine.begin(state, trigger)
         with pytest.raises(MachineError):
-            model.trigger(trigger)  # type: ignore[attr-defined]
+            model.trigger(trigger)
         return
     firing = machine.begin(state, trigger)
     committed = firing.commit()
     firing.finish()
-    assert model.trigger(trigger) is True  # type: ignore[attr-defined]
-    assert str(committed) == model.state  # type: ignore[attr-defined]
+    assert model.trigger(trigger) is True
+    assert str(committed) == model.state
     assert committed == edge.dest
     seen.clear()
     assert with_callbacks.fire(state, trigger) == committed

@@ -8,6 +8,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 import sms_flow
 from tests.conftest import REPO
 
@@ -70,6 +72,7 @@ def test_py_typed_ships() -> None:
     assert (Path(sms_flow.__file__).parent / "py.typed").is_file()
 
 
+@pytest.mark.slow
 def test_wheel_carries_the_default_chart_and_loads_it(tmp_path: Path) -> None:
     build = subprocess.run(
         [

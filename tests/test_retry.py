@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -39,8 +40,9 @@ def test_retry_policy_is_checked() -> None:
     ],
 )
 def test_retry_policy_names_the_bad_field_and_value(name: str, value: float, match: str) -> None:
+    options: dict[str, Any] = {name: value}
     with pytest.raises(ConfigError, match=match):
-        RetryPolicy(**{name: value})
+        RetryPolicy(**options)
 
 
 def test_decide_retries_after_the_backoff_while_attempts_and_time_remain() -> None:

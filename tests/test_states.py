@@ -104,5 +104,6 @@ def test_spelling_chooses_what_is_sent() -> None:
 
 def test_enum_members_hash_like_their_wire_strings() -> None:
     # The planner's tables rely on this: a plain string finds the same entry.
-    assert {CopyState.WAITING: 1}["WAITING"] == 1
+    table: dict[str, int] = {CopyState.WAITING: 1}
+    assert table["WAITING"] == 1
     assert hash(MigrationCycle.SYNCING) == hash("syncing")

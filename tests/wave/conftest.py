@@ -1,17 +1,17 @@
-"""Shared by the wave tests: a wave spec maker, history checks, simulators, a CLI spawner."""
+"""Shared by the wave tests: their simulator configuration, wave specs and files, history and
+journal checks.
+
+The simulator (``sim``), child processes (``spawn``) and ``eventually`` are the suite's own,
+from ``tests/conftest.py``. The wave tests run the in-process ``sim`` with
+``pytestmark = WAVE_SIMULATOR``; a simulator in a child process (for ``sms-flow run`` in a
+child too) is ``spawn.simulator(*SIMULATOR_ARGS, ..., sources=N)``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import os
 import sqlite3
-import subprocess
-import sys
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +19,19 @@ import pytest
 import yaml
 
 from sms_flow.chart import default_chart
-from sms_flow.client import RetryPolicy
 from sms_flow.journal import Outcome
 from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.planner import Planner
-from sms_flow.simulator import Simulator, SimulatorConfig
+from sms_flow.retry import RetryPolicy
 from sms_flow.states import parse_pair
 from sms_flow.wave import WaveSpec
+from tests.conftest import Child
 
 MAIN_PATH = ["configure", "start", "replicate", "cutover", "finish"]
+WAVE_SIMULATOR = pytest.mark.simulator(service_delay=0.02, seed=11)
+"""The ``sim`` of the wave tests: the service's own moves come quickly."""
+SIMULATOR_ARGS = ("--service-delay", "0.02")
+"""The same, for ``spawn.simulator``."""
 RETRY = {
     "retry": RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.1, total_time=30.0, timeout=2.0)
 }
@@ -63,76 +67,22 @@ async def journal_paths(path: Path) -> dict[str, list[tuple[str | None, str, str
     return out
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(SimulatorConfig(service_delay=0.02, seed=11)) as s:
-        yield s
+def journalled(run: Child, journal: Path, steps: int) -> bool:
+    """Whether ``journal`` holds ``steps`` applied steps; fails if ``run`` ended before that.
 
+    The proof that a wave is under way, for tests that kill or interrupt it::
 
-@dataclass
-class ExternalSimulator:
-    url: str
-    ids: list[str]
-    proc: subprocess.Popen[str]
-
-    def history(self, source_id: str) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(
-            f"{self.url}/_simulator/sources/{source_id}/history", timeout=10
-        ) as answer:
-            return list(json.load(answer)["history"])
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/_simulator/stats", timeout=10) as answer:
-            return dict(json.load(answer))
-
-
-@pytest.fixture
-def external_sim(tmp_path: Path) -> Iterator[Any]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(n: int, *extra: str) -> ExternalSimulator:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sms_flow.simulator",
-                "--port",
-                "0",
-                "--sources",
-                str(n),
-                "--service-delay",
-                "0.02",
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(proc)
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        ids = [proc.stdout.readline().strip() for _ in range(n)]
-        return ExternalSimulator(url, ids, proc)
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.communicate(timeout=10)
+        await eventually(lambda: journalled(run, journal, 20), timeout=60)
+    """
+    if applied_entries(journal) >= steps:
+        return True
+    assert run.running, f"the run ended before {steps} steps were journalled: {run.stderr}"
+    return False
 
 
 def write_wave(path: Path, **fields: Any) -> Path:
     path.write_text(yaml.safe_dump(fields), encoding="utf-8")
     return path
-
-
-def sms_flow(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sms_flow", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
 
 
 def applied_entries(journal: Path) -> int:

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from sms_flow.errors import ConfigError
+
 
 async def test_rate_limiter_spaces_calls() -> None:
     from sms_flow.wave.ratelimit import RateLimiter
@@ -18,5 +20,5 @@ async def test_rate_limiter_spaces_calls() -> None:
         stamps.append(time.monotonic())
     # 20 intervals of at least 5 ms each (the lower bound is the behaviour; no upper bound)
     assert stamps[-1] - started >= 20 * 0.005 * 0.95
-    with pytest.raises(Exception, match="must be above 0"):
+    with pytest.raises(ConfigError, match="rate limit 0 must be above 0"):
         RateLimiter(0)

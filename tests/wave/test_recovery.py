@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import signal
-import time
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,21 +16,25 @@ from sms_flow.journal import Intent
 from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.simulator import Simulator
 from sms_flow.wave import recover, run_wave
+from tests.conftest import Spawner, eventually
 from tests.wave.conftest import (
     MAIN_PATH,
+    SIMULATOR_ARGS,
+    WAVE_SIMULATOR,
+    applied_entries,
     assert_clean_history,
     journal_paths,
+    journalled,
     pending_intents,
-    sms_flow,
     spec,
     write_wave,
 )
 
+pytestmark = WAVE_SIMULATOR
+
 
 async def test_recovery_settles_open_intents_three_ways(sim: Simulator, tmp_path: Path) -> None:
     """Applied → settled; not applied → pushed again; changed by someone else → conflict."""
-    from sms_flow.journal import Intent
-
     ids = await sim.register_many(3, prefix="rc")
     path = tmp_path / "j.sqlite"
     async with SqliteJournal(path) as journal:
@@ -69,11 +71,16 @@ async def test_recovery_settles_open_intents_three_ways(sim: Simulator, tmp_path
     assert [h.trigger for h in sim.history(ids[0])] == ["configure"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [3, 17, 29])
-def test_sigkill_at_a_random_moment_then_resume(
-    external_sim: Any, tmp_path: Path, seed: int
+async def test_sigkill_at_a_random_moment_then_resume(
+    spawn: Spawner, tmp_path: Path, seed: int
 ) -> None:
-    sim = external_sim(40, "--latency", "0.002", "--latency-jitter", "0.006", "--seed", str(seed))
+    sim = spawn.simulator(
+        *SIMULATOR_ARGS,
+        *("--latency", "0.002", "--latency-jitter", "0.006", "--seed", str(seed)),
+        sources=40,
+    )
     wave = write_wave(
         tmp_path / "wave.yaml",
         name="crash",
@@ -83,16 +90,16 @@ def test_sigkill_at_a_random_moment_then_resume(
     )
     journal = tmp_path / "journal.sqlite"
     rng = random.Random(seed)
-    for _ in range(2):  # killed twice, at random moments
-        proc = sms_flow("run", str(wave), "--journal", str(journal), "--no-progress", cwd=tmp_path)
-        time.sleep(rng.uniform(0.6, 1.8))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
-    done = sms_flow("run", str(wave), "--journal", str(journal), "--no-progress", cwd=tmp_path)
-    out, err = done.communicate(timeout=120)
-    assert done.returncode == 0, out + err
+    command = ("run", str(wave), "--journal", str(journal), "--no-progress")
+    for _ in range(2):  # killed twice, at random moments once the journal shows work going on
+        at = applied_entries(journal) + rng.randint(10, 60)  # of 200 steps
+        run = spawn.sms_flow(*command, cwd=tmp_path)
+        await eventually(partial(journalled, run, journal, at), timeout=60)
+        assert run.kill() == -signal.SIGKILL
+    done = spawn.sms_flow(*command, cwd=tmp_path)
+    assert await done.await_exit() == 0, done.stdout + done.stderr
     assert pending_intents(journal) == 0
-    steps = asyncio.run(journal_paths(journal))
+    steps = await journal_paths(journal)
     for sid in sim.ids:
         history = sim.history(sid)
         assert_clean_history(history, MAIN_PATH)

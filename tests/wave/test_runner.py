@@ -5,25 +5,28 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 from pathlib import Path
-from typing import Any
+
+import pytest
 
 from sms_flow.simulator import Faults, Simulator
 from sms_flow.wave import Event, EventKind, SourceOutcome, WaveSession, run_wave
-from tests.conftest import REPO
+from tests.conftest import Spawner, eventually
 from tests.wave.conftest import (
     MAIN_PATH,
     RETRY,
-    applied_entries,
+    SIMULATOR_ARGS,
+    WAVE_SIMULATOR,
     assert_clean_history,
     journal_paths,
+    journalled,
     pending_intents,
     planned_path,
-    sms_flow,
     spec,
     write_wave,
 )
+
+pytestmark = WAVE_SIMULATOR
 
 
 async def test_every_source_reaches_the_target_through_faults(
@@ -171,8 +174,11 @@ async def test_a_second_run_resumes_with_the_same_members(sim: Simulator, tmp_pa
     assert second.count(SourceOutcome.ALREADY) == 5 and second.applied == 0
 
 
-def test_ctrl_c_stops_cleanly_and_a_second_run_resumes(external_sim: Any, tmp_path: Path) -> None:
-    sim = external_sim(60, "--latency", "0.02")
+@pytest.mark.slow
+async def test_ctrl_c_stops_cleanly_and_a_second_run_resumes(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    sim = spawn.simulator(*SIMULATOR_ARGS, "--latency", "0.02", sources=60)
     wave = write_wave(
         tmp_path / "wave.yaml",
         name="ctrlc",
@@ -181,54 +187,43 @@ def test_ctrl_c_stops_cleanly_and_a_second_run_resumes(external_sim: Any, tmp_pa
         concurrency=4,
     )
     journal = tmp_path / "journal.sqlite"
-    proc = sms_flow(
-        "run", str(wave), "--journal", str(journal), "--no-progress", "--json", cwd=tmp_path
-    )
+    command = ("run", str(wave), "--journal", str(journal), "--no-progress", "--json")
+    run = spawn.sms_flow(*command, cwd=tmp_path)
     # Interrupt once the run is well under way (20 steps journalled of 300), not at a guess.
-    deadline = time.monotonic() + 60
-    while applied_entries(journal) < 20:
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    report = json.loads(out)
+    await eventually(lambda: journalled(run, journal, 20), timeout=60)
+    run.send_signal(signal.SIGINT)
+    assert await run.await_exit(60) == 130, run.stderr
+    report = json.loads(run.stdout)
     assert report["interrupted"] is True
     assert report["totals"]["stopped"] > 0
     assert pending_intents(journal) == 0, "in-flight steps finished and were journalled"
-    again = sms_flow(
-        "run", str(wave), "--journal", str(journal), "--no-progress", "--json", cwd=tmp_path
-    )
-    out, err = again.communicate(timeout=120)
-    assert again.returncode == 0, err
-    assert json.loads(out)["totals"]["failed"] == 0
+    again = spawn.sms_flow(*command, cwd=tmp_path)
+    assert await again.await_exit() == 0, again.stderr
+    assert json.loads(again.stdout)["totals"]["failed"] == 0
     for sid in sim.ids:
         assert_clean_history(sim.history(sid), MAIN_PATH)
 
 
-def test_history_command_shows_a_sources_path(external_sim: Any, tmp_path: Path) -> None:
-    sim = external_sim(2)
+@pytest.mark.slow
+def test_history_command_shows_a_sources_path(spawn: Spawner, tmp_path: Path) -> None:
+    sim = spawn.simulator(*SIMULATOR_ARGS, sources=2)
     wave = write_wave(
         tmp_path / "wave.yaml", name="hist", endpoint=sim.url, sources={"ids": sim.ids}
     )
     journal = tmp_path / "journal.sqlite"
-    run = sms_flow("run", str(wave), "--journal", str(journal), "--no-progress", cwd=tmp_path)
-    run.communicate(timeout=60)
-    assert run.returncode == 0
-    shown = sms_flow("history", sim.ids[0], "--journal", str(journal), cwd=tmp_path)
-    out, _ = shown.communicate(timeout=60)
-    assert shown.returncode == 0
+    run = spawn.sms_flow("run", str(wave), "--journal", str(journal), "--no-progress", cwd=tmp_path)
+    assert run.wait() == 0, run.stderr
+    shown = spawn.sms_flow("history", sim.ids[0], "--journal", str(journal), cwd=tmp_path)
+    assert shown.wait() == 0, shown.stderr
     for trigger in MAIN_PATH:
-        assert trigger in out
-    as_json = sms_flow(
+        assert trigger in shown.stdout
+    as_json = spawn.sms_flow(
         "history", "--wave", "hist", "--journal", str(journal), "--json", cwd=tmp_path
     )
-    out, _ = as_json.communicate(timeout=60)
-    entries = json.loads(out)
+    assert as_json.wait() == 0, as_json.stderr
+    entries = json.loads(as_json.stdout)
     assert len(entries) == 10 and {e["outcome"] for e in entries} == {"applied"}
 
 
 def test_planned_path_is_the_main_path() -> None:
     assert planned_path("WAITING/checking") == MAIN_PATH
-    assert REPO.is_dir()
