@@ -82,6 +82,7 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -106,6 +107,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The default chart's cache goes to a folder of this run, not the user's ~/.cache (child
+    # processes inherit it); a test of the cache sets its own.
+    if "SMS_FLOW_CACHE_DIR" not in os.environ:
+        os.environ["SMS_FLOW_CACHE_DIR"] = tempfile.mkdtemp(prefix="sms-flow-test-cache-")
     config.addinivalue_line(
         "markers",
         "simulator(config=None, **fields): the configuration of the `sim` fixture's simulator "
