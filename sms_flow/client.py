@@ -18,7 +18,7 @@ A final error's ``maybe_applied`` says whether any attempt may have been process
 
 An answer is read up to :data:`~sms_flow.wire.ANSWER_MAX_BYTES` (8 MiB, decompressed), never
 further: a larger one is an :class:`~sms_flow.errors.AnswerTooLargeError`. Every answer's body
-and quoted headers go through :func:`sms_flow._answers.redact` before anything parses,
+and quoted headers go through the client's :class:`~sms_flow._answers.Redactor` before anything parses,
 quotes or logs them.
 
 :meth:`SmsClient.read_sources` (and :func:`read_sources`, for a wrapper of the client) reads
@@ -56,7 +56,7 @@ import aiohttp
 from pydantic import ValidationError
 from yarl import URL
 
-from sms_flow._answers import Answer, api_error, redact
+from sms_flow._answers import Answer, Redactor, api_error
 from sms_flow.auth import Auth, _secrets_of, auth_from_env
 from sms_flow.errors import (
     AnswerTooLargeError,
@@ -267,9 +267,9 @@ class _Failure:
     cause: _Cause | None = None
 
 
-def _describe(exc: BaseException, sent: Mapping[str, str], known: tuple[str, ...]) -> str:
+def _describe(exc: BaseException, sent: Mapping[str, str], redact: Redactor) -> str:
     """An exception in short for a message: its type and text, credentials removed."""
-    detail = redact(str(exc).strip(), sent, known)
+    detail = redact(str(exc).strip(), sent)
     name = type(exc).__name__
     return truncate(f"{name}: {detail}" if detail else name, _SHOWN_DETAIL)
 
@@ -454,10 +454,10 @@ class SmsClient:
         "_latest",
         "_limit",
         "_owns_session",
+        "_redact",
         "_retries",
         "_retry",
         "_rng",
-        "_secrets",
         "_seq",
         "_session",
         "_spelling",
@@ -514,8 +514,8 @@ class SmsClient:
                 ) from None
         self._base = base
         self._auth = auth
-        # The credentials' own secrets, removed from every answer wherever they show.
-        self._secrets = _secrets_of(auth)
+        # Removes the credentials (and those sent) from every answer, wherever they show.
+        self._redact = Redactor(_secrets_of(auth))
         self._retries = [0] * len(_Cause)
         self._retry = retry
         self._rng = rng
@@ -877,7 +877,7 @@ class SmsClient:
             timeout = aiohttp.ClientTimeout(total=limit_s)
         auth = self._auth
         sent = auth.sign(method, url, headers, body or b"") if auth is not None else headers
-        known = self._secrets
+        redact = self._redact
         try:
             async with session.request(
                 method,
@@ -893,10 +893,11 @@ class SmsClient:
                 if data is None:
                     return self._too_large(resp, method, path, attempt, sent)
                 if 200 <= status < 300:
-                    data = redact(data, sent, known)
+                    redact_answer = redact.bind(sent)
+                    data = redact_answer(data)
                     request_id = resp.headers.get("X-Request-Id")
                     if request_id:
-                        request_id = redact(request_id, sent, known)
+                        request_id = redact_answer(request_id)
                     if _log.enabled(logging.DEBUG):
                         _log.debug(
                             "sms.answer",
@@ -916,7 +917,7 @@ class SmsClient:
                     data=data,
                     sent=sent,
                     attempt=attempt,
-                    known=known,
+                    redactor=redact,
                 )
         except TimeoutError:
             return self._transport_failure(
@@ -934,7 +935,7 @@ class SmsClient:
             return self._transport_failure(
                 ConnectError,
                 f"{method} {path}: the TLS handshake with {self._base} failed "
-                f"({_describe(exc, sent, known)}); check the endpoint's certificate and ca_file "
+                f"({_describe(exc, sent, redact)}); check the endpoint's certificate and ca_file "
                 "(or the system CA store); verify_tls=False is for test endpoints only",
                 attempt,
                 retryable=False,
@@ -946,7 +947,7 @@ class SmsClient:
             return self._transport_failure(
                 ConnectError,
                 f"{method} {path}: cannot connect to {self._base} "
-                f"({_describe(exc.os_error, sent, known)}) "
+                f"({_describe(exc.os_error, sent, redact)}) "
                 f"(after {_attempts(attempt)}); check the endpoint ({ENDPOINT_ENV} or "
                 f"{REGION_ENV}), DNS, proxy and firewall",
                 attempt,
@@ -959,7 +960,7 @@ class SmsClient:
             return self._transport_failure(
                 ConnectError,
                 f"{method} {path}: the connection to {self._base} broke before an "
-                f"answer came ({_describe(exc, sent, known)}) (after {_attempts(attempt)}); "
+                f"answer came ({_describe(exc, sent, redact)}) (after {_attempts(attempt)}); "
                 f"check proxies and load balancers on the way, or retry later{_unsure(mode)}",
                 attempt,
                 retryable=mode is _Mode.IDEMPOTENT,
@@ -999,7 +1000,7 @@ class SmsClient:
         status = resp.status
         request_id = resp.headers.get("X-Request-Id")
         if request_id:
-            request_id = redact(request_id, sent, self._secrets)
+            request_id = self._redact(request_id, sent)
         error = AnswerTooLargeError(
             limit=ANSWER_MAX_BYTES,
             endpoint=self._base,

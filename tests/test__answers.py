@@ -11,7 +11,7 @@ import time
 import pytest
 from multidict import CIMultiDict
 
-from sms_flow._answers import api_error, parse_retry_after, redact, redact_sent
+from sms_flow._answers import Redactor, api_error, parse_retry_after, redact, redact_sent
 from sms_flow.errors import ApiError, AuthError, NotFoundError, ServerError, ThrottledError
 
 TOKEN = "tok-" + "Z" * 60
@@ -131,7 +131,7 @@ def test_the_known_secret_key_is_removed_though_never_sent() -> None:
         data=f"the key is {SK}".encode(),
         sent={"Content-Type": "application/json"},
         attempt=1,
-        known=(SK,),
+        redactor=Redactor([SK]),
     )
     assert SK not in str(error) and SK not in error.body and SK not in repr(error)
     assert error.request_id == "echo <redacted>"
