@@ -17,7 +17,7 @@ from sms_flow.errors import ConfigError
 __all__ = ["RetryPolicy"]
 
 _LAST_ATTEMPT = 1.0
-"""Seconds (or ``timeout``, if shorter) left for the last attempt at the end of ``total_time``."""
+"""Seconds left for the last attempt at the end of ``total_time`` (see ``last_attempt_time``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +28,14 @@ class RetryPolicy:
     retryable 5xx) is retried until the call succeeds or the next attempt would start after
     ``total_time`` (60 s), which bounds the whole call, sleeps and attempts included: an
     outage shorter than ``total_time`` costs time, not the call. Before attempt *n + 1* the
-    client sleeps ``uniform(0, min(max_delay, base_delay * 2**(n - 1)))`` (full jitter: 0.2 s,
-    0.4 s, ... capped at 10 s), or at least a 429's ``Retry-After``. When that sleep would carry
-    the next attempt past ``total_time`` (or into its last second), one last attempt is made
-    instead, ``min(timeout, 1 s)`` before the end; a ``Retry-After`` that does not fit ends the
-    call at once. With the defaults, an outage of up to about 59 s is ridden out.
+    client sleeps ``uniform(0, min(max_delay, base_delay * 2**(n - 1)))`` (full jitter, up
+    to 0.2 s, 0.4 s, ... and at most 10 s), or at least a 429's ``Retry-After``. No attempt
+    after a backoff starts with less than :attr:`last_attempt_time` (``min(timeout, 1 s,
+    total_time / 4)``) left: a sleep that would carry the next attempt past that point is
+    shortened to make the last attempt then, and once that point has passed the call ends;
+    a ``Retry-After`` that does not fit ends the call at once. With the defaults, a call that
+    meets an outage succeeds if the outage ends before its last attempt, 59 s after the call
+    began.
 
     ``attempts`` counts every attempt, the first included; ``None`` (the default) sets no bound
     but ``total_time``; a number stops the call after that many attempts, whichever bound
@@ -91,26 +94,33 @@ class RetryPolicy:
         ``time_left`` is what remains of ``total_time``; ``retry_after`` the seconds a 429
         asked for. Returns ``(delay, "")`` to sleep ``delay`` seconds and try again, or
         ``(delay, why)`` to give up, ``why`` saying which bound was reached. Without a
-        ``Retry-After``, a backoff that would start the next attempt later than ``min(timeout,
-        1 s)`` before the end of ``total_time`` is shortened to start it then (the last
-        attempt); when that moment has passed already, a backoff that still ends within
-        ``total_time`` is kept, and one that does not gives up. The jitter is drawn from
-        ``rng`` (default: the ``random`` module) on every call, given up or not.
+        ``Retry-After``, a backoff that would leave the next attempt less than
+        :attr:`last_attempt_time` of ``total_time`` is shortened so that it starts then (the
+        last attempt), or, when that moment has passed already, the call gives up. A
+        ``Retry-After`` is waited in full if the next attempt still starts within
+        ``total_time``, else the call gives up. The jitter is drawn from ``rng`` (default: the
+        ``random`` module) on every call, given up or not.
         """
         delay = self.backoff(attempt, rng)
         if self.attempts is not None and attempt >= self.attempts:
             return delay, f"all {self.attempts} attempts made"
         if retry_after is not None:
             delay = max(delay, retry_after)
-        else:
-            last_start = time_left - min(self.timeout, _LAST_ATTEMPT)
-            if delay > last_start > 0.0:
-                return last_start, ""  # the last attempt, with time to be answered
-        if delay >= time_left:
-            if retry_after is not None:
+            if delay >= time_left:
                 return delay, (
                     f"Retry-After {retry_after:g} s does not fit in the "
                     f"{max(time_left, 0.0):.3g} s left of total_time"
                 )
-            return delay, f"the next attempt would start after total_time ({self.total_time:g} s)"
-        return delay, ""
+            return delay, ""
+        last_start = time_left - self.last_attempt_time
+        if delay <= last_start:
+            return delay, ""
+        if last_start > 0.0:
+            return last_start, ""  # the last attempt, with time to be answered
+        return delay, f"the next attempt would start after total_time ({self.total_time:g} s)"
+
+    @property
+    def last_attempt_time(self) -> float:
+        """The least time an attempt after a backoff is started with: ``min(timeout, 1 s,
+        total_time / 4)``; a backoff that would leave less is shortened, or the call ends."""
+        return min(self.timeout, _LAST_ATTEMPT, self.total_time / 4)

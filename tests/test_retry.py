@@ -129,3 +129,15 @@ def test_a_backoff_past_total_time_becomes_one_last_attempt_before_the_end() -> 
     # A Retry-After is never shortened: one that does not fit ends the call.
     _, why = policy.decide(3, time_left=4.0, retry_after=5.0, rng=MaxJitter())
     assert why == "Retry-After 5 s does not fit in the 4 s left of total_time"
+
+
+def test_no_attempt_after_a_backoff_starts_with_too_little_time_to_be_answered() -> None:
+    """With a short total_time, the last attempt keeps a quarter of it (not a few ms)."""
+    policy = RetryPolicy(base_delay=0.05, max_delay=0.05, total_time=0.4)
+    assert policy.last_attempt_time == 0.1
+    delay, why = policy.decide(3, time_left=0.12, rng=MaxJitter())
+    assert delay == pytest.approx(0.02) and why == ""  # shortened from 0.05
+    _, why = policy.decide(4, time_left=0.09, rng=MaxJitter())
+    assert why == "the next attempt would start after total_time (0.4 s)"
+    assert RetryPolicy().last_attempt_time == 1.0
+    assert RetryPolicy(timeout=0.3).last_attempt_time == 0.3
