@@ -127,12 +127,13 @@ class AkSkAuth:
     header sent is signed; header values are sent trimmed, as they are signed.
     """
 
-    __slots__ = ("_ak", "_clock", "_date_cache", "_key", "_project_id")
+    __slots__ = ("_ak", "_clock", "_date_cache", "_key", "_project_id", "_sk")
     _ak: str
     _clock: Callable[[], datetime]
     _date_cache: tuple[float, str]
     _key: SigningKey
     _project_id: str
+    _sk: str
 
     def __init__(
         self,
@@ -166,6 +167,7 @@ class AkSkAuth:
         )
         set_(self, "_ak", ak)
         set_(self, "_key", SigningKey(sk))
+        set_(self, "_sk", sk)  # only for _secrets_of: the client redacts it wherever seen
         set_(self, "_project_id", project_id)
         set_(self, "_clock", clock or _utc_now)
         set_(self, "_date_cache", (-1.0, ""))
@@ -256,6 +258,19 @@ class AkSkAuth:
         signature = self._key.sign(string_to_sign(sdk_date, request))
         out["Authorization"] = signed_authorization(self._ak, names, signature)
         return out
+
+
+def _secrets_of(auth: object) -> tuple[str, ...]:
+    """The secrets of ``auth`` that nothing may ever show: a token, or an SK; else none.
+
+    For the client's redaction of answers (:func:`sms_flow._answers.redact`): an SK is never
+    sent, but it is removed all the same should an answer ever hold it.
+    """
+    if isinstance(auth, TokenAuth):
+        return (auth._token,)
+    if isinstance(auth, AkSkAuth):
+        return (auth._sk,)
+    return ()
 
 
 # --- configuration from the environment ------------------------------------------------------

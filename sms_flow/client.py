@@ -7,12 +7,23 @@ knows the wire and nothing above it: no statechart, no journal, no waves.
 A call is a loop of attempts: :meth:`SmsClient._attempt` sends one request and judges its
 outcome (the answer of a 2xx; else a typed error, from :mod:`sms_flow._answers` for an HTTP
 answer, and whether it may be retried), and :meth:`SmsClient._call` decides whether to try
-again, by :class:`~sms_flow.retry.RetryPolicy`: exponential backoff with full jitter, a 429's
-``Retry-After`` honoured, a bound on the attempts and on the whole call. Connection errors,
+again, by :class:`~sms_flow.retry.RetryPolicy`: capped exponential backoff with full jitter, a
+429's ``Retry-After`` honoured, until the call's ``total_time`` is spent (or a given number of
+attempts made), so that an outage shorter than ``total_time`` loses no call. Connection errors,
 timeouts, 429 and the retryable 5xx are retried; other 4xx never are. Every attempt is signed
 afresh (an AK/SK signature carries its date). The ``POST`` that registers a source is not
 idempotent, so it is retried only when the service surely did not process it (the
-connection was refused, or a 429).
+connection was refused, or a 429). :meth:`SmsClient.stats` counts the retries by cause.
+A final error's ``maybe_applied`` says whether any attempt may have been processed.
+
+An answer is read up to :data:`~sms_flow.wire.ANSWER_MAX_BYTES` (8 MiB, decompressed), never
+further: a larger one is an :class:`~sms_flow.errors.AnswerTooLargeError`. Every answer's body
+and quoted headers go through the client's :class:`~sms_flow._answers.Redactor` before anything parses,
+quotes or logs them.
+
+:meth:`SmsClient.read_sources` (and :func:`read_sources`, for a wrapper of the client) reads
+the states of many sources: by pages of the listing where it is allowed, else one ``GET``
+each, streaming them.
 
 A retry must never overtake a newer change for the same source: each ``change_state`` call
 takes a sequence number, and a retry stops with :class:`~sms_flow.errors.SupersededError`
@@ -34,24 +45,27 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, IntEnum
 from importlib import metadata
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Protocol, Self
 
 import aiohttp
 from pydantic import ValidationError
 from yarl import URL
 
-from sms_flow._answers import Answer, api_error
-from sms_flow.auth import Auth, auth_from_env
+from sms_flow._answers import Answer, Redactor, api_error
+from sms_flow.auth import Auth, _secrets_of, auth_from_env
 from sms_flow.errors import (
+    AnswerTooLargeError,
     ApiError,
+    AuthError,
     ConfigError,
     ConnectError,
     InvalidRequestError,
+    NotFoundError,
     RequestTimeoutError,
     SupersededError,
     ThrottledError,
@@ -72,6 +86,7 @@ from sms_flow.states import (
     read_side_state,
 )
 from sms_flow.wire import (
+    ANSWER_MAX_BYTES,
     BODY_MAX_BYTES,
     SOURCES_PATH,
     ChangeStateRequest,
@@ -82,7 +97,16 @@ from sms_flow.wire import (
     source_path,
 )
 
-__all__ = ["ENDPOINT_ENV", "REGION_ENV", "PushResult", "SmsClient", "endpoint_for_region"]
+__all__ = [
+    "ENDPOINT_ENV",
+    "REGION_ENV",
+    "ClientStats",
+    "PushResult",
+    "SmsClient",
+    "SourceReader",
+    "endpoint_for_region",
+    "read_sources",
+]
 
 ENDPOINT_ENV: Final = "SMS_FLOW_ENDPOINT"
 """The environment variable :meth:`SmsClient.from_env` reads the endpoint from."""
@@ -98,6 +122,8 @@ _REGION_RE: Final = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+")
 # limit); beyond the bound, bodies are built each time.
 _BODIES_MAX: Final = 20_000
 _SHOWN_DETAIL: Final = 200
+# read_sources lists the sources (by pages) only for more ids than this; fewer, one GET each.
+_LIST_ABOVE: Final = 50
 
 
 def _user_agent() -> str:
@@ -177,6 +203,47 @@ class PushResult:
     elapsed: float
 
 
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """The retries a client's calls have made so far, by cause (:meth:`SmsClient.stats`).
+
+    ``connect``: the connection could not be made (refused, unreachable); ``dropped``: it broke
+    before a whole answer came; ``timeout``: no answer within the attempt's time;
+    ``throttled``: a 429; ``server``: a 5xx. A retry is counted when its attempt starts.
+    """
+
+    connect: int = 0
+    dropped: int = 0
+    timeout: int = 0
+    throttled: int = 0
+    server: int = 0
+
+    @property
+    def retries(self) -> int:
+        """Every retry, whatever its cause."""
+        return self.connect + self.dropped + self.timeout + self.throttled + self.server
+
+    def by_cause(self) -> dict[str, int]:
+        """``{"connect": n, "dropped": n, "timeout": n, "429": n, "5xx": n}``, for a report."""
+        return {
+            "connect": self.connect,
+            "dropped": self.dropped,
+            "timeout": self.timeout,
+            "429": self.throttled,
+            "5xx": self.server,
+        }
+
+
+class _Cause(IntEnum):
+    """Why an attempt failed, for the retry counters (the order of ClientStats' fields)."""
+
+    CONNECT = 0
+    DROPPED = 1
+    TIMEOUT = 2
+    THROTTLED = 3
+    SERVER = 4
+
+
 class _Mode(Enum):
     """Which failures of a request may be retried."""
 
@@ -189,19 +256,43 @@ class _Failure:
     """An attempt that failed.
 
     ``error`` is what to raise, ``retryable`` whether the call may try again, ``reason`` the
-    failure in short, for the log (``HTTP 503 SMS.2007``, ``timeout`` ...).
+    failure in short, for the log (``HTTP 503 SMS.2007``, ``timeout`` ...), ``cause`` its
+    counter, when it may be retried.
     """
 
     error: TransportError | ApiError
     retryable: bool
     reason: str
     request_id: str | None
+    cause: _Cause | None = None
 
 
-def _describe(exc: BaseException) -> str:
-    detail = str(exc).strip()
+def _describe(exc: BaseException, sent: Mapping[str, str], redact: Redactor) -> str:
+    """An exception in short for a message: its type and text, credentials removed."""
+    detail = redact(str(exc).strip(), sent)
     name = type(exc).__name__
     return truncate(f"{name}: {detail}" if detail else name, _SHOWN_DETAIL)
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes | None:
+    """The answer's body, decompressed; ``None`` when it is over ``ANSWER_MAX_BYTES``.
+
+    Reads no further than the cap (plus one chunk): an answer with a ``Content-Length`` over it
+    is not read at all, a compressed or chunked one is read chunk by chunk (aiohttp inflates
+    by bounded steps) and abandoned once past it.
+    """
+    encoding = resp.headers.get("Content-Encoding", "")
+    length = resp.content_length
+    if length is not None and (not encoding or encoding.strip().lower() == "identity"):
+        if length > ANSWER_MAX_BYTES:
+            return None
+        return await resp.read()  # exactly Content-Length bytes
+    body = bytearray()
+    async for chunk in resp.content.iter_any():
+        body += chunk
+        if len(body) > ANSWER_MAX_BYTES:
+            return None
+    return bytes(body)
 
 
 def _attempts(n: int) -> str:
@@ -229,6 +320,116 @@ def _cycle_filter(value: MigrationCycle | SdkCycle | str) -> str:
     return cycle.value
 
 
+class SourceReader(Protocol):
+    """What :func:`read_sources` needs of a client: ``get_source`` (``SmsClient`` is one).
+
+    A reader that also has ``iter_sources`` (as :meth:`SmsClient.iter_sources`) is paged
+    through when many sources are wanted.
+    """
+
+    async def get_source(self, source_id: str) -> SourceServer: ...
+
+
+def read_sources(
+    reader: SourceReader, ids: Iterable[str], *, concurrency: int = 32
+) -> AsyncIterator[tuple[str, SourceServer | None]]:
+    """The sources ``ids`` as the service reports them: ``(id, source)`` pairs, as they come.
+
+    A source the service does not know comes as ``(id, None)``; each id comes once, in no set
+    order. For more than 50 ids, and when ``reader`` has ``iter_sources``, the listing
+    (``GET /v3/sources``, pages of 200) is read first and left as soon as every id is found;
+    when the listing is refused (404, or 403 for a user without the list permission) a log
+    line says so and the reader goes on without it. Every id the listing did not show, and
+    every id when there are 50 or fewer, is read with its own ``GET /v3/sources/{id}``,
+    ``concurrency`` at a time. Nothing is held but the ids still missing and the sources not
+    yet consumed: a page, or ``concurrency`` sources. Any other error stops the reading and
+    is raised.
+
+    For :class:`SmsClient` use :meth:`SmsClient.read_sources`; this function serves wrappers
+    of a client (a rate limit) that have ``get_source`` and ``iter_sources`` of their own.
+    """
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise InvalidRequestError(f"concurrency is {concurrency!r}; give 1 or more")
+    return _read_sources(reader, ids, concurrency)
+
+
+async def _read_sources(
+    reader: SourceReader, ids: Iterable[str], concurrency: int
+) -> AsyncIterator[tuple[str, SourceServer | None]]:
+    missing = dict.fromkeys(ids)  # ordered and unique; found ids leave it
+    listing = getattr(reader, "iter_sources", None)
+    if len(missing) > _LIST_ABOVE and listing is not None:
+        pages: AsyncIterator[SourceServer] = listing()
+        try:
+            while missing:
+                try:
+                    src = await anext(pages)
+                except StopAsyncIteration:
+                    break
+                except (NotFoundError, AuthError) as exc:
+                    if exc.status not in (403, 404):
+                        raise
+                    _log.warning(
+                        "sms.listing_refused",
+                        status=exc.status,
+                        error_code=exc.error_code,
+                        request_id=exc.request_id,
+                        sources=len(missing),
+                        then="reading each source with GET /v3/sources/{source_id}; grant the "
+                        "permission to list source servers to read them by pages",
+                    )
+                    break
+                if src.id in missing:
+                    del missing[src.id]
+                    yield src.id, src
+        finally:
+            closing = getattr(pages, "aclose", None)
+            if closing is not None:
+                await closing()
+    if not missing:
+        return
+    async for pair in _get_each(reader, iter(missing), min(concurrency, len(missing))):
+        yield pair
+
+
+async def _get_each(
+    reader: SourceReader, ids: Iterator[str], workers: int
+) -> AsyncIterator[tuple[str, SourceServer | None]]:
+    """``GET`` each id, ``workers`` at a time, yielding each source as it comes."""
+    done: asyncio.Queue[tuple[str, SourceServer | None] | BaseException | None] = asyncio.Queue(
+        maxsize=workers
+    )
+
+    async def work() -> None:
+        try:
+            for source_id in ids:  # one iterator shared: each id is taken once
+                try:
+                    src: SourceServer | None = await reader.get_source(source_id)
+                except NotFoundError:
+                    src = None
+                await done.put((source_id, src))
+        except Exception as exc:  # handed to the reader, who raises it
+            await done.put(exc)
+        else:
+            await done.put(None)
+
+    tasks = [asyncio.create_task(work()) for _ in range(workers)]
+    try:
+        running = len(tasks)
+        while running:
+            item = await done.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class SmsClient:
     """An async client of the SMS API; use it as ``async with SmsClient(...) as client``.
 
@@ -253,6 +454,8 @@ class SmsClient:
         "_latest",
         "_limit",
         "_owns_session",
+        "_redact",
+        "_retries",
         "_retry",
         "_rng",
         "_seq",
@@ -311,6 +514,9 @@ class SmsClient:
                 ) from None
         self._base = base
         self._auth = auth
+        # Removes the credentials (and those sent) from every answer, wherever they show.
+        self._redact = Redactor(_secrets_of(auth))
+        self._retries = [0] * len(_Cause)
         self._retry = retry
         self._rng = rng
         self._spelling = Spelling(spelling)
@@ -380,6 +586,10 @@ class SmsClient:
     @property
     def spelling(self) -> Spelling:
         return self._spelling
+
+    def stats(self) -> ClientStats:
+        """The retries this client's calls have made so far, by cause."""
+        return ClientStats(*self._retries)
 
     def __repr__(self) -> str:
         # The auth object is named by its type only: a custom Auth's repr might hold secrets.
@@ -545,6 +755,18 @@ class SmsClient:
             if not page.source_servers or offset >= page.count:
                 return
 
+    def read_sources(
+        self, ids: Iterable[str], *, concurrency: int = 32
+    ) -> AsyncIterator[tuple[str, SourceServer | None]]:
+        """The sources ``ids`` as the service reports them: ``(id, source)`` pairs, streamed.
+
+        ``None`` for a source the service does not know. By pages of the listing for more
+        than 50 ids where listing is allowed (stopping once every id is found), else, and for
+        what the listing did not show, one ``GET`` each, ``concurrency`` at a time; see
+        :func:`read_sources`. For a dict: ``{i: s async for i, s in client.read_sources(ids)}``.
+        """
+        return read_sources(self, ids, concurrency=concurrency)
+
     async def register_source(self, name: str, **fields: Any) -> str:
         """``POST /v3/sources``: register a source server (as the agent does); its id.
 
@@ -579,6 +801,7 @@ class SmsClient:
         return source_id
 
     def _unusable(self, method: str, path: str, answer: Answer, what: str) -> TransportError:
+        # The body was redacted as it was read (see _attempt): no credential is left in it.
         shown = truncate(answer.body.decode("utf-8", "replace"), _SHOWN_DETAIL)
         rid = f", request_id {answer.request_id}" if answer.request_id else ""
         return TransportError(
@@ -612,6 +835,7 @@ class SmsClient:
             )
         deadline = time.monotonic() + self._retry.total_time
         attempt = 0
+        maybe_applied = False
         while True:
             attempt += 1
             outcome = await self._attempt(
@@ -619,10 +843,15 @@ class SmsClient:
             )
             if isinstance(outcome, Answer):
                 return outcome
+            # Whatever error ends the call speaks for every attempt it made.
+            maybe_applied = maybe_applied or outcome.error.maybe_applied
+            outcome.error.maybe_applied = maybe_applied
             delay = self._delay_or_raise(outcome, method, path, attempt, deadline, source_id, seq)
             await asyncio.sleep(delay)
             if self._superseded(source_id, seq):
                 raise self._superseded_error(method, path, source_id, attempt)
+            if outcome.cause is not None:  # always so: only those are retried
+                self._retries[outcome.cause] += 1
 
     async def _attempt(
         self,
@@ -648,6 +877,7 @@ class SmsClient:
             timeout = aiohttp.ClientTimeout(total=limit_s)
         auth = self._auth
         sent = auth.sign(method, url, headers, body or b"") if auth is not None else headers
+        redact = self._redact
         try:
             async with session.request(
                 method,
@@ -658,10 +888,16 @@ class SmsClient:
                 allow_redirects=False,
                 raise_for_status=False,
             ) as resp:
-                data = await resp.read()
                 status = resp.status
+                data = await _read_bounded(resp)
+                if data is None:
+                    return self._too_large(resp, method, path, attempt, sent)
                 if 200 <= status < 300:
+                    redact_answer = redact.bind(sent)
+                    data = redact_answer(data)
                     request_id = resp.headers.get("X-Request-Id")
+                    if request_id:
+                        request_id = redact_answer(request_id)
                     if _log.enabled(logging.DEBUG):
                         _log.debug(
                             "sms.answer",
@@ -681,6 +917,7 @@ class SmsClient:
                     data=data,
                     sent=sent,
                     attempt=attempt,
+                    redactor=redact,
                 )
         except TimeoutError:
             return self._transport_failure(
@@ -691,47 +928,90 @@ class SmsClient:
                 attempt,
                 retryable=mode is _Mode.IDEMPOTENT,
                 reason="timeout",
+                cause=_Cause.TIMEOUT,
+                maybe_applied=True,
             )
         except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
             return self._transport_failure(
                 ConnectError,
                 f"{method} {path}: the TLS handshake with {self._base} failed "
-                f"({_describe(exc)}); check the endpoint's certificate and ca_file (or the "
-                "system CA store); verify_tls=False is for test endpoints only",
+                f"({_describe(exc, sent, redact)}); check the endpoint's certificate and ca_file "
+                "(or the system CA store); verify_tls=False is for test endpoints only",
                 attempt,
                 retryable=False,
                 reason="tls",
+                cause=None,
+                maybe_applied=False,  # the request is sent after the handshake
             )
         except aiohttp.ClientConnectorError as exc:
             return self._transport_failure(
                 ConnectError,
                 f"{method} {path}: cannot connect to {self._base} "
-                f"({_describe(exc.os_error)}) "
+                f"({_describe(exc.os_error, sent, redact)}) "
                 f"(after {_attempts(attempt)}); check the endpoint ({ENDPOINT_ENV} or "
                 f"{REGION_ENV}), DNS, proxy and firewall",
                 attempt,
                 retryable=True,  # nothing was sent
                 reason="connect failed",
+                cause=_Cause.CONNECT,
+                maybe_applied=False,
             )
         except (aiohttp.ClientError, OSError) as exc:
             return self._transport_failure(
                 ConnectError,
                 f"{method} {path}: the connection to {self._base} broke before an "
-                f"answer came ({_describe(exc)}) (after {_attempts(attempt)}); check "
-                f"proxies and load balancers on the way, or retry later{_unsure(mode)}",
+                f"answer came ({_describe(exc, sent, redact)}) (after {_attempts(attempt)}); "
+                f"check proxies and load balancers on the way, or retry later{_unsure(mode)}",
                 attempt,
                 retryable=mode is _Mode.IDEMPOTENT,
                 reason="connection dropped",
+                cause=_Cause.DROPPED,
+                maybe_applied=True,
             )
         retryable = status in policy.retry_statuses and (mode is _Mode.IDEMPOTENT or status == 429)
         reason = f"HTTP {status} {error.error_code}" if error.error_code else f"HTTP {status}"
-        return _Failure(error, retryable, reason, error.request_id)
+        cause = _Cause.THROTTLED if status == 429 else _Cause.SERVER if status >= 500 else None
+        return _Failure(error, retryable, reason, error.request_id, cause)
 
     @staticmethod
     def _transport_failure(
-        kind: type[TransportError], message: str, attempt: int, *, retryable: bool, reason: str
+        kind: type[TransportError],
+        message: str,
+        attempt: int,
+        *,
+        retryable: bool,
+        reason: str,
+        cause: _Cause | None,
+        maybe_applied: bool,
     ) -> _Failure:
-        return _Failure(kind(message, attempts=attempt), retryable, reason, None)
+        error = kind(message, attempts=attempt, maybe_applied=maybe_applied)
+        return _Failure(error, retryable, reason, None, cause)
+
+    def _too_large(
+        self,
+        resp: aiohttp.ClientResponse,
+        method: str,
+        path: str,
+        attempt: int,
+        sent: Mapping[str, str],
+    ) -> _Failure:
+        """An answer over ANSWER_MAX_BYTES: its connection closed, the rest never read."""
+        resp.close()
+        status = resp.status
+        request_id = resp.headers.get("X-Request-Id")
+        if request_id:
+            request_id = self._redact(request_id, sent)
+        error = AnswerTooLargeError(
+            limit=ANSWER_MAX_BYTES,
+            endpoint=self._base,
+            status=status,
+            request_id=request_id,
+            method=method,
+            url=path,
+            attempts=attempt,
+            maybe_applied=200 <= status < 300 or status >= 500,
+        )
+        return _Failure(error, False, f"HTTP {status}, answer over {ANSWER_MAX_BYTES} bytes", None)
 
     def _delay_or_raise(
         self,

@@ -24,10 +24,17 @@
         ├── AuthError                   401 or 403 (bad token, bad signature, no permission)
         ├── NotFoundError               404 (unknown source)
         ├── ThrottledError              429 (API gateway throttling; carries retry_after)
-        └── ServerError                 5xx
+        ├── ServerError                 5xx
+        └── AnswerTooLargeError         an answer over the client's cap (wire.ANSWER_MAX_BYTES)
 
 Every message says what was wrong, with the offending value, and what to do. No message,
 ``repr`` or attribute shown by default ever holds a token, a secret key or a signature.
+
+:class:`TransportError` and :class:`ApiError` carry ``maybe_applied``: whether any attempt of
+the call may have been processed by the service (a 5xx answer, a timeout, a connection dropped
+after the request was sent), or every attempt surely was not (the connection refused, a 4xx
+other than 429, a 429 from the gateway). After a failed push, ``maybe_applied`` says whether
+the source must be read back before the outcome is known.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ if TYPE_CHECKING:
     from sms_flow.planner import Verdict
 
 __all__ = [
+    "AnswerTooLargeError",
     "ApiError",
     "AuthError",
     "ChartError",
@@ -209,15 +217,25 @@ class SignatureError(SmsFlowError):
 
 
 class TransportError(SmsFlowError):
-    """No usable HTTP answer came back (after every permitted retry)."""
+    """No usable HTTP answer came back (after every permitted retry).
 
-    def __init__(self, message: str, *, attempts: int = 1) -> None:
+    ``attempts`` is how many attempts the call made. ``maybe_applied`` is True unless every
+    attempt surely was not processed (see the module docstring); the client sets it for the
+    whole call, so a call whose first attempt timed out and whose last was refused says True.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 1, maybe_applied: bool = True) -> None:
         self.attempts = attempts
+        self.maybe_applied = maybe_applied
         super().__init__(message)
 
 
 class ConnectError(TransportError):
-    """The connection was refused, reset or dropped."""
+    """The connection was refused, reset or dropped.
+
+    Refused (nothing was sent): ``maybe_applied`` False; dropped once the request may have been
+    sent: True.
+    """
 
 
 class RequestTimeoutError(TransportError):
@@ -228,7 +246,10 @@ class ApiError(SmsFlowError):
     """The service answered with an HTTP error.
 
     Carries everything the documented error body holds, plus the ``X-Request-Id`` that
-    Huawei support asks for. ``body`` is the raw answer, truncated.
+    Huawei support asks for. ``body`` is the raw answer, truncated, credentials removed.
+    ``maybe_applied`` (see the module docstring) defaults to True for a 5xx and False for any
+    other status; the client sets it for the whole call (True when any attempt may have been
+    processed, so a 429 after a 503 says True).
     """
 
     def __init__(
@@ -245,6 +266,7 @@ class ApiError(SmsFlowError):
         method: str = "",
         url: str = "",
         attempts: int = 1,
+        maybe_applied: bool | None = None,
     ) -> None:
         self.status = status
         self.error_code = error_code
@@ -257,6 +279,7 @@ class ApiError(SmsFlowError):
         self.method = method
         self.url = url
         self.attempts = attempts
+        self.maybe_applied = status >= 500 if maybe_applied is None else maybe_applied
         super().__init__(self._message())
 
     def _message(self) -> str:
@@ -319,3 +342,33 @@ class ThrottledError(ApiError):
 
 class ServerError(ApiError):
     """5xx: the service failed; safe to retry later."""
+
+
+class AnswerTooLargeError(ApiError):
+    """An answer larger than the client reads (:data:`sms_flow.wire.ANSWER_MAX_BYTES`).
+
+    ``limit`` is the cap in bytes, ``endpoint`` the service that sent it. The size is counted
+    after decompression; the client stops reading at the cap, so the answer is never held
+    whole. ``maybe_applied`` is True when the status was a 2xx or a 5xx.
+    """
+
+    def __init__(self, *, limit: int, endpoint: str, **kwargs: Any) -> None:
+        self.limit = limit
+        self.endpoint = endpoint
+        super().__init__(**kwargs)
+
+    def _message(self) -> str:
+        where = f"{self.method} {self.url}: " if self.method and self.url else ""
+        rid = f" · request_id {self.request_id}" if self.request_id else ""
+        return (
+            f"{where}the answer from {self.endpoint} (HTTP {self.status}) is over "
+            f"{self.limit:,} bytes, the most sms-flow reads of one answer (SMS answers are far "
+            f"smaller: a page of 200 source servers is under 1 MiB); it was not read further{rid}"
+            f" · {self.hint()}"
+        )
+
+    def hint(self) -> str:
+        return (
+            "check that the endpoint is the SMS API and not a proxy or another service "
+            "(SMS_FLOW_ENDPOINT, SMS_FLOW_REGION, --endpoint)"
+        )

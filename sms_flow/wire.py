@@ -2,7 +2,8 @@
 
 Shared by the client and the simulator (and nothing else of either). The limits are those
 of the changestate page: ``source_id`` up to 255 characters, a token 1..16,384 characters,
-error fields and arrays as documented, and a request body of at most 10,240 bytes.
+error fields and arrays as documented, and a request body of at most 10,240 bytes. One limit
+is the client's own: it reads at most :data:`ANSWER_MAX_BYTES` of an answer.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sms_flow.states import (
 )
 
 __all__ = [
+    "ANSWER_MAX_BYTES",
     "BODY_MAX_BYTES",
     "SOURCES_PATH",
     "SOURCE_ID_MAX",
@@ -52,6 +54,15 @@ BODY_MAX_BYTES = 10_240
 ERROR_FIELD_MAX = 255
 LONG_FIELD_MAX = 65_535
 ERROR_ARRAY_MAX = 20
+
+ANSWER_MAX_BYTES: Final = 8 * 1024 * 1024
+"""The most the client reads of one answer, counted after decompression: 8 MiB.
+
+Far above any SMS answer (a page of 200 source servers, the largest, is well under 1 MiB),
+and low enough that an answer that is not SMS's (a 100 MB body, a small gzip that expands to
+gigabytes) is refused with :class:`~sms_flow.errors.AnswerTooLargeError` before it fills the
+memory: the client stops reading at the cap.
+"""
 
 SOURCES_PATH: Final = "/v3/sources"
 """The collection of source servers; :func:`source_path` and :func:`changestate_path` extend it."""

@@ -11,7 +11,7 @@ import time
 import pytest
 from multidict import CIMultiDict
 
-from sms_flow._answers import api_error, parse_retry_after, redact_sent
+from sms_flow._answers import Redactor, api_error, parse_retry_after, redact, redact_sent
 from sms_flow.errors import ApiError, AuthError, NotFoundError, ServerError, ThrottledError
 
 TOKEN = "tok-" + "Z" * 60
@@ -89,3 +89,73 @@ def test_parse_retry_after_as_an_http_date() -> None:
     assert later is not None and 55 < later <= 61
     assert parse_retry_after(email.utils.formatdate(time.time() - 60, usegmt=True)) == 0.0
     assert parse_retry_after("inf") is None
+
+
+SK = "SK-answers-secret-0123456789"
+
+
+def test_redact_removes_every_form_of_every_credential() -> None:
+    # Each as an echoing server may write it: as is, in JSON, with "/" escaped, URL-encoded.
+    token = "MIIT0k+/" + "a" * 40 + "=="
+    sent = {"X-Auth-Token": token, "Authorization": SENT["Authorization"]}
+    forms = [
+        token,
+        token.replace("/", "\\/"),
+        "MIIT0k%2B%2F" + "a" * 40 + "%3D%3D",
+        SENT["Authorization"],
+        SIGNATURE,
+        SK,
+    ]
+    for form in forms:
+        text = f'{{"echo": "{form}", "ok": 1}}'
+        assert redact(text, sent, known=(SK,)) == '{"echo": "<redacted>", "ok": 1}', form
+        assert redact(text.encode(), sent, known=(SK,)) == b'{"echo": "<redacted>", "ok": 1}'
+
+
+def test_redact_leaves_other_text_alone() -> None:
+    assert redact("{}", SENT, known=(SK,)) == "{}"
+    assert redact(b"", SENT) == b""
+    body = b'{"id": "s1", "state": "waiting"}'
+    assert redact(body, SENT, known=(SK,)) is body
+    assert redact("nothing secret here at all, but long enough to be looked at", {}) == (
+        "nothing secret here at all, but long enough to be looked at"
+    )
+
+
+def test_the_known_secret_key_is_removed_though_never_sent() -> None:
+    error = api_error(
+        method="GET",
+        path="/v3/sources/s1",
+        status=400,
+        headers=CIMultiDict({"X-Request-Id": f"echo {SK}", "Content-Type": f"text/{SK}"}),
+        data=f"the key is {SK}".encode(),
+        sent={"Content-Type": "application/json"},
+        attempt=1,
+        redactor=Redactor([SK]),
+    )
+    assert SK not in str(error) and SK not in error.body and SK not in repr(error)
+    assert error.request_id == "echo <redacted>"
+    assert error.body == "(text/<redacted>) the key is <redacted>"
+
+
+def test_echoed_headers_of_the_answer_are_redacted() -> None:
+    error = answer(400, "{}", **{"X-Request-Id": SENT["Authorization"]})
+    assert error.request_id == "<redacted>" and SIGNATURE not in str(error)
+    error = answer(502, "echo", **{"Content-Type": TOKEN})
+    assert TOKEN not in str(error) and error.body == "(<redacted>) echo"
+
+
+@pytest.mark.parametrize(
+    ("status", "maybe_applied"),
+    [
+        (400, False),
+        (401, False),
+        (404, False),
+        (409, False),
+        (429, False),
+        (500, True),
+        (503, True),
+    ],
+)
+def test_maybe_applied_follows_the_status(status: int, maybe_applied: bool) -> None:
+    assert answer(status, "{}").maybe_applied is maybe_applied

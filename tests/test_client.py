@@ -6,13 +6,17 @@ Nothing in our HTTP layer is mocked: every test sends real requests to a real se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import re
 import socket
+import textwrap
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,8 +27,9 @@ from aiohttp import web
 from yarl import URL
 
 from sms_flow.auth import AkSkAuth, Auth, TokenAuth
-from sms_flow.client import PushResult, SmsClient, endpoint_for_region
+from sms_flow.client import ClientStats, PushResult, SmsClient, endpoint_for_region
 from sms_flow.errors import (
+    AnswerTooLargeError,
     ApiError,
     AuthError,
     ConfigError,
@@ -43,8 +48,12 @@ from sms_flow.errors import (
 from sms_flow.retry import RetryPolicy
 from sms_flow.simulator import Faults, Simulator
 from sms_flow.states import CopyState, MigrationCycle, Spelling
-from tests.conftest import eventually
+from sms_flow.testing import SimulatorFactory
+from sms_flow.wave import WaveSession, WaveSpec
+from sms_flow.wire import ANSWER_MAX_BYTES
+from tests.conftest import Spawner, eventually
 from tests.test_retry import MaxJitter
+from tests.test_secrecy import Proxy
 
 TOKEN = "tok-" + "Q" * 60
 AK = "AKCLIENTTEST"
@@ -788,3 +797,421 @@ def test_a_real_endpoint_without_credentials_is_refused_before_anything_is_sent(
     assert "SMS_FLOW_TOKEN" in str(info.value) and "CLOUD_SDK_AK" in str(info.value)
     local = SmsClient.from_env({"SMS_FLOW_ENDPOINT": "http://127.0.0.1:9"})
     assert local.endpoint == "http://127.0.0.1:9"
+
+
+# --- what a failed call says about the service: maybe_applied ------------------------------
+
+
+async def test_maybe_applied_says_whether_any_attempt_may_have_been_processed(
+    sim: Simulator, sid: str
+) -> None:
+    """H6's engine reads the source back before it records a failure when this is True."""
+    once = RetryPolicy(attempts=1)
+    async with client_for(sim, retry=once) as client:
+        cases: list[tuple[Faults, type[ApiError | TransportError], bool]] = [
+            (Faults(error_rate=1.0), ServerError, True),
+            (Faults(drop_rate=1.0), ConnectError, True),
+            (Faults(throttle_rate=1.0, retry_after=0), ThrottledError, False),
+        ]
+        for faults, kind, maybe in cases:
+            sim.set_faults(faults)
+            with pytest.raises((ApiError, TransportError)) as caught:
+                await client.change_state(sid, "WAITING", "setting")
+            assert type(caught.value) is kind and caught.value.maybe_applied is maybe, faults
+        sim.set_faults(Faults())
+        with pytest.raises(NotFoundError) as unknown:
+            await client.change_state("no-such-source", "WAITING")
+    assert unknown.value.maybe_applied is False
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    async with SmsClient(endpoint, retry=FAST) as refused_client:
+        with pytest.raises(ConnectError) as refused:
+            await refused_client.change_state("s1", "WAITING")
+    assert refused.value.maybe_applied is False and refused.value.attempts == FAST.attempts
+
+
+async def test_a_429_after_a_5xx_may_have_been_applied(sim: Simulator, sid: str) -> None:
+    """The final error speaks for every attempt: the first one's 503 may have landed."""
+    policy = slow_retry(attempts=3)
+    async with client_for(sim, retry=policy, rng=MaxJitter()) as client:
+        sim.set_faults(Faults(apply_then_fail_rate=1.0))
+        task = asyncio.ensure_future(client.change_state(sid, "WAITING", "setting"))
+        await eventually(lambda: count(sim, PUT_ROUTE) >= 1)
+        sim.set_faults(Faults(throttle_rate=1.0, retry_after=0))
+        with pytest.raises(ThrottledError) as caught:
+            await task
+    assert caught.value.maybe_applied is True and caught.value.attempts == 3
+    assert count(sim, PUT_ROUTE, 503) == 1 and count(sim, PUT_ROUTE, 429) == 2
+    # It did land: the service applied the first attempt before answering 503.
+    assert sim.source(sid).migrationcycle is MigrationCycle.SETTING
+
+
+async def test_a_timeout_may_have_been_applied(sim: Simulator, sid: str) -> None:
+    sim.set_faults(Faults(latency=1.0))
+    policy = RetryPolicy(attempts=1, timeout=0.15)
+    async with client_for(sim, retry=policy) as client:
+        with pytest.raises(RequestTimeoutError) as caught:
+            await client.change_state(sid, "WAITING", "setting")
+    assert caught.value.maybe_applied is True
+
+
+# --- retries that use the time they are given ----------------------------------------------
+
+# The default policy (no bound on attempts, total_time 60 s) with short sleeps, for speed.
+PATIENT = RetryPolicy(base_delay=0.01, max_delay=0.05, timeout=2.0)
+
+
+async def test_an_outage_shorter_than_total_time_loses_no_call(
+    sms_simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """The service stopped, then back on the same port: the call waits it out and succeeds."""
+    port = _closed_port()
+    config: dict[str, Any] = {"token": TOKEN, "port": port, "state_file": tmp_path / "sim.sqlite"}
+    server = await sms_simulator_factory(**config)
+    sid = await server.register("web-01")
+    await server.stop()
+    async with SmsClient(server_url(port), auth=TokenAuth(TOKEN), retry=PATIENT) as client:
+        call = asyncio.ensure_future(client.change_state(sid, "WAITING", "setting"))
+        # Proof of an outage longer than the old budget of 5 attempts: 8 refused connections.
+        await eventually(lambda: client.stats().connect >= 8, timeout=30)
+        assert not call.done()
+        await server.start()  # the same port, the same sources
+        result = await call
+    assert result.status == 200 and result.attempts >= 9
+    assert server.source(sid).pair == (CopyState.WAITING, MigrationCycle.SETTING)
+    stats = client.stats()
+    assert stats.connect == result.attempts - 1 == stats.retries
+
+
+def server_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(
+    ("faults", "cause"),
+    [(Faults(drop_rate=1.0), "dropped"), (Faults(error_rate=1.0), "server")],
+    ids=["dropped", "5xx"],
+)
+async def test_a_window_of_failures_is_ridden_out(
+    sim: Simulator, sid: str, faults: Faults, cause: str
+) -> None:
+    async with client_for(sim, retry=PATIENT) as client:
+        sim.set_faults(faults)
+        call = asyncio.ensure_future(client.change_state(sid, "WAITING", "setting"))
+        await eventually(lambda: getattr(client.stats(), cause) >= 8, timeout=30)
+        assert not call.done()
+        sim.set_faults(Faults())
+        result = await call
+    assert result.attempts >= 9 and count(sim, PUT_ROUTE, 200) == 1
+    assert sim.source(sid).migrationcycle is MigrationCycle.SETTING
+
+
+async def test_stats_count_the_retries_by_cause(sim: Simulator, sid: str) -> None:
+    policy = slow_retry(attempts=3)
+    async with client_for(sim, retry=policy, rng=MaxJitter()) as client:
+        assert client.stats() == ClientStats() and client.stats().retries == 0
+        for faults in (
+            Faults(drop_rate=1.0),
+            Faults(error_rate=1.0),
+            Faults(throttle_rate=1.0, retry_after=0),
+        ):
+            sent = count(sim, PUT_ROUTE)
+            sim.set_faults(faults)
+            push = asyncio.ensure_future(client.change_state(sid, "WAITING", "setting"))
+            await eventually(lambda: count(sim, PUT_ROUTE) > sent)  # noqa: B023
+            sim.set_faults(Faults())
+            assert (await push).attempts == 2
+        sim.set_faults(Faults(latency=5.0))
+        task = asyncio.ensure_future(client.get_source(sid))
+        await eventually(lambda: count(sim, GET_ROUTE) >= 1)
+        sim.set_faults(Faults())
+        await task  # the first GET timed out after 2 s; the second was answered at once
+    endpoint = server_url(_closed_port())
+    async with SmsClient(endpoint, retry=policy) as refused:
+        with pytest.raises(ConnectError):
+            await refused.get_source("s1")
+    assert client.stats() == ClientStats(connect=0, dropped=1, timeout=1, throttled=1, server=1)
+    assert client.stats().retries == 4
+    assert refused.stats().by_cause() == {
+        "connect": 2,
+        "dropped": 0,
+        "timeout": 0,
+        "429": 0,
+        "5xx": 0,
+    }
+
+
+# --- every answer through the redactor --------------------------------------------------------
+
+
+async def test_a_2xx_answer_echoing_credentials_is_redacted_before_use(
+    tiny: tuple[Recorder, str],
+) -> None:
+    rec, url = tiny
+
+    def echo_source(request: web.Request) -> web.Response:
+        credential = request.headers.get("X-Auth-Token") or request.headers["Authorization"]
+        source: dict[str, Any] = {"id": "s1", "state": "waiting", "migration_cycle": "checking"}
+        # A server that knows the SK cannot exist, but if an answer held it, it goes too.
+        source["echo"] = {**request.headers, "sk": SK}
+        return web.json_response(source, headers={"X-Request-Id": credential})
+
+    rec.answers["s1"] = echo_source
+    for auth, own in ((TokenAuth(TOKEN), TOKEN), (AkSkAuth(AK, SK, PROJECT), SK)):
+        async with SmsClient(url, auth=auth, retry=FAST) as client:
+            pushed = await client.change_state("s1", "WAITING")
+            server = await client.get_source("s1")
+        sent = rec.requests[-1]["headers"]
+        signature = sent.get("Authorization", "").rpartition("Signature=")[2]
+        shown = server.model_dump_json()
+        assert pushed.request_id == "<redacted>" and server.state == "waiting"
+        assert shown.count("<redacted>") == (1 if own == TOKEN else 2)
+        for secret in filter(None, (own, signature)):
+            assert secret not in shown and secret not in repr(pushed)
+
+
+async def test_a_2xx_that_is_not_a_source_quotes_no_credential(
+    tiny: tuple[Recorder, str],
+) -> None:
+    rec, url = tiny
+    rec.answers["s1"] = lambda request: web.json_response(dict(request.headers))
+    async with SmsClient(url, auth=TokenAuth(TOKEN), retry=FAST) as client:
+        with pytest.raises(TransportError, match="not a source server") as caught:
+            await client.get_source("s1")
+    assert "<redacted>" in str(caught.value)
+    assert_no_secret(caught.value)
+
+
+# --- bounded answers ----------------------------------------------------------------------
+
+HUGE = 100 * 1024 * 1024
+
+
+def gzip_of_zeros(size: int) -> bytes:
+    """``size`` zero bytes, gzipped a MiB at a time (100 MiB make about 102 KB)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    return b"".join([*(packer.compress(block) for _ in range(size >> 20)), packer.flush()])
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return gzip_of_zeros(HUGE)
+
+
+@pytest.fixture
+async def huge(bomb: bytes) -> AsyncIterator[str]:
+    """An app whose answers are too large: streamed, gzipped, or declared so up front."""
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        answer = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await answer.prepare(request)
+        block = b" " * (1 << 20)
+        with contextlib.suppress(ConnectionResetError):  # the client stops reading
+            for _ in range(HUGE >> 20):
+                await answer.write(block)
+            await answer.write_eof()
+        return answer
+
+    async def gzipped(request: web.Request) -> web.Response:
+        return web.Response(
+            body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        )
+
+    async def declared(request: web.Request) -> web.Response:
+        return web.Response(body=b" " * (ANSWER_MAX_BYTES + 1), content_type="application/json")
+
+    async def page(request: web.Request) -> web.Response:
+        """A page of 200 sources as large as SMS's get (each with 4 KB of fields): accepted."""
+        sources = [
+            {"id": f"s{i}", "state": "waiting", "migration_cycle": "checking", "pad": "x" * 4096}
+            for i in range(200)
+        ]
+        return web.json_response({"count": 200, "source_servers": sources})
+
+    app = web.Application()
+    app.router.add_get("/v3/sources/streamed", streamed)
+    app.router.add_get("/v3/sources/gzipped", gzipped)
+    app.router.add_get("/v3/sources/declared", declared)
+    app.router.add_get("/v3/sources", page)
+    runner, url = await _serve(app)
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_answer_over_the_cap_is_a_clear_error(huge: str) -> None:
+    async with SmsClient(huge, retry=FAST) as client:
+        page = await client.list_sources()
+        assert len(page.source_servers) == 200
+        for kind in ("streamed", "gzipped", "declared"):
+            with pytest.raises(AnswerTooLargeError) as caught:
+                await client.get_source(kind)
+            error = caught.value
+            assert isinstance(error, ApiError) and error.status == 200 and error.attempts == 1
+            assert error.limit == ANSWER_MAX_BYTES == 8 * 1024 * 1024
+            assert error.maybe_applied is True  # a 2xx: the service did answer it
+            message = str(error)
+            assert f"GET /v3/sources/{kind}" in message and huge in message
+            assert "over 8,388,608 bytes" in message and "check that the endpoint" in message
+
+
+async def test_memory_stays_flat_under_huge_answers(huge: str, spawn: Spawner) -> None:
+    """A 100 MiB body and 102 KB of gzip that expands to 100 MiB: the peak RSS barely moves."""
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        from sms_flow.client import SmsClient
+        from sms_flow.errors import AnswerTooLargeError
+
+        def peak_kb():
+            with open("/proc/self/status") as status:
+                return next(int(l.split()[1]) for l in status if l.startswith("VmHWM"))
+
+        async def main(url):
+            async with SmsClient(url) as client:
+                await client.list_sources()  # everything imported and warm
+                before = peak_kb()
+                for kind in ("streamed", "gzipped"):
+                    try:
+                        await client.get_source(kind)
+                    except AnswerTooLargeError:
+                        pass
+                    else:
+                        sys.exit(f"{kind}: no AnswerTooLargeError")
+                print(before, peak_kb())
+
+        asyncio.run(main(sys.argv[1]))
+        """
+    )
+    child = spawn.python("-c", script, huge)
+    assert await child.await_exit() == 0, child.stderr
+    before, after = map(int, child.stdout.split())
+    # The cap is 8 MiB: reading up to it (and a chunk more) may add about twice that.
+    assert after - before < 32 * 1024, f"peak RSS grew by {after - before} kB"
+
+
+# --- reading the states of many sources --------------------------------------------------
+
+LIST_ROUTE = "GET /v3/sources"
+
+
+async def read_all(client: SmsClient, ids: list[str], **options: Any) -> dict[str, Any]:
+    return {source_id: src async for source_id, src in client.read_sources(ids, **options)}
+
+
+async def test_read_sources_pages_through_the_listing_and_stops_once_all_are_found(
+    sim: Simulator,
+) -> None:
+    ids = await sim.register_many(450)
+    await sim.move(ids[3], pair="INIT/replicating")
+    async with client_for(sim) as client:
+        # 60 ids on the first page of 200: one page read, no GET of its own.
+        first = await read_all(client, ids[:60])
+        assert set(first) == set(ids[:60]) and count(sim, LIST_ROUTE) == 1
+        assert count(sim, GET_ROUTE) == 0
+        assert first[ids[3]].pair == (CopyState.INIT, MigrationCycle.REPLICATING)
+        # One id the service does not know: every page is read, then that id alone is asked for.
+        states = await read_all(client, [*ids[100:160], "no-such-source"])
+        assert count(sim, LIST_ROUTE) == 1 + 3 and count(sim, GET_ROUTE) == 1
+        assert states.pop("no-such-source") is None
+        assert {s.id for s in states.values()} == set(ids[100:160])
+        # Few ids: one GET each, the listing left alone.
+        few = await read_all(client, ids[:5] + ids[:5], concurrency=2)
+    assert set(few) == set(ids[:5])
+    assert count(sim, LIST_ROUTE) == 4 and count(sim, GET_ROUTE) == 1 + 5
+
+
+@pytest.mark.parametrize("status", [403, 404])
+async def test_read_sources_reads_each_source_when_listing_is_refused(
+    sim: Simulator, status: int, debug_logs: list[MutableMapping[str, Any]]
+) -> None:
+    ids = await sim.register_many(60)
+    front = Proxy(sim.url)
+    front.modes = {"GET": refuse_listing(status)}
+    await front.start()
+    try:
+        async with SmsClient(front.url, auth=TokenAuth(TOKEN), retry=FAST) as client:
+            states = await read_all(client, [*ids, "no-such-source"], concurrency=8)
+    finally:
+        await front.stop()
+    assert states.pop("no-such-source") is None
+    assert {source_id: src.id for source_id, src in states.items()} == {i: i for i in ids}
+    assert count(sim, LIST_ROUTE) == 0 and count(sim, GET_ROUTE) == 61
+    [refused] = [e for e in debug_logs if e["event"] == "sms.listing_refused"]
+    assert refused["status"] == status and refused["sources"] == 61
+    assert refused["log_level"] == "warning" and "GET /v3/sources/{source_id}" in refused["then"]
+
+
+def refuse_listing(status: int) -> Callable[[web.Request, dict[str, str]], web.Response | None]:
+    """A proxy mode: ``GET /v3/sources`` refused with ``status``, the rest forwarded."""
+    body = {"error_code": "SMS.9004" if status == 403 else "APIG.0101", "error_msg": "no"}
+
+    def mode(request: web.Request, headers: dict[str, str]) -> web.Response | None:
+        if request.path == "/v3/sources":
+            return web.json_response(body, status=status)
+        return None
+
+    return mode
+
+
+async def test_read_sources_raises_what_it_cannot_get_past(sim: Simulator) -> None:
+    ids = await sim.register_many(3)
+    async with client_for(sim, TokenAuth("tok-" + "W" * 60)) as client:
+        with pytest.raises(AuthError):
+            await read_all(client, ids)
+        with pytest.raises(InvalidRequestError, match="concurrency is 0"):
+            client.read_sources(ids, concurrency=0)
+
+
+@pytest.mark.slow
+async def test_a_wave_of_60_ids_runs_without_the_list_permission(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    ids = await sim.register_many(60)
+    front = Proxy(sim.url)
+    front.modes = {"GET": refuse_listing(403)}
+    await front.start()
+    spec = WaveSpec.model_validate(
+        {"name": "unlisted", "sources": {"ids": ids}, "target": "WAITING/setting"}
+    )
+    session = WaveSession(
+        spec,
+        endpoint=front.url,
+        journal_path=tmp_path / "journal.sqlite",
+        client_options={"auth": TokenAuth(TOKEN), "retry": FAST},
+    )
+    try:
+        async with session:
+            report = await session.runner.run()
+    finally:
+        await front.stop()
+    assert report.ok and len(report.sources) == 60
+    assert count(sim, LIST_ROUTE) == 0
+    for source_id in ids:
+        assert sim.source(source_id).pair == (CopyState.WAITING, MigrationCycle.SETTING)
+
+
+@pytest.mark.slow
+async def test_a_wave_rides_out_an_outage_and_every_source_reaches_the_target(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    ids = await sim.register_many(20)
+    spec = WaveSpec.model_validate({"name": "outage", "sources": {"ids": ids}, "concurrency": 10})
+    session = WaveSession(
+        spec,
+        endpoint=sim.url,
+        journal_path=tmp_path / "journal.sqlite",
+        client_options={"auth": TokenAuth(TOKEN), "retry": PATIENT},
+    )
+    async with session:
+        wave = asyncio.ensure_future(session.runner.run())
+        await eventually(lambda: sum(len(sim.history(i)) for i in ids) >= 10, timeout=30)
+        sim.set_faults(Faults(drop_rate=1.0))  # the service goes away mid-wave ...
+        # ... for longer than the old budget of 5 attempts a call: 6 drops per source in flight.
+        await eventually(lambda: session.client.stats().dropped >= 60, timeout=60)
+        sim.set_faults(Faults())
+        report = await wave
+    assert report.ok, report.to_dict()["failures"]
+    for source_id in ids:
+        assert sim.source(source_id).pair == (CopyState.FINISHED, MigrationCycle.CUTOVERED)

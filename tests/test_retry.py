@@ -89,3 +89,55 @@ def test_decide_draws_the_jitter_on_every_call() -> None:
     expected = random.Random(7)
     draws = [expected.uniform(0.0, 1.0) for _ in range(3)]
     assert (first, third) == (draws[0], draws[2])
+
+
+def test_by_default_only_total_time_bounds_the_attempts() -> None:
+    """An outage must cost time, not the call: no count of attempts ends it by default."""
+    policy = RetryPolicy()
+    assert policy.attempts is None and policy.total_time == 60.0
+    assert policy.decide(50, time_left=30.0, rng=MaxJitter()) == (10.0, "")
+    assert RetryPolicy(attempts=None, total_time=5.0).attempts is None
+    with pytest.raises(ConfigError, match="or None to retry until total_time"):
+        RetryPolicy(attempts=True)
+
+
+def test_the_backoff_is_capped_so_retries_go_on_across_total_time() -> None:
+    policy = RetryPolicy()
+    delays = [policy.backoff(n, MaxJitter()) for n in range(1, 12)]
+    assert delays == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0, 10.0, 10.0, 10.0]
+    # Even at the top of the jitter (the longest sleeps), a call that keeps failing goes on
+    # trying across the whole minute, not for 3 s, and makes its last attempt 1 s before the end.
+    elapsed, attempt = 0.0, 1
+    while True:
+        delay, why = policy.decide(attempt, time_left=60.0 - elapsed, rng=MaxJitter())
+        if why:
+            break
+        elapsed += delay
+        attempt += 1
+    assert why == "the next attempt would start after total_time (60 s)"
+    assert attempt == 12 and elapsed == pytest.approx(59.0)
+
+
+def test_a_backoff_past_total_time_becomes_one_last_attempt_before_the_end() -> None:
+    policy = RetryPolicy(base_delay=10.0, max_delay=10.0, timeout=0.5)
+    # 10 s of backoff would end past the 4 s left: the last attempt starts at once
+    # min(timeout, 1 s) before the end instead.
+    assert policy.decide(3, time_left=4.0, rng=MaxJitter()) == (3.5, "")
+    # Within that last stretch, a backoff that would not fit gives up.
+    _, why = policy.decide(4, time_left=0.4, rng=MaxJitter())
+    assert why == "the next attempt would start after total_time (60 s)"
+    # A Retry-After is never shortened: one that does not fit ends the call.
+    _, why = policy.decide(3, time_left=4.0, retry_after=5.0, rng=MaxJitter())
+    assert why == "Retry-After 5 s does not fit in the 4 s left of total_time"
+
+
+def test_no_attempt_after_a_backoff_starts_with_too_little_time_to_be_answered() -> None:
+    """With a short total_time, the last attempt keeps a quarter of it (not a few ms)."""
+    policy = RetryPolicy(base_delay=0.05, max_delay=0.05, total_time=0.4)
+    assert policy.last_attempt_time == 0.1
+    delay, why = policy.decide(3, time_left=0.12, rng=MaxJitter())
+    assert delay == pytest.approx(0.02) and why == ""  # shortened from 0.05
+    _, why = policy.decide(4, time_left=0.09, rng=MaxJitter())
+    assert why == "the next attempt would start after total_time (0.4 s)"
+    assert RetryPolicy().last_attempt_time == 1.0
+    assert RetryPolicy(timeout=0.3).last_attempt_time == 0.3

@@ -29,7 +29,7 @@ from sms_flow.errors import (
 from sms_flow.journal import Journal
 from sms_flow.log import get_logger
 from sms_flow.states import StateRequest
-from sms_flow.wave.recovery import SourceReader, read_states, recover
+from sms_flow.wave.recovery import SourceReader, recover
 from sms_flow.wave.report import Event, EventKind, SourceOutcome, SourceRecord, WaveReport
 from sms_flow.wave.spec import WaveSpec
 
@@ -190,7 +190,10 @@ class WaveRunner:
         }
         members = await self.resolve_members()
         self.emit(EventKind.WAVE_STARTED)
-        states = await read_states(self.client, members, self.spec.concurrency)
+        from sms_flow.client import read_sources  # imported when a wave runs: aiohttp is heavy
+
+        reading = read_sources(self.client, members, concurrency=self.spec.concurrency)
+        states = {source_id: src async for source_id, src in reading}
         queue: asyncio.Queue[str] = asyncio.Queue()
         for source_id in members:
             record = report.sources[source_id] = SourceRecord(source_id)
