@@ -26,6 +26,14 @@
         ├── ThrottledError              429 (API gateway throttling; carries retry_after)
         └── ServerError                 5xx
 
+    WaitInterrupted (BaseException)     a wait cut short because the run is stopping
+
+``WaitInterrupted`` is not an :class:`SmsFlowError`, and not even an :class:`Exception`: like
+a cancellation it passes through ``except Exception``, and code that cleans up after a
+cancelled step does the same for it (the engine leaves the step's journal intent open, to be
+settled by reading the source back). It is not :class:`asyncio.CancelledError` itself, so
+that this module imports no asyncio (``sms-flow check`` loads none).
+
 Every message says what was wrong, with the offending value, and what to do. No message,
 ``repr`` or attribute shown by default ever holds a token, a secret key or a signature.
 """
@@ -61,6 +69,7 @@ __all__ = [
     "TransportError",
     "UnknownValueError",
     "UsageError",
+    "WaitInterrupted",
     "WaitTimeoutError",
 ]
 
@@ -319,3 +328,10 @@ class ThrottledError(ApiError):
 
 class ServerError(ApiError):
     """5xx: the service failed; safe to retry later."""
+
+
+class WaitInterrupted(BaseException):
+    """A wait (for a rate-limit slot) ended early because the run is stopping; nothing was
+    sent by the call that waited. Like a cancellation (see the module docstring): the step it
+    belongs to ends as if cancelled, and the next run takes the source on from its state.
+    """
