@@ -134,13 +134,24 @@ def test_a_report_path_that_cannot_be_written_is_refused_before_anything_is_push
     assert not (tmp_path / ".sms-flow").exists()  # no journal was opened either
 
 
-def test_a_journal_path_that_is_a_directory_is_refused(
-    spawn: Spawner, tmp_path: Path, sim: SimulatorChild
+@pytest.mark.parametrize(
+    ("journal", "needle"),
+    [
+        ("{tmp}", "is a directory, not a file"),
+        ("{tmp}/wave.yaml/journal.sqlite", "wave.yaml is not a directory"),
+        ("/proc/journal.sqlite", "nothing can be written in /proc"),
+    ],
+    ids=["a directory", "under a file", "a read-only place"],
+)
+def test_a_journal_path_that_cannot_be_written_is_refused_before_anything_starts(
+    spawn: Spawner, tmp_path: Path, journal: str, needle: str
 ) -> None:
-    wave = wave_file(tmp_path, sim)
-    done = run(spawn, "run", str(wave), "--journal", str(tmp_path), cwd=tmp_path)
-    assert_refused(done, f"journal path {tmp_path} is a directory", "--journal FILE")
-    assert pushed(sim) == 0
+    """With the embedded simulator, whose state file goes beside the journal: under a file, the
+    simulator's start ended in a traceback (exit 1)."""
+    wave = write_wave(tmp_path / "wave.yaml", name="w", sources={"count": 1})
+    path = journal.format(tmp=tmp_path)
+    done = run(spawn, "run", str(wave), "--journal", path, "--no-progress", cwd=tmp_path)
+    assert_refused(done, f"journal path {path}", needle, "--journal FILE")
 
 
 def test_a_drills_report_path_is_checked_too(spawn: Spawner, tmp_path: Path) -> None:
