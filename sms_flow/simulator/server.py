@@ -293,9 +293,9 @@ def _unknown(source_id: str, registered: int) -> InvalidRequestError:
 
 
 class _Connection:
-    """What the gate knows of one connection: when it was last idle, requests in progress."""
+    """What the gate knows of one open connection: since when it is idle, its requests."""
 
-    __slots__ = ("handler", "in_progress", "requests", "since")
+    __slots__ = ("closing", "handler", "in_progress", "requests", "since")
 
     def __init__(self, handler: RequestHandler, now: float) -> None:
         self.handler = handler
@@ -303,19 +303,23 @@ class _Connection:
         """When it opened, or when its last request ended."""
         self.in_progress = 0
         self.requests = 0
+        self.closing = False
+        """Closed to make room before its transport reached it: closed as it arrives."""
 
-    @property
-    def open(self) -> bool:
-        transport = self.handler.transport
-        return transport is not None and not transport.is_closing()
+    def close(self) -> None:
+        if self.handler.transport is not None:
+            self.handler.force_close()
+        else:
+            self.closing = True
 
 
 class _Gate:
     """The protocol factory of the listening socket: aiohttp's server behind a cap and a timer.
 
     See the module docstring. ``server`` (aiohttp's, set once the runner is set up) makes a
-    connection's protocol; the gate keeps one :class:`_Connection` per open connection,
-    updated by :meth:`middleware` as requests begin and end.
+    connection's protocol, which the gate wraps (:class:`_Tracked`) to see it open and close;
+    it keeps one :class:`_Connection` per open connection, updated by :meth:`middleware` as
+    requests begin and end.
     """
 
     def __init__(self, cap: int, timeout: float) -> None:
@@ -326,14 +330,13 @@ class _Gate:
 
     def __call__(self) -> asyncio.BaseProtocol:
         assert self.server is not None, "the gate opens once the runner is set up"
-        self._forget_closed()
         if len(self._open) >= self._cap and not self._make_room():
             return _Refusal(self._cap)
         handler = self.server()
         loop = asyncio.get_running_loop()
-        self._open[handler] = _Connection(handler, loop.time())
+        connection = self._open[handler] = _Connection(handler, loop.time())
         loop.call_later(self._timeout, self._expire, handler)
-        return handler
+        return _Tracked(connection, self._open)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -353,12 +356,8 @@ class _Gate:
     def _expire(self, handler: RequestHandler) -> None:
         """``header_timeout`` after a connection opened: close it if no request came whole."""
         connection = self._open.get(handler)
-        if connection is not None and connection.requests == 0 and connection.open:
-            handler.force_close()
-
-    def _forget_closed(self) -> None:
-        for handler in [h for h, c in self._open.items() if not c.open]:
-            del self._open[handler]
+        if connection is not None and connection.requests == 0:
+            connection.close()
 
     def _make_room(self) -> bool:
         """Close the connection idle the longest; False when every one is busy."""
@@ -366,9 +365,54 @@ class _Gate:
         if not idle:
             return False
         oldest = min(idle, key=lambda c: c.since)
-        oldest.handler.force_close()
         del self._open[oldest.handler]
+        oldest.close()
         return True
+
+
+class _Tracked(asyncio.Protocol):
+    """aiohttp's protocol for one connection, passed every call; the connection leaves the
+    gate's open ones when it is lost. One closed to make room before it arrived never reaches
+    aiohttp: it is closed at once."""
+
+    __slots__ = ("_connection", "_handed", "_open")
+
+    def __init__(
+        self, connection: _Connection, open_connections: dict[RequestHandler, _Connection]
+    ) -> None:
+        self._connection = connection
+        self._open = open_connections
+        self._handed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._connection.closing:
+            transport.close()
+            return
+        self._handed = True
+        self._connection.handler.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        handler = self._connection.handler
+        if self._open.get(handler) is self._connection:
+            del self._open[handler]
+        if self._handed:
+            handler.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._handed:
+            self._connection.handler.data_received(data)
+
+    def eof_received(self) -> None:
+        if self._handed:
+            self._connection.handler.eof_received()  # aiohttp's: the transport closes
+
+    def pause_writing(self) -> None:
+        if self._handed:
+            self._connection.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._handed:
+            self._connection.handler.resume_writing()
 
 
 class _Refusal(asyncio.Protocol):
