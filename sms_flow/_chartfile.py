@@ -1,10 +1,11 @@
-"""Reading a statechart file: YAML with no key given twice, checked against the file's schema.
+"""Reading a statechart file: YAML by sms-flow's rules, checked against the file's schema.
 
 :func:`parse` turns a chart file's text into :class:`ChartData`: plain data, every default
 filled in, from which :class:`~sms_flow.chart.Chart` derives its tables and makes its own
-checks (states, cycles, edges, the graph). The schema is pydantic and the YAML is PyYAML's,
-which together take about a third of a second to import: :mod:`sms_flow.chart` imports this
-module only when it has a chart's text to read, and keeps the default chart's
+checks (states, cycles, edges, the graph). The schema is pydantic and the YAML is read by
+:mod:`sms_flow._yaml` (PyYAML; no key given twice, no deep nesting: the rules of wave files
+too); together they take about a third of a second to import: :mod:`sms_flow.chart` imports
+this module only when it has a chart's text to read, and keeps the default chart's
 :class:`ChartData` in a cache (see :func:`sms_flow.chart.default_chart`).
 """
 
@@ -13,9 +14,10 @@ from __future__ import annotations
 import keyword
 from typing import Any, Literal, TypedDict
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sms_flow._yaml import YamlProblem
+from sms_flow._yaml import load as load_yaml
 from sms_flow.errors import ChartError
 
 __all__ = ["ChartData", "StateData", "TransitionData", "parse"]
@@ -105,44 +107,6 @@ class _ChartSpec(BaseModel):
     transitions: list[_TransitionSpec] = Field(min_length=1)
 
 
-# -- YAML ---------------------------------------------------------------------------------
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"key {key!r} is given twice (first on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses a key given twice in one mapping."""
-
-
-# The same, parsing with libyaml when PyYAML was built with it (about 8 times faster).
-_FastLoader: Any = type("_FastLoader", (getattr(yaml, "CSafeLoader", yaml.SafeLoader),), {})
-
-for _loader in (_UniqueKeyLoader, _FastLoader):
-    _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _load_yaml(text: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_FastLoader)
-    except yaml.YAMLError:
-        # libyaml words its syntax errors in its own way: the pure-Python parser gives the
-        # message (and the line and column) sms-flow has always given.
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-
-
 def _pydantic_entry(loc: tuple[int | str, ...], raw: Any) -> str:
     """Name the offending entry of a pydantic error the way a person finds it in the file."""
     parts: list[str] = []
@@ -165,18 +129,14 @@ def parse(text: str, *, source: str) -> ChartData:
     """Read a chart file's text and check it against the schema; ``source`` names it in errors.
 
     Raises :class:`~sms_flow.errors.ChartError` for YAML that does not parse (with the line
-    and column), a key given twice, or a field missing, unknown or of the wrong type (naming
-    the entry, and a transition's trigger).
+    and column), a key given twice, collections nested too deep, a value that cannot be read,
+    or a field missing, unknown or of the wrong type (naming the entry, and a transition's
+    trigger).
     """
     try:
-        raw = _load_yaml(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = exc.problem or str(exc)
-        raise ChartError(source, [(where, f"not valid YAML: {problem}")]) from None
-    except yaml.YAMLError as exc:
-        raise ChartError(source, [("", f"not valid YAML: {exc}")]) from None
+        raw = load_yaml(text)
+    except YamlProblem as exc:
+        raise ChartError(source, [(exc.where, f"not valid YAML: {exc.problem}")]) from None
     if not isinstance(raw, dict):
         raise ChartError(
             source, [("", "a statechart is a mapping with name, initial, states, transitions")]

@@ -8,12 +8,14 @@ checks it, and derives the tables the rest of sms-flow uses, once, at load:
 * every edge, expanded from the file's transitions to one :class:`Edge` per source pair;
 * the edges out of each pair, and the edge of each ``(pair, trigger)``.
 
-Loading reports every mistake it finds with the file name and the offending entry: YAML
-that does not parse, a duplicated key, a field of the wrong type, an unknown state, a cycle
-not permitted for a state, an edge pushed out of a frozen state, a trigger that is ambiguous
-from one state, an unreachable state, and a non-final state with no way out or no way to a
-final state. The first three are the file's schema, in :mod:`sms_flow._chartfile` (YAML and
-pydantic, imported only when a chart's text is read); the rest are made here.
+Loading reports every mistake it finds with the file name and the offending entry: a file
+that cannot be read (not a regular file, over 1 MiB: :mod:`sms_flow._textfile`), YAML that
+does not parse, a duplicated key, collections nested too deep, a field of the wrong type, an
+unknown state, a cycle not permitted for a state, an edge pushed out of a frozen state, a
+trigger that is ambiguous from one state, an unreachable state, and a non-final state with
+no way out or no way to a final state. The YAML and the fields are the file's schema, in
+:mod:`sms_flow._chartfile` (with :mod:`sms_flow._yaml` and pydantic, imported only when a
+chart's text is read); the rest are made here.
 
 The default chart's checked form is cached on disk (:func:`default_chart`), so that a process
 that only checks and plans imports neither PyYAML nor pydantic.
@@ -32,6 +34,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sms_flow._textfile import UnreadableFile, read_text
 from sms_flow.errors import ChartError
 from sms_flow.states import (
     CopyState,
@@ -453,23 +456,18 @@ def _digest(text: str) -> str:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        return read_text(path)
+    except UnreadableFile as exc:
         raise ChartError(
-            str(path), [("", "no such file; give the path of a statechart YAML file")]
+            str(path), [("", f"{exc}; give the path of a statechart YAML file")]
         ) from None
-    except IsADirectoryError:
-        raise ChartError(
-            str(path), [("", "is a directory; give the path of a statechart YAML file")]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ChartError(str(path), [("", f"cannot be read: {exc}")]) from None
 
 
 def load_chart(path: str | os.PathLike[str]) -> Chart:
     """Load and check a statechart file.
 
-    Raises :class:`~sms_flow.errors.ChartError` naming the file and every offending entry.
+    Only a regular file of at most 1 MiB is read (:mod:`sms_flow._textfile`). Raises
+    :class:`~sms_flow.errors.ChartError` naming the file and every offending entry.
     """
     p = Path(path)
     return Chart.from_text(_read_text(p), source=str(p))
@@ -499,6 +497,7 @@ def default_chart() -> Chart:
 # -- the cache of checked charts ------------------------------------------------------------
 
 _CACHE_FORMAT = b"sms-flow checked chart 1"
+_CHECKED_BY = ("_chartfile.py", "_yaml.py")  # the schema and the YAML rules a cached form passed
 
 
 def cache_dir() -> Path | None:
@@ -514,9 +513,10 @@ def cache_dir() -> Path | None:
 def load_cached(path: Path, folder: Path | None) -> Chart:
     """:func:`load_chart`, through the cache in ``folder`` (``None``: no cache).
 
-    An entry is named by the digest of the chart's text and of the schema that checked it
-    (``_chartfile.py``), so an edited chart or schema is read and checked again, and reported
-    as :func:`load_chart` reports it. Only a chart that loads is cached. An entry is JSON, is
+    An entry is named by the digest of the chart's text and of the schema and YAML rules that
+    checked it (``_chartfile.py``, ``_yaml.py``), so an edited chart, schema or rule is read
+    and checked again, and reported as :func:`load_chart` reports it. Only a chart that loads
+    is cached. An entry is JSON, is
     written to a new file that then replaces the old one (a reader never sees half of it), and
     is used only when it belongs to the current user and nobody else may write it; anything
     else about the cache (a folder that cannot be written, an entry that does not read) leaves
@@ -545,10 +545,10 @@ def _cache_entry(text: str, folder: Path | None) -> Path | None:
     if folder is None:
         return None
     try:
-        schema = Path(__file__).with_name("_chartfile.py").read_bytes()
+        rules = [Path(__file__).with_name(name).read_bytes() for name in _CHECKED_BY]
     except OSError:
         return None
-    key = hashlib.sha256(b"\0".join((_CACHE_FORMAT, schema, text.encode()))).hexdigest()
+    key = hashlib.sha256(b"\0".join((_CACHE_FORMAT, *rules, text.encode()))).hexdigest()
     return folder / f"chart-{key}.json"
 
 

@@ -27,6 +27,14 @@
         ├── ServerError                 5xx
         └── AnswerTooLargeError         an answer over the client's cap (wire.ANSWER_MAX_BYTES)
 
+    WaitInterrupted (BaseException)     a wait cut short because the run is stopping
+
+``WaitInterrupted`` is not an :class:`SmsFlowError`, and not even an :class:`Exception`: like
+a cancellation it passes through ``except Exception``, and code that cleans up after a
+cancelled step does the same for it (the engine leaves the step's journal intent open, to be
+settled by reading the source back). It is not :class:`asyncio.CancelledError` itself, so
+that this module imports no asyncio (``sms-flow check`` loads none).
+
 Every message says what was wrong, with the offending value, and what to do. No message,
 ``repr`` or attribute shown by default ever holds a token, a secret key or a signature.
 
@@ -69,6 +77,7 @@ __all__ = [
     "TransportError",
     "UnknownValueError",
     "UsageError",
+    "WaitInterrupted",
     "WaitTimeoutError",
 ]
 
@@ -372,3 +381,10 @@ class AnswerTooLargeError(ApiError):
             "check that the endpoint is the SMS API and not a proxy or another service "
             "(SMS_FLOW_ENDPOINT, SMS_FLOW_REGION, --endpoint)"
         )
+
+
+class WaitInterrupted(BaseException):
+    """A wait (for a rate-limit slot) ended early because the run is stopping; nothing was
+    sent by the call that waited. Like a cancellation (see the module docstring): the step it
+    belongs to ends as if cancelled, and the next run takes the source on from its state.
+    """

@@ -52,6 +52,7 @@ _LEVELS = {
     "error": logging.ERROR,
 }
 _PACKAGE: Final = "sms_flow"
+_LEVEL_ENV: Final = "SMS_FLOW_LOG_LEVEL"
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -190,7 +191,8 @@ def configure(
 ) -> None:
     """Configure structlog for sms-flow's output; for the CLI and applications, never the library.
 
-    ``level``: debug, info, warning or error (default ``SMS_FLOW_LOG_LEVEL`` or warning).
+    ``level``: debug, info, warning or error (default ``SMS_FLOW_LOG_LEVEL`` or warning);
+    another raises ``ValueError`` naming it (and the variable, when it came from there).
     ``json``: JSON lines (default: when ``stream`` is not a terminal). ``stream``: where
     log lines go (default standard error, so that standard output stays for results).
     """
@@ -202,9 +204,11 @@ def configure(
         if stream is not None
         else (lambda *_args: structlog.PrintLogger(sys.stderr))
     )
-    name = (level or os.environ.get("SMS_FLOW_LOG_LEVEL") or "warning").lower()
+    given = level or os.environ.get(_LEVEL_ENV) or "warning"
+    name = given.strip().lower()
     if name not in _LEVELS:
-        raise ValueError(f"unknown log level {name!r}; use one of: {', '.join(_LEVELS)}")
+        what = f"log level {given!r}" if level else f"{_LEVEL_ENV}={given!r}"
+        raise ValueError(f"unknown {what}; use one of: {', '.join(_LEVELS)}")
     as_json = (not out.isatty()) if json is None else json
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)

@@ -20,7 +20,7 @@ from functools import cache
 from typing import Any
 
 from sms_flow.chart import By, Chart, Edge, default_chart
-from sms_flow.errors import InputError
+from sms_flow.errors import InputError, UnknownValueError, truncate
 from sms_flow.states import (
     StatePair,
     StateRequest,
@@ -218,9 +218,11 @@ class Planner:
     def check(self, current: CurrentLike, requested: RequestLike) -> Verdict:
         """May a source in ``current`` be changed to ``requested``?
 
-        ``current`` is a :class:`StatePair` (or ``"COPYSTATE/cycle"``); ``requested`` a
-        :class:`StateRequest`, a pair, or text such as ``"CUTOVERING"``. Never raises for a
-        bad value: an unknown one is a reason in the verdict.
+        ``current`` is a :class:`StatePair` (or ``"COPYSTATE/cycle"``, or a
+        ``(copystate, migrationcycle)`` tuple); ``requested`` a :class:`StateRequest`, a pair,
+        or text such as ``"CUTOVERING"``. An unknown value is a reason in the verdict, never
+        raised; a value of another type (``None``, a number, bytes, a dict, a list) raises
+        :class:`~sms_flow.errors.InputError` naming it.
         """
         try:
             return self._memo[current, requested]
@@ -228,11 +230,11 @@ class Planner:
             pass
         try:
             cur = _as_pair(current)
-        except InputError as exc:
+        except UnknownValueError as exc:
             return Verdict(False, None, None, reasons=(Reason(ReasonCode.UNKNOWN_VALUE, str(exc)),))
         try:
             req = _as_request(requested)
-        except InputError as exc:
+        except UnknownValueError as exc:
             return Verdict(False, cur, None, reasons=(Reason(ReasonCode.UNKNOWN_VALUE, str(exc)),))
         key = (cur, req)
         verdict = self._memo.get(key)
@@ -337,7 +339,9 @@ class Planner:
 
         Among sequences of equal length, the one with fewest moves the service must make
         wins, then the one that comes first in the chart. Steps made by the service are
-        part of the plan: a driver waits for them instead of pushing.
+        part of the plan: a driver waits for them instead of pushing. ``current`` and
+        ``requested`` take what :meth:`check` takes; an unknown value is a reason in the
+        plan, a value of another type raises :class:`~sms_flow.errors.InputError`.
         """
         try:
             return self._plans[current, requested]
@@ -346,7 +350,7 @@ class Planner:
         try:
             cur = _as_pair(current)
             req = _as_request(requested)
-        except InputError as exc:
+        except UnknownValueError as exc:
             return Plan(None, None, None, (), (Reason(ReasonCode.UNKNOWN_VALUE, str(exc)),))
         key = (cur, req)
         found = self._plans.get(key)
@@ -483,7 +487,7 @@ def _as_pair(value: CurrentLike) -> StatePair:
         return value
     if isinstance(value, str):
         return parse_pair(value)
-    cs, cy = value
+    cs, cy = _two_parts(value, "current state", "a StatePair, 'COPYSTATE/cycle'")
     return StatePair(parse_copystate(cs), parse_cycle(cy))
 
 
@@ -492,10 +496,22 @@ def _as_request(value: RequestLike) -> StateRequest:
         return value
     if isinstance(value, str):
         return parse_request(value)
-    cs, cy = value
+    cs, cy = _two_parts(
+        value, "requested state", "a StateRequest, a StatePair, 'COPYSTATE/cycle', 'COPYSTATE'"
+    )
     return StateRequest(
         None if cs is None else parse_copystate(cs),
         None if cy is None else parse_cycle(cy),
+    )
+
+
+def _two_parts(value: object, what: str, forms: str) -> tuple[Any, Any]:
+    """The two parts of a ``(copystate, migrationcycle)`` tuple, else an InputError naming it."""
+    if isinstance(value, tuple) and len(value) == 2:
+        return value[0], value[1]
+    raise InputError(
+        f"{what} {truncate(repr(value), 80)} ({type(value).__name__}) is not a state: give "
+        f"{forms} or a (copystate, migrationcycle) tuple"
     )
 
 

@@ -304,3 +304,27 @@ def test_no_file_points_outside_the_repository() -> None:
         if path.is_file() and outside in path.read_text(encoding="utf-8", errors="replace")
     ]
     assert offenders == []
+
+
+# -- files that must not be read whole, and YAML that must not crash -----------------------
+
+
+def test_a_chart_nested_20000_deep_is_a_chart_error(write_chart: Callable[[str], Path]) -> None:
+    err = load_error(write_chart, "name: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    assert err.entry == "line 1, column 70"  # the mapping and 63 lists are 64 levels
+    assert "nested more than 64 levels deep" in err.problem
+
+
+def test_a_value_yaml_cannot_make_is_a_chart_error(write_chart: Callable[[str], Path]) -> None:
+    err = load_error(write_chart, TINY.replace("name: tiny", "name: 2020-13-45"))
+    assert err.entry == "line 1, column 7"
+    assert "month must be in 1..12" in err.problem
+
+
+def test_an_endless_or_huge_file_is_refused_unread(tmp_path: Path) -> None:
+    with pytest.raises(ChartError, match=r"/dev/zero: is not a regular file \(it is a character"):
+        load_chart("/dev/zero")
+    big = tmp_path / "big.yaml"
+    big.write_text(TINY + "#" * (1 << 20), encoding="utf-8")
+    with pytest.raises(ChartError, match="is larger than 1,048,576 bytes"):
+        load_chart(big)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sms_flow.chart import Chart, Edge
-from sms_flow.errors import TransitionRejected
+from sms_flow.errors import InputError, TransitionRejected
 from sms_flow.machine import LifecycleMachine
 from sms_flow.planner import Planner, ReasonCode, check, plan
 from sms_flow.states import CopyState, MigrationCycle, StatePair, StateRequest, parse_pair
@@ -247,3 +247,33 @@ def test_partial_requests_name_a_full_target_that_matches(
             last: Edge = verdict.path[-1]
             assert requested.copystate in (None, last.dest.copystate)
             assert requested.migrationcycle in (None, last.dest.migrationcycle)
+
+
+NOT_STATES: list[object] = [
+    None,
+    5,
+    2.5,
+    True,
+    {"copystate": "SYNCING"},
+    b"SYNCING/syncing",
+    ["SYNCING", "syncing"],
+    ("SYNCING", "syncing", "extra"),
+]
+
+
+@pytest.mark.parametrize("value", NOT_STATES, ids=repr)
+def test_a_value_of_the_wrong_type_is_an_input_error_naming_it(
+    planner: Planner, value: object
+) -> None:
+    shown = repr(value)
+    for call, args in (
+        (planner.check, (value, "CUTOVERING")),
+        (planner.plan, (value, "CUTOVERING")),
+        (planner.check, ("SYNCING/syncing", value)),
+        (planner.plan, ("SYNCING/syncing", value)),
+    ):
+        with pytest.raises(InputError) as info:
+            call(*args)
+        assert shown in str(info.value)
+        assert "(copystate, migrationcycle) tuple" in str(info.value)
+    assert planner.check(("SYNCING", "syncing"), "CUTOVERING").allowed  # a tuple is a state

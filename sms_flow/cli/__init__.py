@@ -62,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.logs:
         from sms_flow.log import configure
 
-        configure(level=getattr(args, "log_level", None))
+        try:
+            configure(level=getattr(args, "log_level", None))
+        except ValueError as exc:  # SMS_FLOW_LOG_LEVEL names no level
+            err(f"sms-flow: {exc}")
+            return EXIT_BAD_INPUT
     module, _, name = args.handler.partition(":")
     handler: Callable[..., int] = getattr(importlib.import_module(module), name)
     try:

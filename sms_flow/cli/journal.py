@@ -19,14 +19,16 @@ def history(args: argparse.Namespace) -> int:
 
 
 async def _history(args: argparse.Namespace) -> int:
+    from sms_flow.cli._paths import check_readable_file
     from sms_flow.journal import default_journal_path
     from sms_flow.journal_sqlite import SqliteJournal
 
     if not args.source_id and not args.wave:
         raise InputError("give a SOURCE_ID or --wave NAME")
+    if args.limit is not None and args.limit < 0:
+        raise InputError(f"--limit {args.limit} is below 0; give the number of entries to show")
     path = Path(args.journal) if args.journal else default_journal_path()
-    if not path.exists():
-        raise InputError(f"no journal at {path}; give --journal PATH (or set SMS_FLOW_JOURNAL)")
+    check_readable_file(path, "journal", hint="give --journal PATH (or set SMS_FLOW_JOURNAL)")
     async with SqliteJournal(path) as journal:
         entries = await journal.history(source_id=args.source_id, wave=args.wave, limit=args.limit)
     if args.json:

@@ -199,7 +199,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--rate-limit",
         type=float,
         metavar="R",
-        help="requests per second towards the service (overrides the file)",
+        help="requests per second towards the service, 0.01 or more (overrides the file)",
     )
     p.add_argument(
         "--fresh",
@@ -236,7 +236,10 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--concurrency", type=int, metavar="N", help="sources drilled at once")
     p.add_argument(
-        "--rate-limit", type=float, metavar="R", help="requests per second towards the service"
+        "--rate-limit",
+        type=float,
+        metavar="R",
+        help="requests per second towards the service, 0.01 or more",
     )
     _add_run_options(p)
 
@@ -245,7 +248,7 @@ def _history_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source_id", nargs="?", metavar="SOURCE_ID", help="a source server's id")
     p.add_argument("--wave", metavar="NAME", help="every entry of this wave")
     _add_journal_option(p)
-    p.add_argument("--limit", type=int, metavar="N", help="only the last N entries")
+    p.add_argument("--limit", type=int, metavar="N", help="only the last N entries (N >= 0)")
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
 
 
@@ -370,9 +373,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             "Drive every source of a wave file along its shortest legal path to the target, with "
             "bounded concurrency, a rate limit and a failure policy; every step journalled. Runs "
             "against the embedded simulator unless the file or --endpoint/--region name a service. "
-            "Ctrl-C stops cleanly (steps in flight finish and are journalled); run the same command "
-            "again to resume, also after a crash. Exit 0 when every source is at the target, 1 when "
-            "any failed, 130 when stopped early."
+            "Ctrl-C or SIGTERM stops cleanly (steps in flight finish and are journalled; requests "
+            "waiting for the rate limit are not sent); a second one aborts (a partial report is "
+            "written); run the same command again to resume, also after a crash. The journal and "
+            "report paths are checked before anything is sent. Exit 0 when every source is at the "
+            "target, 1 when any failed, 2 for bad input, 130 when stopped early."
         ),
         epilog=_CREDENTIALS_HELP,
     )

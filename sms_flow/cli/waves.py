@@ -2,8 +2,16 @@
 
 A wave or drill runs in a :class:`~sms_flow.wave.WaveSession` (or
 :class:`~sms_flow.wave.DrillSession`) that opens the simulator, client, journal and engine
-together; the live display and the summary are :mod:`sms_flow.cli.progress`'s. The first
-Ctrl-C (or SIGTERM) stops starting new steps, the second cancels.
+together; the live display and the summary are :mod:`sms_flow.cli.progress`'s.
+
+Before anything is opened, the journal's and the report's paths are checked
+(:mod:`sms_flow.cli._paths`): a run never pushes and then finds that it cannot write them.
+The first Ctrl-C (or SIGTERM) stops the run: no new step starts, the steps in flight finish
+and are journalled, and a request waiting for a rate-limit slot is not sent (its step ends
+there, and with it the run: the other steps in flight are cancelled as on a second signal);
+the summary follows, and the exit status is 130. The second aborts: the steps in flight are
+cancelled (their journal intents stay open, and the next run settles them by reading the
+sources back), a partial report is written, one line says so, and the exit status is 130.
 """
 
 from __future__ import annotations
@@ -11,14 +19,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from typing import Any
+import time
+from pathlib import Path
+from typing import Any, Final
 
-from sms_flow.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED
-from sms_flow.cli._output import console, print_json
+from sms_flow.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED
+from sms_flow.cli._output import console, err, print_json
 from sms_flow.cli.progress import WaveDisplay, print_drill_summary, print_wave_summary
-from sms_flow.errors import InputError
+from sms_flow.errors import InputError, WaitInterrupted
+from sms_flow.wave.report import SourceOutcome, WaveReport
 
 __all__ = ["drill", "run"]
+
+_LEFTOVER_GRACE: Final = 5.0
+"""Seconds an aborted run's cancelled tasks get to end before the session closes anyway."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,67 +106,94 @@ async def _run_drill(args: argparse.Namespace) -> int:
     return await _drive_session(args, session, what="drill")
 
 
+class _Signals:
+    """What Ctrl-C and SIGTERM do to a run: the first stops it, the second aborts it.
+
+    While the session opens (no runner yet), the first signal aborts at once: nothing is in
+    flight. Once the runner runs, the first one stops it (no new step starts; the steps in
+    flight finish and are journalled) and interrupts every wait for a rate-limit slot (such
+    a request is not sent: :class:`~sms_flow.errors.WaitInterrupted`); the second cancels
+    the run. Once the run is over, signals are ignored: what is left is writing the report
+    and closing, which takes moments.
+    """
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.count = 0
+        self.runner: Any = None
+        self.over = False
+
+    def __call__(self) -> None:
+        if self.over:
+            return
+        self.count += 1
+        if self.count == 1 and self.runner is not None:
+            from sms_flow.wave.ratelimit import interrupt_waits
+
+            self.runner.stop()
+            interrupt_waits(self.runner.client)
+        elif self.count <= 2:
+            self.task.cancel()
+
+    @property
+    def aborted(self) -> bool:
+        return self.count >= 2
+
+
 async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -> int:
-    from sms_flow.wave import state_counts
+    from sms_flow.cli._paths import check_writable_file
 
-    spec = session.spec
-    screen = console()
-    async with session:
-        runner = session.runner
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        interrupts = 0
-
-        def on_sigint() -> None:
-            nonlocal interrupts
-            interrupts += 1
-            if interrupts == 1:
-                runner.stop()
-            elif task is not None:
-                task.cancel()
-
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-        loop.add_signal_handler(signal.SIGTERM, on_sigint)
-        display = None
-        ticker = None
-        try:
-            if not args.json and not args.no_progress:
-                display = WaveDisplay(
-                    screen,
-                    wave=spec.name,
-                    target=spec.target,
-                    counts=lambda: state_counts(runner.engine, runner.members),
-                    total=lambda: len(runner.members),
-                    order=[cs.value for cs in runner.engine.chart.states],
-                )
-                runner.subscribe(display.on_event)
-                display.__enter__()
-
-                async def tick() -> None:
-                    while True:
-                        display.refresh()
-                        await asyncio.sleep(0.25)
-
-                ticker = asyncio.create_task(tick())
-            if not args.json:
-                screen.print(
-                    f"{what} {spec.name} → {spec.target} on {runner.endpoint}; journal {session.journal_path}"
-                )
-            report = await runner.run()
-        finally:
-            if ticker is not None:
-                ticker.cancel()
-            if display is not None:
-                display.__exit__(None, None, None)
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
-        path = session.write_report(report)
+    check_writable_file(
+        session.journal_path,
+        "journal",
+        folder=True,
+        hint="give --journal FILE (or set SMS_FLOW_JOURNAL)",
+    )
+    check_writable_file(
+        session.report_path, "report", hint="give --report FILE (or report: in the file)"
+    )
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    signals = _Signals(task)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, signals)
+    try:
+        async with session:
+            signals.runner = session.runner
+            report, stopped = await _drive(args, session, signals, what=what)
+            signals.over = True
+            path, problem = _write_report(session, report)
+    except asyncio.CancelledError:
+        if not signals.count:
+            raise
+        task.uncancel()
+        err(f"sms-flow: stopped while the {what} was starting; nothing was pushed")
+        return EXIT_INTERRUPTED
+    finally:
+        signals.over = True
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
     if args.json:
         print_json(report.to_dict())
-    elif what == "drill":
-        print_drill_summary(screen, report, report_path=str(path))
-    else:
-        print_wave_summary(screen, report, report_path=str(path))
+    if problem is not None:
+        err(f"sms-flow: the {what} report could not be written to {path}: {problem}")
+        return EXIT_BAD_INPUT
+    if signals.aborted:
+        unfinished = sum(1 for r in report.sources.values() if r.outcome is SourceOutcome.STOPPED)
+        err(
+            f"sms-flow: aborted: {unfinished} sources not finished; steps cut short are settled "
+            f"by the next run (the same command); partial report: {path}"
+        )
+        return EXIT_INTERRUPTED
+    if not args.json:
+        screen = console()
+        if what == "drill":
+            print_drill_summary(screen, report, report_path=str(path))
+        else:
+            print_wave_summary(screen, report, report_path=str(path))
+    if stopped:
+        return EXIT_INTERRUPTED
     if report.failed:
         return EXIT_REJECTED
     if what == "drill":
@@ -163,3 +204,88 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
     if report.interrupted and not report.ok:
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+async def _drive(
+    args: argparse.Namespace, session: Any, signals: _Signals, *, what: str
+) -> tuple[WaveReport, bool]:
+    """Run the session's runner with its display; the report, and whether a signal cut the
+    run short (its steps in flight cancelled rather than finished).
+
+    The run is cut short by the second signal (a cancellation), or by the first one when a
+    request was waiting for a rate-limit slot: :class:`~sms_flow.errors.WaitInterrupted`
+    ends that step and, reaching the runner, the run; the runner then cancels the others.
+    """
+    from sms_flow.wave import state_counts
+
+    spec = session.spec
+    runner = session.runner
+    screen = console()
+    display = None
+    ticker = None
+    try:
+        if not args.json and not args.no_progress:
+            display = WaveDisplay(
+                screen,
+                wave=spec.name,
+                target=spec.target,
+                counts=lambda: state_counts(runner.engine, runner.members),
+                total=lambda: len(runner.members),
+                order=[cs.value for cs in runner.engine.chart.states],
+            )
+            runner.subscribe(display.on_event)
+            display.__enter__()
+
+            async def tick() -> None:
+                while True:
+                    display.refresh()
+                    await asyncio.sleep(0.25)
+
+            ticker = asyncio.create_task(tick())
+        if not args.json:
+            screen.print(
+                f"{what} {spec.name} → {spec.target} on {runner.endpoint}; journal {session.journal_path}"
+            )
+        before = asyncio.all_tasks()
+        try:
+            return await runner.run(), False
+        except (asyncio.CancelledError, WaitInterrupted):
+            if not signals.count:
+                raise
+            # The second signal cancelled the run, or the first one interrupted a wait for a
+            # rate-limit slot: the runner has marked what did not finish as stopped.
+            signals.over = True
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                task.uncancel()
+            await _end_leftovers(before)
+            report: WaveReport = runner.report
+            if not report.finished_at:  # cut short before the runner began its sources
+                report.finished_at = time.time()
+            return report, True
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+        if display is not None:
+            display.__exit__(None, None, None)
+
+
+async def _end_leftovers(before: set[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks the run started and left behind, and wait (a little) for them to end,
+    so that none of them runs on into the session's closing (or is reported at exit)."""
+    leftovers = asyncio.all_tasks() - before - {asyncio.current_task()}
+    for task in leftovers:
+        task.cancel()
+    if leftovers:
+        await asyncio.wait(leftovers, timeout=_LEFTOVER_GRACE)
+    for task in leftovers:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: an error in a step cut short is the next run's to see
+
+
+def _write_report(session: Any, report: WaveReport) -> tuple[Path, str | None]:
+    """Write the JSON report; its path, and what went wrong when it could not be written."""
+    try:
+        return session.write_report(report), None
+    except OSError as exc:
+        return session.report_path, (exc.strerror or str(exc)).lower()

@@ -17,11 +17,18 @@ It answers what sms-flow (and the official SDK) call, like the documented servic
 * Faults on demand (latency, drops, 429, 5xx, applied-then-503), seeded for repeatable runs.
 * A history of applied changes per source; an optional SQLite state file.
 
-Test controls, without auth and never faulted: ``GET /_simulator/sources/{id}``,
+Test controls, never faulted: ``GET /_simulator/sources/{id}``,
 ``GET /_simulator/sources/{id}/history``, ``POST /_simulator/sources/{id}/move``
 (``{"trigger": "resume"}`` or ``{"copystate": …, "migrationcycle": …}``),
 ``POST /_simulator/sources`` (``{"name": …}`` or ``{"count": N, "prefix": P}``),
-``GET /_simulator/stats``, ``GET``/``PUT /_simulator/faults``.
+``GET /_simulator/stats``, ``GET``/``PUT /_simulator/faults``. Open when no credentials are
+configured; with a token or AK/SK they need the same credentials, or the control token
+(``control_token``) in ``X-Auth-Token``, else ``403 SMS.9004``. The Python API
+(:meth:`Simulator.register`, :meth:`Simulator.move` …) needs nothing.
+
+Safe to leave running: a header timeout, a cap on open connections (the longest idle one
+makes room for a newcomer), and a non-loopback ``host`` only with credentials
+(:class:`SimulatorConfig`).
 
 The error codes are listed in :mod:`sms_flow.simulator.app` (:class:`ErrorCode`); the
 ``SMS.SIM*`` ones are the simulator's own.

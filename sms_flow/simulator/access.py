@@ -1,4 +1,8 @@
-"""Who may call the simulator's ``/v3`` routes: an IAM token, an AK/SK signature, or anyone.
+"""Who may call the simulator: an IAM token, an AK/SK signature, or anyone; and its test controls.
+
+The ``/v3`` routes take what is configured (:meth:`Access.check`). The test controls
+(``/_simulator``) take the same credentials, or the separate control token in
+``X-Auth-Token`` (:meth:`Access.check_control`); with nothing configured, both are open.
 
 The signature is checked with :func:`sms_flow._signing.verify_request`, built on the one
 implementation of the ``SDK-HMAC-SHA256`` rules that the client's signer shares. A refusal
@@ -28,7 +32,16 @@ def _utc_now() -> datetime:
 class Access:
     """Checks the credentials of one request against the configured token and AK/SK."""
 
-    __slots__ = ("_ak", "_clock", "_project_id", "_sk", "_token", "enabled")
+    __slots__ = (
+        "_ak",
+        "_clock",
+        "_control_token",
+        "_project_id",
+        "_sk",
+        "_token",
+        "control_enabled",
+        "enabled",
+    )
 
     def __init__(
         self,
@@ -37,17 +50,28 @@ class Access:
         ak: str | None = None,
         sk: str | None = None,
         project_id: str | None = None,
+        control_token: str | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self._token = token.encode("utf-8", "surrogateescape") if token is not None else None
+        self._token = _encoded(token)
+        self._control_token = _encoded(control_token)
         self._ak = ak
         self._sk = sk
         self._project_id = project_id
         self._clock = clock
         self.enabled = token is not None or (ak is not None and sk is not None)
+        self.control_enabled = self.enabled or control_token is not None
 
     def __repr__(self) -> str:
-        kinds = [k for k, on in (("token", self._token), ("aksk", self._ak)) if on]
+        kinds = [
+            k
+            for k, on in (
+                ("token", self._token),
+                ("aksk", self._ak),
+                ("control", self._control_token),
+            )
+            if on
+        ]
         return f"Access({', '.join(kinds) or 'open'})"
 
     def _secret_for(self, access_key: str) -> str | None:
@@ -90,3 +114,25 @@ class Access:
         if refused is None:
             refused = "no X-Auth-Token header: send the IAM token in X-Auth-Token"
         return refused
+
+    def check_control(self, request: web.BaseRequest, body: bytes) -> str | None:
+        """For a test control: None when the request may pass, else why not (safe to show)."""
+        if not self.control_enabled:
+            return None
+        if self._control_token is not None:
+            given = request.headers.get("X-Auth-Token")
+            if given is not None and hmac.compare_digest(
+                given.encode("utf-8", "surrogateescape"), self._control_token
+            ):
+                return None
+            if not self.enabled:
+                return "test controls need the control token in X-Auth-Token"
+        refused = self.check(request, body)
+        if refused is None:
+            return None
+        also = " or the control token" if self._control_token is not None else ""
+        return f"test controls need the credentials of the API{also}: {refused}"
+
+
+def _encoded(token: str | None) -> bytes | None:
+    return token.encode("utf-8", "surrogateescape") if token is not None else None

@@ -1,8 +1,11 @@
 """The simulator's HTTP side: the SMS routes, the test-control routes, and error bodies.
 
 ``/v3`` routes behave like the documented service (auth, faults, limits, error bodies);
-``/_simulator`` routes are test controls: no auth, never a fault. Every answer carries a
-fresh ``X-Request-Id`` (a hex uuid4), errors included.
+``/_simulator`` routes are test controls: never a fault, and open unless credentials are
+configured (then they take the same ones, or the control token: :mod:`.access`). Every
+answer carries a fresh ``X-Request-Id`` (a hex uuid4), errors included. A body that has not
+arrived ``body_timeout`` seconds after its request's headers is answered 408 and the
+connection closed.
 
 Error codes (``error_code`` of the JSON error body):
 
@@ -21,6 +24,8 @@ SMS.SIM2   400    invalid request: body not JSON or not an object, neither field
                   unknown enum value, bad source id, bad query or registration
 SMS.SIM3   404    unknown source server
 SMS.SIM4   409    control route: the chart has no such move from the current state
+SMS.SIM5   408    the request body did not arrive within the header timeout
+SMS.SIM6   503    too many open connections, none of them idle (the connection cap)
 ========== ====== ==============================================================
 
 The ``SMS.SIM*`` codes are the simulator's own: the real service's codes for these cases
@@ -34,17 +39,19 @@ import base64
 import json
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from sms_flow.errors import InputError, InvalidRequestError, UnknownValueError
 from sms_flow.log import get_logger
 from sms_flow.simulator.access import Access
+from sms_flow.simulator.config import HEADER_TIMEOUT
 from sms_flow.simulator.faults import FaultInjector, FaultKind, Faults
 from sms_flow.simulator.store import Outcome, SourceStore
 from sms_flow.states import (
@@ -72,6 +79,8 @@ _MSG_MAX: Final = 255
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 V3Handler = Callable[[web.Request, str, bytes], Awaitable[web.StreamResponse]]
+ControlHandler = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
+PlainHandler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 
 ROUTE_CHANGESTATE: Final = "PUT /v3/sources/{source_id}/changestate"
 ROUTE_SHOW: Final = "GET /v3/sources/{source_id}"
@@ -94,6 +103,8 @@ class ErrorCode(StrEnum):
     INVALID = "SMS.SIM2"
     NO_SOURCE = "SMS.SIM3"
     CONTROL_REFUSED = "SMS.SIM4"
+    REQUEST_TIMEOUT = "SMS.SIM5"
+    TOO_MANY_CONNECTIONS = "SMS.SIM6"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,12 +253,23 @@ def _unknown_source(source_id: str) -> web.Response:
 
 
 class SimulatorApp:
-    """Builds the aiohttp application over a store, an injector and an access check."""
+    """Builds the aiohttp application over a store, an injector and an access check.
 
-    def __init__(self, store: SourceStore, injector: FaultInjector, access: Access) -> None:
+    ``body_timeout`` bounds the wait for a request's body once its headers are in.
+    """
+
+    def __init__(
+        self,
+        store: SourceStore,
+        injector: FaultInjector,
+        access: Access,
+        *,
+        body_timeout: float = HEADER_TIMEOUT,
+    ) -> None:
         self.store = store
         self.injector = injector
         self.access = access
+        self.body_timeout = body_timeout
         self._counters = _Counters()
 
     def stats(self) -> SimulatorStats:
@@ -261,8 +283,10 @@ class SimulatorApp:
             faults={kind.value: n for kind, n in self.injector.counts.items()},
         )
 
-    def build(self) -> web.Application:
-        app = web.Application(client_max_size=BODY_MAX_BYTES + 1)
+    def build(self, middlewares: Sequence[Middleware] = ()) -> web.Application:
+        """The aiohttp application; ``middlewares`` run around every route (the server's
+        connection gate counts requests in progress with one)."""
+        app = web.Application(client_max_size=BODY_MAX_BYTES + 1, middlewares=list(middlewares))
         r = app.router
         r.add_put(
             "/v3/sources/{source_id}/changestate", self._v3(ROUTE_CHANGESTATE, self._changestate)
@@ -270,7 +294,7 @@ class SimulatorApp:
         r.add_get("/v3/sources/{source_id}", self._v3(ROUTE_SHOW, self._show), allow_head=False)
         r.add_get("/v3/sources", self._v3(ROUTE_LIST, self._list), allow_head=False)
         r.add_post("/v3/sources", self._v3(ROUTE_REGISTER, self._register))
-        control: list[tuple[str, str, Handler]] = [
+        control: list[tuple[str, str, ControlHandler]] = [
             ("GET", "/_simulator/sources/{source_id}", self._control_show),
             ("GET", "/_simulator/sources/{source_id}/history", self._control_history),
             ("POST", "/_simulator/sources/{source_id}/move", self._control_move),
@@ -280,7 +304,7 @@ class SimulatorApp:
             ("PUT", "/_simulator/faults", self._control_put_faults),
         ]
         for method, path, handler in control:
-            r.add_route(method, path, self._plain(f"{method} {path}", handler))
+            r.add_route(method, path, self._control(f"{method} {path}", handler))
         r.add_route("*", "/{tail:.*}", self._plain(ROUTE_UNMATCHED, self._unmatched))
         return app
 
@@ -309,8 +333,10 @@ class SimulatorApp:
                         return self._drop(request, route)
                     resp = self._fault(kind)
                 else:
-                    body = await read_body(request)
-                    if body is None:
+                    body = await self._read_body(request)
+                    if isinstance(body, web.Response):
+                        resp = body
+                    elif body is None:
                         resp = error_response(
                             400,
                             ErrorCode.BODY_TOO_LARGE,
@@ -337,15 +363,47 @@ class SimulatorApp:
 
         return endpoint
 
-    def _plain(self, route: str, handler: Handler) -> Handler:
-        """Request id, error safety net and counting for a control route (no auth, no faults)."""
+    async def _read_body(self, request: web.BaseRequest) -> bytes | web.Response | None:
+        """The body (None when over the limit), or a 408 when it does not come in time."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await read_body(request)
+        except TimeoutError:
+            resp = error_response(
+                408,
+                ErrorCode.REQUEST_TIMEOUT,
+                f"The request body did not arrive within {self.body_timeout:g} s",
+                ["body"],
+            )
+            resp.force_close()
+            return resp
+
+    def _control(self, route: str, handler: ControlHandler) -> Handler:
+        """A test control: its body, then the access check for controls (never a fault)."""
+        access = self.access
+
+        async def endpoint(request: web.Request, request_id: str) -> web.StreamResponse:
+            body = await self._read_body(request)
+            if isinstance(body, web.Response):
+                return body
+            if body is None:
+                raise _BadRequest(f"the request body is over {BODY_MAX_BYTES:,} bytes", ["body"])
+            refused = access.check_control(request, body) if access.control_enabled else None
+            if refused is not None:
+                return auth_error(refused, request_id)
+            return await handler(request, body)
+
+        return self._plain(route, endpoint)
+
+    def _plain(self, route: str, handler: PlainHandler) -> Handler:
+        """Request id, error safety net and counting for a route that is never faulted."""
         counters = self._counters.requests
 
         async def endpoint(request: web.Request) -> web.StreamResponse:
             request_id = uuid.uuid4().hex
             resp: web.StreamResponse
             try:
-                resp = await handler(request)
+                resp = await handler(request, request_id)
             except _BadRequest as exc:
                 resp = _bad(str(exc), *exc.params)
             except Exception:
@@ -463,14 +521,14 @@ class SimulatorApp:
 
     # -- /_simulator -----------------------------------------------------------------------
 
-    async def _unmatched(self, request: web.Request) -> web.Response:
+    async def _unmatched(self, request: web.Request, request_id: str) -> web.Response:
         return error_response(
             404,
             ErrorCode.NO_ROUTE,
             f"The API does not exist: {request.method} {_clip(request.rel_url.path, 120)}",
         )
 
-    async def _control_show(self, request: web.Request) -> web.Response:
+    async def _control_show(self, request: web.Request, body: bytes) -> web.Response:
         rec = self.store.lookup(request.match_info["source_id"])
         if rec is None:
             return _unknown_source(request.match_info["source_id"])
@@ -488,7 +546,7 @@ class SimulatorApp:
             },
         )
 
-    async def _control_history(self, request: web.Request) -> web.Response:
+    async def _control_history(self, request: web.Request, body: bytes) -> web.Response:
         source_id = request.match_info["source_id"]
         rec = self.store.lookup(source_id)
         if rec is None:
@@ -498,12 +556,12 @@ class SimulatorApp:
             {"source_id": source_id, "history": [e.to_dict() for e in self.store.history(rec)]},
         )
 
-    async def _control_move(self, request: web.Request) -> web.Response:
+    async def _control_move(self, request: web.Request, body: bytes) -> web.Response:
         source_id = request.match_info["source_id"]
         rec = self.store.lookup(source_id)
         if rec is None:
             return _unknown_source(source_id)
-        data = _json_object(await _control_body(request))
+        data = _json_object(body)
         trigger = data.get("trigger")
         before = rec.pair
         if trigger is not None:
@@ -539,8 +597,8 @@ class SimulatorApp:
             },
         )
 
-    async def _control_register(self, request: web.Request) -> web.Response:
-        data = _json_object(await _control_body(request))
+    async def _control_register(self, request: web.Request, body: bytes) -> web.Response:
+        data = _json_object(body)
         if "count" in data:
             count, prefix = data["count"], data.get("prefix", "src")
             if not isinstance(count, int) or not 1 <= count <= REGISTER_MANY_MAX:
@@ -564,27 +622,20 @@ class SimulatorApp:
             await commit
         return json_response(200, {"ids": ids})
 
-    async def _control_stats(self, request: web.Request) -> web.Response:
+    async def _control_stats(self, request: web.Request, body: bytes) -> web.Response:
         return json_response(200, self.stats().to_dict())
 
-    async def _control_get_faults(self, request: web.Request) -> web.Response:
+    async def _control_get_faults(self, request: web.Request, body: bytes) -> web.Response:
         return json_response(200, self.injector.faults.model_dump())
 
-    async def _control_put_faults(self, request: web.Request) -> web.Response:
-        data = _json_object(await _control_body(request))
+    async def _control_put_faults(self, request: web.Request, body: bytes) -> web.Response:
+        data = _json_object(body)
         try:
             faults = Faults.model_validate(data)
         except ValidationError as exc:
             raise _invalid("faults", exc) from None
         self.injector.faults = faults
         return json_response(200, faults.model_dump())
-
-
-async def _control_body(request: web.Request) -> bytes:
-    body = await read_body(request)
-    if body is None:
-        raise _BadRequest(f"the request body is over {BODY_MAX_BYTES:,} bytes", ["body"])
-    return body
 
 
 def _invalid(what: str, exc: ValidationError) -> _BadRequest:

@@ -4,7 +4,9 @@ The first line on stdout is the base URL (flushed at once, so a parent process c
 and start calling); with ``--sources N`` the ids of the N registered sources follow, one a
 line. It serves until SIGINT or SIGTERM and then exits 0. Secrets may come from the
 environment instead of the command line, where other users of the machine can see them:
-``SMS_FLOW_SIM_TOKEN``, ``SMS_FLOW_SIM_AK``, ``SMS_FLOW_SIM_SK``, ``SMS_FLOW_SIM_PROJECT_ID``.
+``SMS_FLOW_SIM_TOKEN``, ``SMS_FLOW_SIM_AK``, ``SMS_FLOW_SIM_SK``, ``SMS_FLOW_SIM_PROJECT_ID``,
+``SMS_FLOW_SIM_CONTROL_TOKEN``. A ``--host`` other than loopback needs a token or AK/SK;
+without, it exits 2 saying so.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from sms_flow.errors import SmsFlowError
+from sms_flow.simulator.config import HEADER_TIMEOUT, MAX_CONNECTIONS
 from sms_flow.simulator.faults import Faults, Unit
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ _ENV = {
     "ak": "SMS_FLOW_SIM_AK",
     "sk": "SMS_FLOW_SIM_SK",
     "project_id": "SMS_FLOW_SIM_PROJECT_ID",
+    "control_token": "SMS_FLOW_SIM_CONTROL_TOKEN",
 }
 
 
@@ -37,10 +41,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's options to ``parser``."""
     net = parser.add_argument_group("listening")
     net.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s); another than loopback needs "
+        "--token or --ak/--sk/--project-id",
     )
     net.add_argument(
         "--port", type=int, default=0, help="port to listen on; 0 picks a free one (default: 0)"
+    )
+    net.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT,
+        metavar="S",
+        help="close a connection that has not sent a complete request S seconds after it "
+        "opened or after its last answer (default: %(default)g)",
+    )
+    net.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help="most connections open at once; at the cap the one idle the longest is closed "
+        "(default: %(default)s)",
     )
 
     auth = parser.add_argument_group(
@@ -57,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--project-id",
         metavar="P",
         help=f"the project id signed requests must carry in X-Project-Id (or {_ENV['project_id']})",
+    )
+    auth.add_argument(
+        "--control-token",
+        metavar="T",
+        help="a token (in X-Auth-Token) the test controls /_simulator accept besides the "
+        f"credentials above, which they need once any is given (or {_ENV['control_token']})",
     )
 
     behaviour = parser.add_argument_group("behaviour")
@@ -179,6 +208,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         chart=chart,
         service_delay=args.service_delay,
         state_file=args.state_file,
+        header_timeout=args.header_timeout,
+        max_connections=args.max_connections,
         faults=Faults(**values_from_args(Faults, args)),
         **secrets,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -10,7 +12,22 @@ from sms_flow.chart import Chart
 from sms_flow.simulator.faults import Faults
 from sms_flow.wire import TOKEN_MAX
 
-__all__ = ["SimulatorConfig"]
+__all__ = ["HEADER_TIMEOUT", "MAX_CONNECTIONS", "SimulatorConfig", "is_loopback"]
+
+HEADER_TIMEOUT: Final = 30.0
+"""Default seconds a connection may take to send a complete request (see SimulatorConfig)."""
+MAX_CONNECTIONS: Final = 512
+"""Default cap on open connections (see SimulatorConfig)."""
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is ``localhost`` or a loopback address (``127.0.0.1``, ``::1``)."""
+    if host.strip().lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to any address
 
 
 class SimulatorConfig(BaseModel):
@@ -19,7 +36,18 @@ class SimulatorConfig(BaseModel):
     With neither ``token`` nor ``ak``/``sk``/``project_id`` every request is accepted. With
     a token, ``X-Auth-Token`` must equal it; with AK/SK, requests must carry a valid
     ``SDK-HMAC-SHA256`` signature and ``X-Project-Id``; with both, either is accepted. The
-    token and the SK never appear in ``repr``.
+    test controls (``/_simulator``) then need the same credentials, or ``control_token`` in
+    ``X-Auth-Token``; a ``control_token`` alone guards only them. The token, the SK and the
+    control token never appear in ``repr``.
+
+    Listening anywhere but on loopback (``host``) needs ``token`` or AK/SK: the simulator
+    would otherwise take changes from anyone who reaches it.
+
+    It is safe to leave running: a connection that has not sent a complete request
+    ``header_timeout`` seconds after it opened (or after its last answer), or whose body has
+    not arrived that long after its headers, is closed; at most ``max_connections`` are open
+    at once, and when a new one comes at the cap, the connection idle the longest is closed
+    to make room (when none is idle, the new one is answered 503 and closed).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -46,6 +74,23 @@ class SimulatorConfig(BaseModel):
     state_file: Path | None = Field(
         None, description="SQLite file that keeps sources and histories across restarts."
     )
+    control_token: str | None = Field(
+        None,
+        min_length=1,
+        max_length=TOKEN_MAX,
+        repr=False,
+        description="Token (in X-Auth-Token) the test controls accept besides the credentials.",
+    )
+    header_timeout: float = Field(
+        HEADER_TIMEOUT,
+        gt=0,
+        le=3_600,
+        allow_inf_nan=False,
+        description="Seconds a connection may take to send a complete request.",
+    )
+    max_connections: int = Field(
+        MAX_CONNECTIONS, ge=1, le=100_000, description="Most connections open at once."
+    )
 
     @model_validator(mode="after")
     def _aksk_complete(self) -> SimulatorConfig:
@@ -55,6 +100,16 @@ class SimulatorConfig(BaseModel):
             raise ValueError(
                 f"{', '.join(given)} given without {', '.join(missing)}: AK/SK verification "
                 "needs ak, sk and project_id together"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _public_needs_auth(self) -> SimulatorConfig:
+        if not is_loopback(self.host) and not self.auth_configured:
+            raise ValueError(
+                f"host {self.host!r} is not a loopback address: anyone who reaches it could "
+                "change the simulated sources; give a token or AK/SK (token, or ak, sk and "
+                "project_id), or listen on 127.0.0.1"
             )
         return self
 

@@ -1,36 +1,79 @@
-"""A request-rate limit towards the service: :class:`RateLimiter` and :func:`limited`."""
+"""A request-rate limit towards the service: :class:`RateLimiter` and :func:`limited`.
+
+A rate is at least :data:`RATE_LIMIT_MIN` (0.01 requests a second, one every 100 s) and
+finite: a slower one (``1e-300``) would leave a request waiting for ages. A wait for a slot
+ends early when the run stops: after :meth:`RateLimiter.interrupt` (:func:`interrupt_waits`
+for a limited client), every call waiting for its slot, and every later one that would wait,
+raises :class:`~sms_flow.errors.WaitInterrupted` and sends nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
-from sms_flow.errors import ConfigError
+from sms_flow.errors import ConfigError, WaitInterrupted
 from sms_flow.wire import SourceServer
 
-__all__ = ["RateLimiter", "limited"]
+__all__ = ["RATE_LIMIT_MIN", "RateLimiter", "interrupt_waits", "limited"]
+
+RATE_LIMIT_MIN: Final = 0.01
+"""The slowest rate limit accepted: 0.01 requests a second (one every 100 seconds)."""
+
+_STOPPING: Final = "the run is stopping: a request that waited for the rate limit was not sent"
 
 
 class RateLimiter:
     """Spaces calls to at most ``rate`` a second, first come first served, with a small burst."""
 
-    __slots__ = ("_interval", "_next", "_slack")
+    __slots__ = ("_interrupted", "_interval", "_next", "_slack")
 
     def __init__(self, rate: float, *, burst: int = 1) -> None:
-        if rate <= 0:
-            raise ConfigError(f"rate limit {rate!r} must be above 0 requests per second")
+        if (
+            not isinstance(rate, int | float)
+            or isinstance(rate, bool)
+            or not math.isfinite(rate)
+            or rate < RATE_LIMIT_MIN
+        ):
+            raise ConfigError(
+                f"rate limit {rate!r} is not a rate sms-flow takes: give a number of requests "
+                f"per second of at least {RATE_LIMIT_MIN:g} (one request every "
+                f"{1 / RATE_LIMIT_MIN:g} s), or no rate limit"
+            )
         self._interval = 1.0 / rate
         self._slack = max(0, burst - 1) * self._interval
         self._next = 0.0
+        self._interrupted: asyncio.Event | None = None
 
     async def acquire(self) -> None:
+        """Wait for the next slot. Once :meth:`interrupt` was called, a call that would wait
+        raises :class:`~sms_flow.errors.WaitInterrupted` instead (nothing is to be sent)."""
         now = time.monotonic()
         slot = max(self._next, now - self._slack)
+        if slot <= now:
+            self._next = slot + self._interval
+            return
+        if self._interrupted is None:
+            self._interrupted = asyncio.Event()
+        elif self._interrupted.is_set():
+            raise WaitInterrupted(_STOPPING)
         self._next = slot + self._interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        try:
+            async with asyncio.timeout(slot - now):
+                await self._interrupted.wait()
+        except TimeoutError:
+            return  # the slot has come
+        raise WaitInterrupted(_STOPPING)
+
+    def interrupt(self) -> None:
+        """End every wait for a slot, now and from now on: each raises
+        :class:`~sms_flow.errors.WaitInterrupted`. For a run that is stopping."""
+        if self._interrupted is None:
+            self._interrupted = asyncio.Event()
+        self._interrupted.set()
 
 
 class _LimitedApi:
@@ -38,16 +81,16 @@ class _LimitedApi:
 
     def __init__(self, client: Any, limiter: RateLimiter) -> None:
         self._client = client
-        self._limiter = limiter
+        self.limiter = limiter
 
     async def change_state(
         self, source_id: str, copystate: Any = None, migrationcycle: Any = None
     ) -> Any:
-        await self._limiter.acquire()
+        await self.limiter.acquire()
         return await self._client.change_state(source_id, copystate, migrationcycle)
 
     async def get_source(self, source_id: str) -> SourceServer:
-        await self._limiter.acquire()
+        await self.limiter.acquire()
         result: SourceServer = await self._client.get_source(source_id)
         return result
 
@@ -56,7 +99,7 @@ class _LimitedApi:
             yield src
 
     async def register_source(self, name: str, **fields: Any) -> str:
-        await self._limiter.acquire()
+        await self.limiter.acquire()
         result: str = await self._client.register_source(name, **fields)
         return result
 
@@ -66,3 +109,10 @@ def limited(client: Any, rate_limit: float | None) -> Any:
     if rate_limit is None:
         return client
     return _LimitedApi(client, RateLimiter(rate_limit, burst=max(1, int(rate_limit // 10))))
+
+
+def interrupt_waits(client: Any) -> None:
+    """When ``client`` is rate limited (made by :func:`limited`), interrupt its waits for a
+    slot (:meth:`RateLimiter.interrupt`); else do nothing. For a run that is stopping."""
+    if isinstance(client, _LimitedApi):
+        client.limiter.interrupt()

@@ -1,28 +1,53 @@
-"""The wave file: its schema (:class:`WaveSpec`) and the YAML loader shared with drill files.
+"""The wave file: its schema (:class:`WaveSpec`) and the loader shared with drill files.
 
 A wave names its sources (ids, a listing query, or, against the simulator, a number to
 register), a target pair, a concurrency, a request-rate limit, a failure policy and, with
 ``endpoint: simulator``, the embedded simulator's settings. ``examples/wave.yaml`` is the
 reference. Every problem with a file is a :class:`~sms_flow.errors.ConfigError` naming the
-file and the offending field.
+file and the offending field, on one line.
+
+Limits, each checked before anything is sent:
+
+* the file: a regular file of at most 1 MiB (:mod:`sms_flow._textfile`), YAML read by the
+  rules of statecharts (:mod:`sms_flow._yaml`: no key given twice, no deep nesting);
+* ``sources.ids`` and ``sources.count``: at most :data:`IDS_MAX` and :data:`COUNT_MAX`
+  (10,000 each). An account's quota is 1,000 source servers, so a real wave never comes
+  near; the benchmarks drive up to 10,000 simulated sources, and nothing larger is needed
+  (a million ids took 39 s and 900 MB before the first request). A larger set is several
+  waves;
+* ``rate_limit``: at least :data:`~sms_flow.wave.ratelimit.RATE_LIMIT_MIN` (0.01 requests
+  a second, one every 100 s): a slower one would leave requests waiting for hours.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from sms_flow._textfile import NoSuchFile, UnreadableFile, read_text
+from sms_flow._yaml import YamlProblem
+from sms_flow._yaml import load as load_yaml
 from sms_flow.chart import Chart, load_chart
 from sms_flow.errors import ConfigError, SmsFlowError
 from sms_flow.simulator.faults import Faults
 from sms_flow.states import StateRequest, parse_request
+from sms_flow.wave.ratelimit import RATE_LIMIT_MIN
 from sms_flow.wire import validate_source_id
 
 __all__ = [
+    "COUNT_MAX",
+    "IDS_MAX",
     "SIMULATOR",
     "FailurePolicy",
     "SimulatorOptions",
@@ -37,6 +62,11 @@ __all__ = [
 
 SIMULATOR = "simulator"
 """The ``endpoint`` that runs the embedded simulator."""
+
+IDS_MAX: Final = 10_000
+"""The most ``sources.ids`` a wave takes (ten times an account's quota of 1,000 sources)."""
+COUNT_MAX: Final = 10_000
+"""The most sources ``sources.count`` registers in the simulator (the benchmarks' largest)."""
 
 
 class SourceQuery(BaseModel):
@@ -55,11 +85,25 @@ class SourceSelector(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ids: list[str] | None = Field(None, min_length=1)
+    ids: list[str] | None = Field(None, min_length=1, max_length=IDS_MAX)
     query: SourceQuery | None = None
     count: int | None = Field(
-        None, ge=1, le=100_000, description="Simulator only: register this many."
+        None, ge=1, le=COUNT_MAX, description="Simulator only: register this many."
     )
+
+    @field_validator("ids", "count", mode="before")
+    @classmethod
+    def _within_caps(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name == "ids" and isinstance(value, list) and len(value) > IDS_MAX:
+            what, cap = f"{len(value):,} ids", IDS_MAX
+        elif info.field_name == "count" and type(value) is int and value > COUNT_MAX:
+            what, cap = f"count {value:,}", COUNT_MAX
+        else:
+            return value
+        raise ValueError(
+            f"{what}: a wave drives at most {cap:,} sources (an account holds at most 1,000); "
+            "split them into several waves"
+        )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SourceSelector:
@@ -127,12 +171,18 @@ class WaveSpec(BaseModel):
     target: str = "FINISHED/cutovered"
     concurrency: int = Field(32, ge=1, le=4096)
     rate_limit: float | None = Field(
-        None, gt=0, description="Requests per second towards the service."
+        None,
+        ge=RATE_LIMIT_MIN,
+        allow_inf_nan=False,
+        description=f"Requests per second towards the service (at least {RATE_LIMIT_MIN:g}).",
     )
     failure_policy: FailurePolicy | Literal["continue"] = "continue"
     verify: bool = True
     service_wait: float = Field(
-        300.0, gt=0, description="Seconds to wait for a move the service makes."
+        300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds to wait for a move the service makes.",
     )
     report: str | None = Field(None, description="Where the JSON report goes.")
     chart: str | None = Field(None, description="A statechart file instead of the default one.")
@@ -188,15 +238,16 @@ def load_spec(
     mapping first. Every problem is a :class:`~sms_flow.errors.ConfigError` naming the file."""
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        raw = load_yaml(read_text(p))
+    except NoSuchFile:
         raise ConfigError(
             f"{kind} file {p} does not exist; give the path of a {kind} YAML file"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{kind} file {p} cannot be read: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{kind} file {p} is not valid YAML: {exc}") from None
+    except UnreadableFile as exc:
+        raise ConfigError(f"{kind} file {p} {exc}; give the path of a {kind} YAML file") from None
+    except YamlProblem as exc:
+        where = f" at {exc.where}" if exc.where else ""
+        raise ConfigError(f"{kind} file {p} is not valid YAML{where}: {exc.problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{kind} file {p}: a {kind} is a mapping with name, sources ...")
     if adjust is not None:
@@ -206,7 +257,8 @@ def load_spec(
         return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or '(file)'}: {err['msg']}"
+            f"{'.'.join(str(x) for x in err['loc']) or '(file)'}: "
+            + " ".join(err["msg"].removeprefix("Value error, ").split())
             for err in exc.errors()
         )
         raise ConfigError(f"{kind} file {p}: {problems}") from None

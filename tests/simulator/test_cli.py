@@ -48,3 +48,36 @@ def test_cli_refuses_bad_options_with_exit_2(spawn: Spawner) -> None:
     assert done.returncode == 2
     assert "error_rate" in done.stderr
     assert done.stdout == ""
+
+
+def test_a_host_beyond_loopback_without_credentials_exits_2_with_the_reason(
+    spawn: Spawner,
+) -> None:
+    done = spawn.run(*SIMULATOR_COMMAND, "--host", "0.0.0.0", timeout=30)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "host '0.0.0.0' is not a loopback address" in line and "give a token" in line
+    assert done.stdout == ""
+
+
+async def test_a_host_beyond_loopback_with_a_token_and_a_control_token_from_the_environment(
+    spawn: Spawner, http: aiohttp.ClientSession
+) -> None:
+    cli = spawn.simulator(
+        "--host",
+        "0.0.0.0",
+        "--max-connections",
+        "64",
+        "--header-timeout",
+        "5",
+        env={"SMS_FLOW_SIM_TOKEN": TOKEN, "SMS_FLOW_SIM_CONTROL_TOKEN": "ctl-from-env"},
+    )
+    assert re.fullmatch(r"http://0\.0\.0\.0:\d+", cli.url), cli.url
+    url = cli.url.replace("0.0.0.0", "127.0.0.1")
+    stats = f"{url}/_simulator/stats"
+    assert (await call(http, "GET", stats)).status == 403
+    assert (await call(http, "GET", stats, headers={"X-Auth-Token": "ctl-from-env"})).status == 200
+    cli.send_signal(signal.SIGTERM)
+    assert await cli.await_exit(10) == 0, cli.stderr
+    assert "ctl-from-env" not in cli.stderr and TOKEN not in cli.stderr
