@@ -13,8 +13,8 @@ import asyncio
 import signal
 from typing import Any
 
-from sms_flow.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED
-from sms_flow.cli._output import console, print_json
+from sms_flow.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_OWNED, EXIT_REJECTED
+from sms_flow.cli._output import console, err, print_json
 from sms_flow.cli.progress import WaveDisplay, print_drill_summary, print_wave_summary
 from sms_flow.errors import InputError
 
@@ -44,6 +44,7 @@ async def _run_wave(args: argparse.Namespace) -> int:
         journal_path=args.journal,
         base_dir=folder_of(args.wave),
         fresh=args.fresh,
+        lease=args.lease,
     )
     return await _drive_session(args, session, what="wave")
 
@@ -88,6 +89,7 @@ async def _run_drill(args: argparse.Namespace) -> int:
         region=args.region,
         journal_path=args.journal,
         base_dir=base_dir,
+        lease=args.lease,
     )
     return await _drive_session(args, session, what="drill")
 
@@ -153,13 +155,22 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
         print_drill_summary(screen, report, report_path=str(path))
     else:
         print_wave_summary(screen, report, report_path=str(path))
-    if report.failed:
+    if report.lease_lost:
+        err(f"sms-flow: {what} {spec.name} stopped: {report.lease_lost}")
+        return EXIT_OWNED
+    if report.failed or report.unverified:
         return EXIT_REJECTED
     if what == "drill":
         from sms_flow.wave import drill_failures
 
         if drill_failures(report):
             return EXIT_REJECTED
+    if report.not_ours:
+        err(
+            f"sms-flow: {len(report.not_ours)} source(s) of {what} {spec.name} are held or were "
+            "taken over by another driver; see the report"
+        )
+        return EXIT_OWNED
     if report.interrupted and not report.ok:
         return EXIT_INTERRUPTED
     return EXIT_OK

@@ -227,3 +227,26 @@ def test_history_command_shows_a_sources_path(spawn: Spawner, tmp_path: Path) ->
 
 def test_planned_path_is_the_main_path() -> None:
     assert planned_path("WAITING/checking") == MAIN_PATH
+
+
+@pytest.mark.slow
+async def test_a_journal_deleted_mid_run_stops_the_run(spawn: Spawner, tmp_path: Path) -> None:
+    sim = spawn.simulator(*SIMULATOR_ARGS, "--latency", "0.02", sources=40)
+    wave = write_wave(
+        tmp_path / "wave.yaml",
+        name="gone",
+        endpoint=sim.url,
+        sources={"ids": sim.ids},
+        concurrency=4,
+    )
+    journal = tmp_path / "journal.sqlite"
+    run = spawn.sms_flow("run", str(wave), "--journal", str(journal), "--no-progress", cwd=tmp_path)
+    await eventually(lambda: journalled(run, journal, 20), timeout=60)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{journal}{suffix}").unlink()
+    pushed = sum(sim.stats()["puts_per_source"].values())
+
+    assert await run.await_exit() not in (0, 130), run.stdout + run.stderr
+    assert "deleted" in run.stderr and str(journal) in run.stderr
+    # Only the pushes already begun (at most one per source in flight) went out after it.
+    assert sum(sim.stats()["puts_per_source"].values()) - pushed <= 4
