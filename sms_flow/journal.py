@@ -324,7 +324,7 @@ class JournalCheck:
     open_intents: int
     live_runs: list[Run]
     claims: int
-    """Sources held by live runs."""
+    """Sources held by live runs. A count the damage made unreadable is -1."""
 
 
 class Journal(Protocol):
@@ -776,13 +776,13 @@ class _Watch:
                 why = f"run {lease.run_id[:8]} renewed its lease too late"
             except LeaseLostError as lost:
                 why = str(lost)
-            raise lease._lose(
-                LeaseLostError(
-                    f"{why}; a push was in flight and was cut off: it may have landed, and "
-                    "the run that takes over reads it back",
-                    owner=lease.run,
-                )
-            ) from None
+            cut = LeaseLostError(
+                f"{why}; a push was in flight and was cut off: it may have landed, and the "
+                "run that takes over reads it back",
+                owner=lease.run,
+            )
+            lease._lose(cut)
+            raise cut from None
 
 
 def _reschedule(watch: asyncio.Timeout, when: float) -> None:

@@ -680,18 +680,33 @@ def _runs(conn: sqlite3.Connection, live: bool) -> list[Run]:
 
 
 def _check(conn: sqlite3.Connection, _: None) -> tuple[list[str], int, int, int, list[Run], int]:
-    problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    """The full integrity check and the counts; a count that cannot be read is -1."""
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
     if problems == ["ok"]:
         problems = []
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    entries = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
-    open_ = conn.execute(
-        "SELECT count(*) FROM entries WHERE outcome IN ('pending', 'unverified')"
-    ).fetchone()[0]
+
+    def count(sql: str) -> int:
+        try:
+            found: int = conn.execute(sql).fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            problems.append(f"{sql}: {exc}")
+            return -1
+        return found
+
+    entries = count("SELECT count(*) FROM entries")
+    open_ = count("SELECT count(*) FROM entries WHERE outcome IN ('pending', 'unverified')")
     now = time.time()
-    runs = [r for r in _runs(conn, True) if r.live(now)]
-    live = {r.run_id for r in runs}
-    claims = sum(1 for (holder,) in conn.execute("SELECT run_id FROM claims") if holder in live)
+    try:
+        runs = [r for r in _runs(conn, True) if r.live(now)]
+        live = {r.run_id for r in runs}
+        claims = sum(1 for (holder,) in conn.execute("SELECT run_id FROM claims") if holder in live)
+    except sqlite3.DatabaseError as exc:
+        problems.append(f"runs and claims: {exc}")
+        runs, claims = [], -1
     return problems, version, entries, open_, runs, claims
 
 

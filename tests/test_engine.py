@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import re
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from sms_flow.errors import (
     ConflictError,
     IgnoredByServiceError,
     InputError,
+    OwnedError,
     ReadBackMismatchError,
     ServerError,
     TransitionRejected,
@@ -725,3 +727,33 @@ async def test_fire_and_change_refuse_ids_and_triggers_that_are_not_strings(
         await engine.fire("00000000-0000-4000-8000-000000000001", value)
     with pytest.raises(InputError, match=re.escape(repr(value))):
         await engine.change(value, "WAITING/setting")
+
+
+# -- an engine's own run (library use) ---------------------------------------------------------
+
+
+async def test_an_engine_without_a_run_starts_its_own_and_claims_as_it_goes(
+    sim: Simulator, client: SmsClient, journal: SqliteJournal
+) -> None:
+    one, two = await sim.register("own-1"), await sim.register("own-2")
+    first = Engine(client, journal=journal)
+    await first.fire(one, "configure")
+    [run] = await journal.runs()
+    assert (run.kind, run.exclusive, run.actor, run.endpoint) == (
+        "engine",
+        False,
+        "sms-flow",
+        sim.url,
+    )
+    [entry] = await journal.history(source_id=one)
+    assert (entry.run_id, entry.endpoint) == (run.run_id, sim.url)
+
+    async with Engine(client, journal=journal, actor="runbook") as second:
+        with pytest.raises(OwnedError, match=f"pid {os.getpid()}") as info:
+            await second.fire(one, "start")
+        assert info.value.owner is not None and info.value.owner.run_id == run.run_id
+        assert puts(sim, one) == 1, "nothing sent"
+        await second.fire(two, "configure")  # another source is free
+        await first.aclose()  # ends its run: its source is free at once
+        assert (await second.fire(one, "start")).outcome is Outcome.APPLIED
+    assert await journal.runs() == [], "both runs ended"

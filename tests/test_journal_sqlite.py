@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import pytest
 
-from sms_flow.errors import ConfigError
-from sms_flow.journal import JournalError, Outcome
+from sms_flow.errors import ConfigError, LeaseLostError
+from sms_flow.journal import JournalError, Lease, Outcome
 from sms_flow.journal_sqlite import SCHEMA_VERSION, SqliteJournal
 from tests.conftest import Spawner, eventually
 from tests.test_journal import intent
@@ -547,3 +547,39 @@ async def test_a_version_1_journal_is_migrated_and_keeps_its_entries(path: Path)
     assert rows(path, "SELECT endpoint, project FROM entries WHERE id = ?", (new,)) == [
         ("https://sms.example", "p1")
     ]
+
+
+# --- the lease guard -------------------------------------------------------------------------
+
+
+def _tripped(lease: Lease) -> bool:
+    try:
+        lease.check()
+    except LeaseLostError:
+        return True
+    return False
+
+
+async def test_a_run_whose_heartbeat_cannot_reach_the_journal_stops_pushing(
+    path: Path, journal: SqliteJournal
+) -> None:
+    lease = Lease(
+        journal, "wave", actor="wave:w", name="w", endpoint="https://e", seconds=0.6, exclusive=True
+    )
+    await lease.start()
+    lease.check()  # just started: it may push
+
+    async def push_in_flight() -> None:
+        async with lease.watch():
+            await asyncio.Event().wait()  # a push that has not answered yet
+
+    with write_lock(path):  # the heartbeat waits for the lock: no renewal reaches the journal
+        pushing = asyncio.create_task(push_in_flight())
+        await eventually(lambda: _tripped(lease))
+        with pytest.raises(LeaseLostError, match="was cut off"):
+            await pushing
+    with pytest.raises(LeaseLostError, match="without renewing its lease") as info:
+        lease.check()
+    assert "pushes nothing more" in str(info.value)
+    await lease.end()
+    assert await journal.runs() == [], "its end still frees its sources"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sms_flow.cli import EXIT_API, EXIT_OK, EXIT_OWNED
 from sms_flow.cli._output import console, err, out, print_json
-from sms_flow.errors import InputError
+from sms_flow.errors import InputError, JournalError
 
 __all__ = ["check", "history", "recover"]
 
@@ -93,9 +93,17 @@ async def _check(args: argparse.Namespace) -> int:
     from sms_flow.journal_sqlite import SqliteJournal
 
     path = _existing_journal(args)
-    # Opened without the quick check that refuses a damaged file: this reports on it.
-    async with SqliteJournal(path, quick_check=False) as journal:
-        found = await journal.check()
+    try:
+        # Opened without the quick check that refuses a damaged file: this reports on it.
+        async with SqliteJournal(path, quick_check=False) as journal:
+            found = await journal.check()
+    except JournalError as exc:  # so damaged that SQLite gave up reading it
+        if args.json:
+            print_json({"journal": str(path), "ok": False, "problems": [str(exc)]})
+        else:
+            out(f"journal {path}: DAMAGED: {exc}")
+        err(f"sms-flow: journal {path} is damaged; keep a copy, then restore it from a backup")
+        return EXIT_API
     if args.json:
         print_json(
             {

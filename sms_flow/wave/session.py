@@ -34,7 +34,8 @@ class WaveSession:
     With ``endpoint: simulator`` an embedded simulator runs in this process, its sources
     kept in a state file beside the journal so that a second run finds them (the journal
     names that endpoint ``simulator:`` and the state file's path). ``lease`` is the run's
-    lease in seconds (its heartbeat renews it every third). A subclass makes another kind
+    lease in seconds (its heartbeat renews it every third); ``look=False`` turns off the
+    engine's read before a push whose last read is not fresh. A subclass makes another kind
     of runner by overriding :meth:`make_runner` (the drill session does) and names its kind
     of run in :attr:`kind`.
     """
@@ -55,6 +56,7 @@ class WaveSession:
         on_event: Callable[[Event], None] | None = None,
         client_options: dict[str, Any] | None = None,
         lease: float = DEFAULT_LEASE,
+        look: bool = True,
     ) -> None:
         from sms_flow.journal import default_journal_path
 
@@ -67,6 +69,7 @@ class WaveSession:
         self.on_event = on_event
         self._client_options = dict(client_options or {})
         self.lease_seconds = lease
+        self.look = look
         self.simulator: Any = None
         self.client: Any = None
         self.journal: Any = None
@@ -163,6 +166,7 @@ class WaveSession:
                 endpoint=self.endpoint,
                 project=project,
                 lease=self.lease,
+                look=self.look,
             )
             self.runner = self.make_runner(engine, api)
         except BaseException:
