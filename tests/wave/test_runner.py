@@ -298,7 +298,7 @@ async def test_a_push_that_cannot_be_verified_is_reported_and_settled_by_the_nex
 ) -> None:
     [sid] = await sim.register_many(1, prefix="uv")
     path = tmp_path / "j.sqlite"
-    async with SqliteJournal(path) as journal, SmsClient(sim.url, **RETRY) as client:
+    async with SqliteJournal(path) as journal, SmsClient(sim.url, retry=RETRY["retry"]) as client:
         # The service goes down right after the first push: nothing can be read back.
         broken = Faulty(client, sim, Faults(), Faults(error_rate=1.0))
         async with Engine(broken, journal=journal, endpoint=sim.url) as engine:
