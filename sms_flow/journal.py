@@ -264,14 +264,6 @@ class Run:
             return False
         return not (self.host == HOST and not process_alive(self.pid))
 
-    def dead_reason(self, now: float) -> str | None:
-        """Why a run not ended is dead at ``now`` (``None`` while it is live)."""
-        if self.expires_at <= now:
-            return "dead: lease expired"
-        if self.host == HOST and not process_alive(self.pid):
-            return "dead: process gone"
-        return None
-
     def describe(self, now: float | None = None) -> str:
         """The run for a person: what, who, where, since when, its last heartbeat."""
         now = time.time() if now is None else now

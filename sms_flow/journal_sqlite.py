@@ -82,6 +82,7 @@ from sms_flow.journal import (
     RunStart,
     born_settled,
     final_outcome,
+    process_alive,
     source_id_list,
 )
 from sms_flow.log import get_logger
@@ -317,6 +318,20 @@ def _run_of(conn: sqlite3.Connection, run_id: str) -> Run | None:
     return None if row is None else _run(row)
 
 
+# Whether a run not ended is past its lease, compared in SQL at ``now`` (the query's clock).
+_EXPIRED: Final = "(expires_at <= ?)"
+
+
+def _dead(run: Run, expired: bool) -> str | None:
+    """Why a run not ended is dead: its lease expired (as the query found), or, on this
+    host, its process is gone; ``None`` while it is live."""
+    if expired:
+        return "dead: lease expired"
+    if run.host == HOST and not process_alive(run.pid):
+        return "dead: process gone"
+    return None
+
+
 def _mark_dead(conn: sqlite3.Connection, run: Run, now: float, reason: str) -> Run:
     conn.execute(
         "UPDATE runs SET ended_at = ?, end_reason = ? WHERE run_id = ? AND ended_at IS NULL",
@@ -494,12 +509,13 @@ def _start_run(conn: sqlite3.Connection, start: _Start) -> RunStart | OwnedError
     now = time.time()
     took_over: list[Run] = []
     rows = conn.execute(
-        f"SELECT {_RUN_COLUMNS} FROM runs WHERE kind = ? AND name IS ? AND endpoint IS ? "
-        "AND ended_at IS NULL ORDER BY started_at",
-        (kind, name, endpoint),
+        f"SELECT {_RUN_COLUMNS}, {_EXPIRED} FROM runs WHERE kind = ? AND name IS ? "
+        "AND endpoint IS ? AND ended_at IS NULL ORDER BY started_at",
+        (now, kind, name, endpoint),
     ).fetchall()
-    for other in map(_run, rows):
-        dead = other.dead_reason(now)
+    for row in rows:
+        other = _run(row)
+        dead = _dead(other, bool(row[-1]))
         if dead is not None:
             took_over.append(_mark_dead(conn, other, now, dead))
         elif exclusive or other.exclusive:
@@ -571,8 +587,11 @@ _Claim = tuple[str, str, list[str], bool, str | None]
 def _claim(conn: sqlite3.Connection, claim: _Claim) -> Claimed | LeaseLostError:
     run_id, endpoint, source_ids, steal, reason = claim
     now = time.time()
-    own = _run_of(conn, run_id)
-    if own is None or not (own.ended_at is None and own.expires_at > now):
+    live = conn.execute(
+        f"SELECT NOT {_EXPIRED} FROM runs WHERE run_id = ? AND ended_at IS NULL", (now, run_id)
+    ).fetchone()
+    if live is None or not live[0]:
+        own = _run_of(conn, run_id)
         return LeaseLostError(
             f"run {run_id[:8]} cannot claim sources: it is not live ("
             + (own.describe(now) if own is not None else "unknown to this journal")
@@ -580,7 +599,7 @@ def _claim(conn: sqlite3.Connection, claim: _Claim) -> Claimed | LeaseLostError:
             owner=own,
         )
     result = Claimed()
-    runs: dict[str, Run | None] = {}
+    runs: dict[str, tuple[Run, bool] | None] = {}  # holder: its record, and expired
     grants: list[tuple[str, Run | None]] = []
     for start in range(0, len(source_ids), _CHUNK):
         chunk = source_ids[start : start + _CHUNK]
@@ -599,14 +618,20 @@ def _claim(conn: sqlite3.Connection, claim: _Claim) -> Claimed | LeaseLostError:
             if holder_id == run_id:
                 continue  # already ours: keeps its token
             if holder_id not in runs:
-                runs[holder_id] = _run_of(conn, holder_id)
-            holder = runs[holder_id]
-            if holder is None or holder.ended_at is not None:
-                grants.append((source_id, holder))
+                found = conn.execute(
+                    f"SELECT {_RUN_COLUMNS}, {_EXPIRED} FROM runs WHERE run_id = ?",
+                    (now, holder_id),
+                ).fetchone()
+                runs[holder_id] = None if found is None else (_run(found), bool(found[-1]))
+            known = runs[holder_id]
+            if known is None or known[0].ended_at is not None:
+                grants.append((source_id, known[0] if known is not None else None))
                 continue
-            dead = holder.dead_reason(now)
+            holder, expired = known
+            dead = _dead(holder, expired)
             if dead is not None:
-                holder = runs[holder_id] = _mark_dead(conn, holder, now, dead)
+                holder = _mark_dead(conn, holder, now, dead)
+                runs[holder_id] = (holder, True)
                 grants.append((source_id, holder))
             elif steal:
                 grants.append((source_id, holder))
