@@ -5,10 +5,13 @@ the chart's shortest path ``WAITING/checking → FINISHED/cutovered`` (configure
 replicate, cutover, finish: 5 pushes a source, so 2,000 sources make 10,000 pushes), with
 ``concurrency`` sources in flight (64 workers; one source's pushes go in order).
 
-* **sms-flow**: ``Engine.fire`` for every step, with ``verify=False`` (no read-back), a real
-  :class:`~sms_flow.journal_sqlite.SqliteJournal` in a temporary directory (every push journalled
-  before it goes out and settled after), and an :class:`~sms_flow.client.SmsClient` signing
-  each request with :class:`~sms_flow.auth.AkSkAuth`.
+* **sms-flow**: ``Engine.fire`` for every step, with ``verify=False`` (no read-back) and
+  ``look=False`` (no read before the push: B3 measures pushing; B4 measures a wave with both
+  reads), a real :class:`~sms_flow.journal_sqlite.SqliteJournal` in a temporary directory
+  (the engine's own run claims each source on its first push; every push is journalled,
+  fenced by that claim, before it goes out and settled after), and an
+  :class:`~sms_flow.client.SmsClient` signing each request with
+  :class:`~sms_flow.auth.AkSkAuth`.
 
 Baselines, each against a fresh simulator process so that no state leaks between sides:
 
@@ -134,7 +137,7 @@ async def _ours(sim: SimulatorProcess, warm: int, concurrency: int) -> Run:
             SqliteJournal(Path(tmp) / "journal.sqlite") as journal,
             SmsClient(sim.url, auth=auth) as client,
         ):
-            engine = Engine(client, chart=chart, journal=journal, verify=False)
+            engine = Engine(client, chart=chart, journal=journal, verify=False, look=False)
             engine.track_many((sid, chart.initial) for sid in sim.ids)
             applied = 0
 
@@ -153,6 +156,7 @@ async def _ours(sim: SimulatorProcess, warm: int, concurrency: int) -> Run:
             stats1 = journal.stats()
             final = steps[-1].dest
             done = sum(1 for sid in ids if engine.states[sid] == final)
+            await engine.aclose()
     expected = len(ids) * len(steps)
     if applied != expected or done != len(ids):
         raise AssertionError(f"B3 sms-flow: {applied} applied of {expected}, {done} at the target")

@@ -71,6 +71,7 @@ async def _setup(sim: SimulatorProcess, journal_path: Path) -> dict[str, int]:
                         actor="bench:b5",
                         reason=None,
                         wave="bench-b5",
+                        endpoint=sim.url,
                     )
                 )
                 for sid in ids
@@ -97,9 +98,9 @@ async def _recover(sim: SimulatorProcess, journal_path: Path) -> tuple[Any, CpuC
         SqliteJournal(journal_path) as journal,
         SmsClient(sim.url, auth=AkSkAuth(AK, SK, PROJECT_ID)) as client,
     ):
-        engine = Engine(client, journal=journal)
-        with CpuClock(sim.pid) as clock:
-            report = await recover(engine, journal, client=client)
+        async with Engine(client, journal=journal) as engine:
+            with CpuClock(sim.pid) as clock:
+                report = await recover(engine, journal, client=client)
         left = len(await journal.open_intents())
     if left:
         raise AssertionError(f"B5: {left} intents still open after recovery")

@@ -17,13 +17,17 @@ from sms_flow.errors import (
     ApiError,
     AuthError,
     ChartError,
+    ClaimLostError,
     ConfigError,
+    ConflictError,
     ConnectError,
     IgnoredByServiceError,
     InputError,
     InvalidRequestError,
+    LeaseLostError,
     NotAppliedError,
     NotFoundError,
+    OwnedError,
     ReadBackMismatchError,
     RequestTimeoutError,
     ServerError,
@@ -34,6 +38,7 @@ from sms_flow.errors import (
     TransitionRejected,
     TransportError,
     UnknownValueError,
+    UnverifiedError,
     UsageError,
 )
 from sms_flow.planner import Plan, Planner, Reason, ReasonCode, Verdict, check, plan
@@ -71,6 +76,8 @@ _LAZY = {
     "Intent": "sms_flow.journal",
     "Entry": "sms_flow.journal",
     "Outcome": "sms_flow.journal",
+    "Lease": "sms_flow.journal",
+    "Run": "sms_flow.journal",
     "JournalError": "sms_flow.errors",
     "WaitTimeoutError": "sms_flow.errors",
     "WaveSpec": "sms_flow.wave",
@@ -94,7 +101,7 @@ if TYPE_CHECKING:
     from sms_flow.client import PushResult, SmsClient
     from sms_flow.engine import Engine, StepResult, WaitPolicy
     from sms_flow.errors import JournalError, WaitTimeoutError
-    from sms_flow.journal import Entry, Intent, Journal, Outcome
+    from sms_flow.journal import Entry, Intent, Journal, Lease, Outcome, Run
     from sms_flow.journal_sqlite import SqliteJournal
     from sms_flow.machine import LifecycleMachine
     from sms_flow.retry import RetryPolicy
@@ -135,7 +142,9 @@ __all__ = [
     "By",
     "Chart",
     "ChartError",
+    "ClaimLostError",
     "ConfigError",
+    "ConflictError",
     "ConnectError",
     "CopyState",
     "DrillSession",
@@ -151,11 +160,14 @@ __all__ = [
     "InvalidRequestError",
     "Journal",
     "JournalError",
+    "Lease",
+    "LeaseLostError",
     "LifecycleMachine",
     "MigrationCycle",
     "NotAppliedError",
     "NotFoundError",
     "Outcome",
+    "OwnedError",
     "Plan",
     "Planner",
     "PushResult",
@@ -164,6 +176,7 @@ __all__ = [
     "ReasonCode",
     "RequestTimeoutError",
     "RetryPolicy",
+    "Run",
     "SdkCycle",
     "ServerError",
     "SignatureError",
@@ -182,6 +195,7 @@ __all__ = [
     "TransitionRejected",
     "TransportError",
     "UnknownValueError",
+    "UnverifiedError",
     "UsageError",
     "Verdict",
     "WaitPolicy",

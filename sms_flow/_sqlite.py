@@ -15,6 +15,10 @@ order), so that a kind can write many rows at once (one ``executemany``, say). O
 of a kind marked ``commutes`` are also gathered past those of other commuting kinds, up to
 the next operation of a kind that does not commute, which keeps its place in the order.
 
+An owner may give a ``guard``: it runs on the thread before every batch, and once it
+returns an error (the file was deleted or replaced, say), that batch and every later one
+fail with it; nothing more is written.
+
 When an operation fails, the transaction is rolled back and the batch runs again, each
 operation on its own and in the order it was queued, each write in a savepoint: only the
 failing operation's caller gets its error, and the rest of the batch commits. When the
@@ -113,7 +117,9 @@ class SqliteWorker:
     :mod:`sqlite3` error into the owner's error, given what was being done: ``"read"``,
     ``"write"``, ``"start a transaction"``, ``"commit"`` or ``"close"``), ``closed`` (the
     error for a call after :meth:`close`) and ``lost`` (called on the event loop with the
-    error of an operation nobody waits for). ``name`` names the thread.
+    error of an operation nobody waits for). ``name`` names the thread. ``guard``, when
+    given, runs on the thread before every batch with the connection: an error it returns
+    fails that batch and every later one.
 
     A worker is started once (starting it again raises the ``closed`` error) and closed once.
     """
@@ -126,8 +132,12 @@ class SqliteWorker:
         explain: Callable[[sqlite3.Error, str], Exception],
         closed: Callable[[], Exception],
         lost: Callable[[BaseException], None],
+        guard: Callable[[sqlite3.Connection], Exception | None] | None = None,
     ) -> None:
         self._connect = connect
+        self._guard = guard
+        self._broken: Exception | None = None
+        """The guard's error, once it gave one: every later batch fails with it."""
         self._name = name
         self._explain = explain
         self._closed = closed
@@ -263,7 +273,11 @@ class SqliteWorker:
                 if batch:
                     self.in_flight = len(batch)
                     try:
-                        results = self._execute(conn, batch)
+                        broken = self._check(conn)
+                        if broken is not None:
+                            results = _fail(batch, broken)
+                        else:
+                            results = self._execute(conn, batch)
                     except Exception as exc:  # a bug here must not leave callers waiting
                         results = [(job[3], (job[2], exc, None)) for job in batch]
                     self.operations += len(batch)
@@ -291,6 +305,12 @@ class SqliteWorker:
             if stop is not None:
                 late.append((stop.loop, (stop.future, close_error, None)))
             _post(late, self._lost)
+
+    def _check(self, conn: sqlite3.Connection) -> Exception | None:
+        """The guard's verdict before a batch; once it failed, it stays failed."""
+        if self._broken is None and self._guard is not None:
+            self._broken = self._guard(conn)
+        return self._broken
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Job]) -> _Posted:
         """Run a batch in one transaction, by kinds; on a failure, operation by operation."""

@@ -8,12 +8,18 @@
     │   ├── InvalidRequestError         breaks a documented limit (empty change, source_id, body size)
     │   └── ConfigError                 credentials, endpoint, wave or drill file not usable
     ├── ChartError                      a statechart file that does not load or is inconsistent
-    ├── JournalError                    the journal cannot do what was asked (misuse, SQLite failure)
+    ├── JournalError                    the journal cannot do what was asked (misuse, SQLite
+    │                                   failure, a file deleted, replaced or damaged)
+    ├── OwnedError                      another live driver owns the wave or source (carries the owner)
+    │   ├── ClaimLostError              a source this run drove was taken over, or its claim lapsed
+    │   └── LeaseLostError              this run's lease expired or it was taken over: it pushes nothing more
     ├── TransitionRejected              the local chart refuses the change (carries the verdict)
     ├── NotAppliedError                 the service answered, but the change did not take
     │   ├── IgnoredByServiceError       the source is in a state where the service ignores changestate
     │   ├── ReadBackMismatchError       reading the source back shows another state
+    │   ├── ConflictError               before the push the source was not where the step starts; not sent
     │   └── WaitTimeoutError            the service did not make an awaited move in time
+    ├── UnverifiedError                 pushed, and nothing proves whether it landed (journalled unverified)
     ├── SupersededError                 a retry stopped: a newer change for the same source began
     ├── UsageError (RuntimeError)       an object used out of order (a client that is not open)
     ├── SignatureError                  an AK/SK signature does not verify (the verifier's verdict)
@@ -51,6 +57,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sms_flow.journal import Run
     from sms_flow.planner import Verdict
 
 __all__ = [
@@ -58,14 +65,18 @@ __all__ = [
     "ApiError",
     "AuthError",
     "ChartError",
+    "ClaimLostError",
     "ConfigError",
+    "ConflictError",
     "ConnectError",
     "IgnoredByServiceError",
     "InputError",
     "InvalidRequestError",
     "JournalError",
+    "LeaseLostError",
     "NotAppliedError",
     "NotFoundError",
+    "OwnedError",
     "ReadBackMismatchError",
     "RequestTimeoutError",
     "ServerError",
@@ -76,6 +87,7 @@ __all__ = [
     "TransitionRejected",
     "TransportError",
     "UnknownValueError",
+    "UnverifiedError",
     "UsageError",
     "WaitInterrupted",
     "WaitTimeoutError",
@@ -146,7 +158,50 @@ class JournalError(SmsFlowError):
     """The journal cannot do what was asked: a caller's mistake or an I/O failure.
 
     Raised for settling an unknown or already settled entry, for use before ``open`` or
-    after ``close``, and (wrapping the :mod:`sqlite3` error) when SQLite fails.
+    after ``close``, (wrapping the :mod:`sqlite3` error) when SQLite fails, for a journal
+    file deleted or replaced while open (every later call fails: nothing more may be pushed
+    unrecorded), and for a file whose pages are damaged.
+    """
+
+
+class OwnedError(SmsFlowError):
+    """Another live driver owns what was asked for: a wave (a second run of it), or a source.
+
+    ``owner`` is the journal's record of that driver (:class:`~sms_flow.journal.Run`: kind,
+    name, host, pid, actor, when it started, its last heartbeat), or ``None`` when the
+    journal no longer knows it. The message names it and says what to do.
+    """
+
+    def __init__(self, message: str, *, owner: Run | None = None) -> None:
+        self.owner = owner
+        super().__init__(message)
+
+
+class ClaimLostError(OwnedError):
+    """A source this run was driving is no longer its own: taken over (``set --force``) or lapsed.
+
+    Nothing was written or pushed for it; the run stops driving that source. ``owner`` is
+    the run that holds it now (with the reason it gave, in ``reason``), when there is one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source_id: str,
+        owner: Run | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.source_id = source_id
+        self.reason = reason
+        super().__init__(message, owner=owner)
+
+
+class LeaseLostError(OwnedError):
+    """This run's lease on the journal expired (a long pause) or it was taken over.
+
+    A run whose lease lapsed may already have been replaced by another: it pushes nothing
+    more and stops. Run it again to resume (a new run settles what this one left open).
     """
 
 
@@ -191,6 +246,42 @@ class ReadBackMismatchError(NotAppliedError):
         self.expected = expected
         self.observed = observed
         super().__init__(message, source_id=source_id, request_id=request_id)
+
+
+class ConflictError(NotAppliedError):
+    """Looking before the push, the source was not in the state the step starts from; not sent.
+
+    Someone else moved it (``observed``) since the engine last knew it (``expected``); the
+    step is journalled as a conflict and the source is left as it is.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source_id: str,
+        expected: str,
+        observed: str,
+    ) -> None:
+        self.expected = expected
+        self.observed = observed
+        super().__init__(message, source_id=source_id)
+
+
+class UnverifiedError(SmsFlowError):
+    """A push may have landed, but nothing proves it either way.
+
+    The service answered 2xx and reading the source back failed, or the push failed in a way
+    that may have been carried out (a 5xx, a timeout, a dropped connection) and reading it
+    back failed too. The journal keeps the entry open as ``unverified``; the next read of
+    the source settles it (the next step, a wait, recovery, ``sms-flow recover``).
+    ``entry_id`` is that entry (``None`` without a journal).
+    """
+
+    def __init__(self, message: str, *, source_id: str, entry_id: int | None = None) -> None:
+        self.source_id = source_id
+        self.entry_id = entry_id
+        super().__init__(message)
 
 
 class WaitTimeoutError(NotAppliedError):

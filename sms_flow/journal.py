@@ -10,40 +10,88 @@ Write-ahead intent, then outcome
     local chart, or a move the service made by itself, is never pushed and is written already
     settled with :meth:`Journal.record`.
 
+Outcomes that say only what is known
+    An entry is open while its outcome is not known: :attr:`Outcome.PENDING` (the intent is
+    written, the push may or may not have gone out) or :attr:`Outcome.UNVERIFIED` (pushed,
+    and it may have landed, but reading the source back failed). Both are listed by
+    :meth:`Journal.open_intents`, and the next read of the source settles them, once.
+
+Identity
+    A source is ``(endpoint, source_id)``: the same id on two endpoints are two sources.
+    Entries record the ``endpoint`` and ``project`` they were pushed to (``None``: unknown,
+    an entry written before sms-flow recorded them) and the ``run_id`` of the driver.
+
+Runs and claims: who drives what
+    A *run* is one driver (a wave, a drill, one ``set``, a ``recover``, an engine used as a
+    library) with a lease it renews by :meth:`Journal.heartbeat`. It *claims* the sources it
+    drives (:meth:`Journal.claim`); a claim is held as long as its run is live: not ended,
+    lease not expired, and, on this host, its process still there. A run that is not live
+    is dead, and what it held is free. :meth:`Journal.begin` with the intent's ``run_id``
+    is *fenced*: in the same transaction as the insert it checks that the run holds the
+    source's claim, and else writes nothing and raises
+    :class:`~sms_flow.errors.ClaimLostError` (or :class:`~sms_flow.errors.LeaseLostError`
+    when it is the run's own lease that lapsed). Every grant of a claim takes a new fencing
+    token, recorded in the entries written under it. Times are unix seconds; a back end
+    compares expiries in its own query, with its own clock (SQLite: this machine's
+    :func:`time.time`, PostgreSQL: the database's ``now()``).
+
 Back ends
     This module holds the :class:`Journal` protocol and the types every back end shares.
     The back end today is :class:`~sms_flow.journal_sqlite.SqliteJournal`: one SQLite file
     (WAL mode), written by one dedicated thread with group commit. The protocol is small so
-    that a PostgreSQL journal shared by several workers can follow. Importing the types
-    loads neither :mod:`sqlite3` nor a thread.
+    that a PostgreSQL journal shared by several workers can follow, with the same
+    semantics; the contract tests (``tests/test_journal.py``) run against every back end.
+    Importing the types loads neither :mod:`sqlite3` nor a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import os
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
-from sms_flow.errors import JournalError
+from sms_flow.errors import JournalError, LeaseLostError, OwnedError
+from sms_flow.log import get_logger
 
 __all__ = [
+    "DEFAULT_LEASE",
+    "HOST",
+    "OPEN_OUTCOMES",
+    "Claimed",
     "Entry",
     "Intent",
     "Journal",
+    "JournalCheck",
     "JournalError",
     "JournalStats",
+    "Lease",
     "Outcome",
+    "Run",
+    "RunStart",
+    "born_settled",
     "default_journal_path",
     "final_outcome",
+    "process_alive",
     "source_id_list",
 ]
 
 _ENV_PATH: Final = "SMS_FLOW_JOURNAL"
+_log = get_logger("sms_flow.journal")
+
+DEFAULT_LEASE: Final = 30.0
+"""Seconds a run's lease lasts unless renewed; its heartbeat renews it every third of that."""
+
+HOST: Final = os.uname().nodename
+"""This machine's name, as runs record it (a dead process is known only on its own host)."""
 
 
 class Outcome(StrEnum):
@@ -62,7 +110,14 @@ class Outcome(StrEnum):
     CONFLICT = "conflict"
     """Reading back shows a third state: someone else changed the source; not overwritten."""
     OBSERVED = "observed"
-    """A move the service made by itself, seen by polling; recorded for the history."""
+    """A move seen by reading the source: the service's own, or one made outside this journal."""
+    UNVERIFIED = "unverified"
+    """Pushed, and it may have landed, but nothing proves it (reading it back failed); open:
+    the next read of the source settles it as applied, ignored or conflict."""
+
+
+OPEN_OUTCOMES: Final = frozenset({Outcome.PENDING, Outcome.UNVERIFIED})
+"""Outcomes of an entry whose outcome is not known yet: listed by ``open_intents``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +134,12 @@ class Intent:
     reason: str | None
     forced: bool = False
     wave: str | None = None
+    endpoint: str | None = None
+    """Where it is pushed: the service's base URL (``None``: unknown)."""
+    project: str | None = None
+    """The project it is pushed in, when known (AK/SK signing names it)."""
+    run_id: str | None = None
+    """The run writing it; with one, :meth:`Journal.begin` is fenced by the run's claim."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +147,9 @@ class Entry:
     """One journal entry: an intent, its outcome, and when both happened.
 
     ``id`` grows monotonically across the whole journal, so it gives the global order.
-    Times are unix seconds from :func:`time.time`.
+    Times are unix seconds from :func:`time.time`. ``endpoint``, ``project`` and ``run_id``
+    are ``None`` for entries written before sms-flow recorded them (unknown); ``fence`` is
+    the fencing token of the claim an intent was written under.
     """
 
     id: int
@@ -104,6 +167,10 @@ class Entry:
     error: str | None
     created_at: float
     settled_at: float | None
+    endpoint: str | None = None
+    project: str | None = None
+    run_id: str | None = None
+    fence: int | None = None
 
     @property
     def intent(self) -> Intent:
@@ -117,7 +184,15 @@ class Entry:
             reason=self.reason,
             forced=self.forced,
             wave=self.wave,
+            endpoint=self.endpoint,
+            project=self.project,
+            run_id=self.run_id,
         )
+
+    @property
+    def open(self) -> bool:
+        """True while its outcome is not known (pending or unverified)."""
+        return self.outcome in OPEN_OUTCOMES
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for JSON output (``outcome`` as its string value)."""
@@ -141,6 +216,109 @@ class JournalStats:
     in_flight: int
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (``os.kill(pid, 0)``)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user
+        return True
+    return True
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One driver as the journal records it: who, where, since when, and its lease.
+
+    ``kind`` is ``wave``, ``drill``, ``set``, ``recover`` or ``engine`` (a library's
+    implicit run); ``name`` the wave's or drill's. ``exclusive``: a second live run of the
+    same kind, name and endpoint is refused. ``ended_at`` and ``end_reason`` are set when it
+    ended (``ended``) or was found dead (``dead: lease expired``, ``dead: process gone``).
+    """
+
+    run_id: str
+    kind: str
+    name: str | None
+    endpoint: str | None
+    project: str | None
+    host: str
+    pid: int
+    actor: str
+    exclusive: bool
+    started_at: float
+    heartbeat_at: float
+    expires_at: float
+    ended_at: float | None = None
+    end_reason: str | None = None
+
+    def live(self, now: float | None = None) -> bool:
+        """Not ended, lease not expired at ``now`` (default: now), and not gone on this host."""
+        if self.ended_at is not None:
+            return False
+        if self.expires_at <= (time.time() if now is None else now):
+            return False
+        return not (self.host == HOST and not process_alive(self.pid))
+
+    def describe(self, now: float | None = None) -> str:
+        """The run for a person: what, who, where, since when, its last heartbeat."""
+        now = time.time() if now is None else now
+        what = f"{self.kind} {self.name}" if self.name else self.kind
+        parts = [
+            f"run {self.run_id[:8]}",
+            f"actor {self.actor}",
+            f"pid {self.pid} on host {self.host}",
+            f"since {_when(self.started_at)}",
+            f"last heartbeat {max(0.0, now - self.heartbeat_at):.0f} s ago",
+        ]
+        if self.ended_at is not None:
+            parts.append(f"{self.end_reason or 'ended'} {max(0.0, now - self.ended_at):.0f} s ago")
+        else:
+            parts.append(f"lease until {_when(self.expires_at)}")
+        return f"{what} ({', '.join(parts)})"
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """What :meth:`Journal.start_run` did: the new run, and the dead runs it took over."""
+
+    run: Run
+    took_over: list[Run] = field(default_factory=list)
+    """Runs of the same kind, name and endpoint found dead (lease expired or process gone),
+    marked so; their open intents are the new run's to settle."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What :meth:`Journal.claim` did with each source asked for."""
+
+    granted: dict[str, int] = field(default_factory=dict)
+    """Sources now held by the run, each with the fencing token of its grant."""
+    refused: dict[str, Run] = field(default_factory=dict)
+    """Sources held by another live run, each with that run (its owner)."""
+    taken_from: dict[str, Run] = field(default_factory=dict)
+    """Granted sources another run held before: a dead one, or (``steal``) a live one."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalCheck:
+    """What :meth:`Journal.check` found: is the storage sound, and what does it hold."""
+
+    location: str
+    ok: bool
+    problems: list[str]
+    schema_version: int
+    entries: int
+    open_intents: int
+    live_runs: list[Run]
+    claims: int
+    """Sources held by live runs. A count the damage made unreadable is -1."""
+
+
 class Journal(Protocol):
     """Where transitions are written down. Every method is a coroutine.
 
@@ -156,7 +334,14 @@ class Journal(Protocol):
         ...
 
     async def begin(self, intent: Intent) -> int:
-        """Write ``intent`` as pending; durable when this returns. Returns the entry id."""
+        """Write ``intent`` as pending; durable when this returns. Returns the entry id.
+
+        With ``intent.run_id`` (and its ``endpoint``), fenced: written only if that run holds
+        the source's claim and is live, checked in the same transaction; else nothing is
+        written and :class:`~sms_flow.errors.ClaimLostError` (another run holds it, or
+        nobody) or :class:`~sms_flow.errors.LeaseLostError` (the run itself is no longer
+        live) is raised.
+        """
         ...
 
     async def settle(
@@ -169,10 +354,12 @@ class Journal(Protocol):
         error: str | None = None,
         wait: bool = True,
     ) -> None:
-        """Write the outcome of a pending entry; durable when this returns.
+        """Write the outcome of an open entry; durable when this returns.
 
-        Settling an unknown entry, an already settled one, or with ``Outcome.PENDING``
-        raises :class:`JournalError`. With ``wait=False`` it returns once the write is
+        ``Outcome.UNVERIFIED`` marks a pending entry as pushed but unproven: it stays open,
+        and is settled once more, by a final outcome. Settling an unknown entry, one already
+        settled, an unverified one as unverified again, or with ``Outcome.PENDING`` raises
+        :class:`JournalError`. With ``wait=False`` it returns once the write is
         queued: it is made in order with everything queued before and after it (so before
         the next ``begin``), and a failure is logged instead of raised. An outcome lost to
         a crash is found again by recovery, which reads the source back.
@@ -188,11 +375,17 @@ class Journal(Protocol):
         attempts: int = 0,
         error: str | None = None,
     ) -> int:
-        """Write an entry born settled (a rejection, an observed move). Returns its id."""
+        """Write an entry born settled (a rejection, an observed move). Returns its id.
+
+        Not fenced: it records what was seen or refused, never a push.
+        """
         ...
 
-    async def open_intents(self, *, wave: str | None = None) -> list[Entry]:
-        """Pending entries (intent without outcome), oldest first."""
+    async def open_intents(
+        self, *, wave: str | None = None, endpoint: str | None = None
+    ) -> list[Entry]:
+        """Open entries (pending or unverified), oldest first; of ``wave``, pushed to
+        ``endpoint``, when given."""
         ...
 
     async def history(
@@ -205,8 +398,13 @@ class Journal(Protocol):
         """Entries, oldest first; with ``limit``, the last ``limit`` of them (oldest first)."""
         ...
 
-    async def last_applied(self, source_ids: Sequence[str]) -> dict[str, Entry]:
-        """For each source, its latest APPLIED or OBSERVED entry (sources without one are absent)."""
+    async def last_applied(
+        self, source_ids: Sequence[str], *, endpoint: str | None = None
+    ) -> dict[str, Entry]:
+        """For each source, its latest APPLIED or OBSERVED entry (sources without one are absent).
+
+        With ``endpoint``, only entries pushed to (or seen on) that endpoint count.
+        """
         ...
 
     async def add_members(self, wave: str, source_ids: Sequence[str]) -> None:
@@ -223,6 +421,77 @@ class Journal(Protocol):
 
     async def waves(self) -> list[str]:
         """Every wave named by members or entries, in order of first appearance."""
+        ...
+
+    # --- runs and claims -----------------------------------------------------------------
+
+    async def start_run(
+        self,
+        kind: str,
+        *,
+        name: str | None,
+        endpoint: str | None,
+        actor: str,
+        lease: float = DEFAULT_LEASE,
+        exclusive: bool = False,
+        project: str | None = None,
+    ) -> RunStart:
+        """Start a run of this process on this host, its lease ``lease`` seconds from now.
+
+        With ``exclusive``, a live run of the same ``kind``, ``name`` and ``endpoint``
+        refuses it: :class:`~sms_flow.errors.OwnedError` naming that run. Runs of that key
+        found dead are marked so and returned in :attr:`RunStart.took_over`, for the new run
+        to settle their open intents by reading back. (A non-exclusive start of the same key
+        is how several workers of one wave will share it.)
+        """
+        ...
+
+    async def heartbeat(self, run_id: str, lease: float = DEFAULT_LEASE) -> Run:
+        """Renew the run's lease (and so its claims) to ``lease`` seconds from now.
+
+        Raises :class:`~sms_flow.errors.LeaseLostError` when the run is not live any more
+        (its lease expired, it was found dead, or it ended): a lease is never revived.
+        """
+        ...
+
+    async def end_run(self, run_id: str, *, reason: str = "ended") -> None:
+        """End the run: every claim it holds is free at once. Ending it twice is harmless."""
+        ...
+
+    async def claim(
+        self,
+        run_id: str,
+        endpoint: str,
+        source_ids: Sequence[str],
+        *,
+        steal: bool = False,
+        reason: str | None = None,
+    ) -> Claimed:
+        """Claim sources on ``endpoint`` for the run: free ones, and those of dead runs.
+
+        A source another live run holds is refused (:attr:`Claimed.refused` names its
+        owner), unless ``steal``: then it is taken from that run, with ``reason`` recorded
+        on the claim (the owner's next fenced write names the taker and the reason). Every
+        grant takes a new fencing token. Raises :class:`~sms_flow.errors.LeaseLostError` if
+        the run itself is not live.
+        """
+        ...
+
+    async def adopt(self, entry_id: int, run_id: str) -> None:
+        """Make an open entry the run's own before pushing it again (recovery); fenced like
+        :meth:`begin`: the run must hold the source's claim, checked in the same transaction.
+
+        An entry of unknown endpoint (written before endpoints were recorded) takes the run's.
+        """
+        ...
+
+    async def runs(self, *, live: bool = True) -> list[Run]:
+        """Runs, oldest first: those not ended (``live``; some may be dead, see
+        :meth:`Run.live`), or all."""
+        ...
+
+    async def check(self) -> JournalCheck:
+        """Check the storage in full (SQLite: ``integrity_check``) and count what it holds."""
         ...
 
     async def __aenter__(self) -> Self:
@@ -271,6 +540,17 @@ def final_outcome(outcome: Outcome, doing: str) -> Outcome:
     return outcome
 
 
+def born_settled(outcome: Outcome, doing: str) -> Outcome:
+    """``outcome`` for an entry written already settled (``record``): not an open one."""
+    outcome = final_outcome(outcome, doing)
+    if outcome is Outcome.UNVERIFIED:
+        raise JournalError(
+            f"cannot {doing} as 'unverified': only a pushed intent can be unverified; "
+            "begin() it, then settle it"
+        )
+    return outcome
+
+
 def source_id_list(source_ids: Sequence[str], doing: str) -> list[str]:
     """``source_ids`` as a list; JournalError for a lone string (a common slip)."""
     if isinstance(source_ids, str):
@@ -279,3 +559,228 @@ def source_id_list(source_ids: Sequence[str], doing: str) -> list[str]:
             f"wrap it in a list: [{source_ids!r}]"
         )
     return list(source_ids)
+
+
+# --- a run held by this process ----------------------------------------------------------
+
+_LEASE_SHARE: Final = 5 / 6
+"""The share of the lease a run may go without a heartbeat reaching the journal before it
+stops pushing (25 s of 30): heartbeats come every third, so two may be late."""
+
+if hasattr(time, "CLOCK_BOOTTIME"):  # Linux: counts a suspended machine's time, as the lease does
+
+    def _clock() -> float:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+else:  # pragma: no cover - other systems
+    _clock = time.monotonic
+
+
+class Lease:
+    """A run of this process on a journal: started, kept alive, guarded, ended.
+
+    :meth:`start` starts the run (:meth:`Journal.start_run`) and a heartbeat task that
+    renews its lease every third of ``seconds``. :meth:`check` is the local guard: it raises
+    :class:`~sms_flow.errors.LeaseLostError` once the journal refused a heartbeat, or once
+    no heartbeat reached it for 5/6 of the lease (measured on this machine's monotonic
+    clock, suspended time included), so that a process paused past its lease (``SIGSTOP``,
+    a long GC pause, a suspended laptop) pushes nothing when it wakes: another run may have
+    taken its sources over. :meth:`watch` guards a push in flight the same way: it is
+    cancelled when the guard trips before it ends. :meth:`end` ends the run and frees every
+    claim at once.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        kind: str,
+        *,
+        actor: str,
+        name: str | None = None,
+        endpoint: str | None = None,
+        project: str | None = None,
+        seconds: float = DEFAULT_LEASE,
+        exclusive: bool = False,
+    ) -> None:
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
+            raise JournalError(f"a lease of {seconds!r} seconds; give a number above 0")
+        self.journal = journal
+        self.kind = kind
+        self.actor = actor
+        self.name = name
+        self.endpoint = endpoint
+        self.project = project
+        self.seconds = float(seconds)
+        self.exclusive = exclusive
+        self.limit = self.seconds * _LEASE_SHARE
+        """Seconds without a heartbeat after which this process stops pushing."""
+        self.run: Run | None = None
+        self.took_over: list[Run] = []
+        self.lost: OwnedError | None = None
+        """Why this run may push no more, once it may not."""
+        self._ok = 0.0  # _clock() when the last heartbeat that succeeded was sent
+        self._ok_loop = 0.0  # the same on the event loop's clock
+        self._beat: asyncio.Task[None] | None = None
+        self._watches: set[asyncio.Timeout] = set()
+        self._ended = False
+
+    @property
+    def run_id(self) -> str:
+        if self.run is None:
+            raise JournalError("the lease is not started; await lease.start() first")
+        return self.run.run_id
+
+    def __repr__(self) -> str:
+        run = self.run.run_id[:8] if self.run is not None else "not started"
+        return f"Lease({self.kind} {self.name or ''}, run {run}, {self.seconds:g} s)"
+
+    async def start(self) -> RunStart:
+        """Start the run (:class:`~sms_flow.errors.OwnedError` when exclusive and another is
+        live) and its heartbeat."""
+        loop = asyncio.get_running_loop()
+        sent, sent_loop = _clock(), loop.time()
+        started = await self.journal.start_run(
+            self.kind,
+            name=self.name,
+            endpoint=self.endpoint,
+            actor=self.actor,
+            lease=self.seconds,
+            exclusive=self.exclusive,
+            project=self.project,
+        )
+        self.run = started.run
+        self.took_over = started.took_over
+        self._ok, self._ok_loop = sent, sent_loop
+        self._beat = asyncio.create_task(self._heartbeat(), name=f"sms-flow-heartbeat:{self}")
+        return started
+
+    async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.seconds / 3)
+            sent, sent_loop = _clock(), loop.time()
+            try:
+                await self.journal.heartbeat(self.run_id, self.seconds)
+            except LeaseLostError as exc:
+                self._lose(exc)
+                return
+            except Exception as exc:  # the journal failed this time; the guard decides
+                _log_heartbeat(self, exc)
+                continue
+            self._ok, self._ok_loop = sent, sent_loop
+            deadline = sent_loop + self.limit
+            for watch in list(self._watches):
+                _reschedule(watch, deadline)
+
+    def _lose(self, error: OwnedError) -> OwnedError:
+        if self.lost is None:
+            self.lost = error
+            now = asyncio.get_running_loop().time()
+            for watch in list(self._watches):  # cancel the pushes in flight
+                _reschedule(watch, now)
+        return self.lost
+
+    def check(self) -> None:
+        """Raise :class:`~sms_flow.errors.LeaseLostError` if this run may push no more."""
+        if self.lost is not None:
+            raise self.lost
+        if self.run is None:
+            raise JournalError("the lease is not started; await lease.start() first")
+        quiet = _clock() - self._ok
+        if quiet > self.limit:
+            raise self._lose(
+                LeaseLostError(
+                    f"run {self.run.run_id[:8]} ({self.kind} {self.name or ''}) went "
+                    f"{quiet:.1f} s without renewing its lease of {self.seconds:g} s (the "
+                    "process was paused, or the journal did not answer): another run may "
+                    "have taken its sources over, so it pushes nothing more; run it again "
+                    "to resume",
+                    owner=self.run,
+                )
+            )
+
+    def watch(self) -> _Watch:
+        """``async with lease.watch(): push``: cancelled (and :class:`LeaseLostError`
+        raised) if the guard trips while the push is in flight."""
+        return _Watch(self)
+
+    async def claim(
+        self,
+        endpoint: str,
+        source_ids: Sequence[str],
+        *,
+        steal: bool = False,
+        reason: str | None = None,
+    ) -> Claimed:
+        """Claim sources for this run (:meth:`Journal.claim`)."""
+        self.check()
+        try:
+            return await self.journal.claim(
+                self.run_id, endpoint, source_ids, steal=steal, reason=reason
+            )
+        except LeaseLostError as exc:
+            raise self._lose(exc) from None
+
+    async def end(self, reason: str = "ended") -> None:
+        """Stop the heartbeat and end the run, freeing its claims; harmless twice."""
+        if self._ended or self.run is None:
+            return
+        self._ended = True
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        try:
+            await self.journal.end_run(self.run.run_id, reason=reason)
+        except JournalError as exc:  # its lease runs out all the same
+            _log_heartbeat(self, exc)
+
+
+class _Watch:
+    __slots__ = ("_lease", "_timeout")
+
+    def __init__(self, lease: Lease) -> None:
+        self._lease = lease
+        self._timeout: asyncio.Timeout | None = None
+
+    async def __aenter__(self) -> None:
+        lease = self._lease
+        lease.check()
+        self._timeout = timeout = asyncio.timeout_at(lease._ok_loop + lease.limit)
+        await timeout.__aenter__()
+        lease._watches.add(timeout)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        timeout = self._timeout
+        assert timeout is not None
+        lease = self._lease
+        lease._watches.discard(timeout)
+        try:
+            await timeout.__aexit__(kind, exc, tb)
+        except TimeoutError:
+            try:
+                lease.check()
+                why = f"run {lease.run_id[:8]} renewed its lease too late"
+            except LeaseLostError as lost:
+                why = str(lost)
+            cut = LeaseLostError(
+                f"{why}; a push was in flight and was cut off: it may have landed, and the "
+                "run that takes over reads it back",
+                owner=lease.run,
+            )
+            lease._lose(cut)
+            raise cut from None
+
+
+def _reschedule(watch: asyncio.Timeout, when: float) -> None:
+    with contextlib.suppress(RuntimeError):  # it is expiring already: it cancels all the same
+        watch.reschedule(when)
+
+
+def _log_heartbeat(lease: Lease, exc: BaseException) -> None:
+    _log.warning("heartbeat failed", run=lease.run.run_id if lease.run else None, error=str(exc))

@@ -11,10 +11,27 @@ One thread, group commit
     fails for its caller alone while the rest of its batch commits.
 
 Each write defined once
-    ``begin`` and ``record`` are one write (an INSERT), ``settle`` another (an UPDATE of a
-    pending entry). Each is defined once, for every such write queued together (a lone write
+    ``begin`` and ``record`` are one write (an INSERT), ``settle`` another (an UPDATE of an
+    open entry). Each is defined once, for every such write queued together (a lone write
     is a group of one), and the two commute, so a batch's settles are written with one
-    ``executemany`` whatever their order among its begins.
+    ``executemany`` whatever their order among its begins. A fenced ``begin`` (an intent
+    with a ``run_id``) reads the source's claim in the same transaction as its INSERT; one
+    refused is written not at all and its caller alone gets the error.
+
+Runs and claims
+    Tables ``runs`` (one row a driver, with its lease) and ``claims`` (one row a source,
+    ``(endpoint, source_id)``, naming the run that last took it and the fencing token of that
+    grant). A claim is held while its run is live, so a heartbeat renews one row, and ending
+    a run frees all it held at once. The journal is on one machine: the clock is
+    :func:`time.time`, given to each query as a parameter and compared with the stored
+    expiries in SQL.
+
+The file
+    The journal remembers its file (device and inode of the file, its ``-wal`` and its
+    ``-shm``) and checks them on the thread before every batch: deleted or replaced while
+    open, every later call fails with a :class:`~sms_flow.errors.JournalError` saying so, so
+    nothing more is pushed unrecorded. Opening runs ``PRAGMA quick_check``: a file with
+    damaged pages is refused (``sms-flow journal check`` runs the full ``integrity_check``).
 
 Durability
     The file is in WAL mode. With ``synchronous="NORMAL"`` (the default) a committed entry
@@ -26,27 +43,46 @@ Durability
 Schema
     The file carries an application id (``PRAGMA application_id``, "SMSF") and its schema
     version (``PRAGMA user_version``). Opening a file of an older version migrates it, step
-    by step, in one transaction (:data:`_MIGRATIONS`); a newer version is refused.
+    by step, in one transaction (:data:`_MIGRATIONS`); a newer version is refused. Version 2
+    added each entry's endpoint, project, run and fencing token (``NULL``, unknown, in
+    entries written before), the ``unverified`` outcome and the runs and claims.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from sms_flow._sqlite import Operation, SqliteWorker, each
-from sms_flow.errors import ConfigError, JournalError
+from sms_flow.errors import (
+    ClaimLostError,
+    ConfigError,
+    JournalError,
+    LeaseLostError,
+    OwnedError,
+    SmsFlowError,
+)
 from sms_flow.journal import (
+    DEFAULT_LEASE,
+    HOST,
+    Claimed,
     Entry,
     Intent,
     Journal,
+    JournalCheck,
     JournalStats,
     Outcome,
+    Run,
+    RunStart,
+    born_settled,
     final_outcome,
+    process_alive,
     source_id_list,
 )
 from sms_flow.log import get_logger
@@ -57,7 +93,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteJournal"]
 
 _APPLICATION_ID: Final = 0x534D5346  # "SMSF": marks the file as an sms-flow journal
 _BUSY_TIMEOUT_MS: Final = 10_000
-_CHUNK: Final = 500  # source ids per statement in last_applied (bound-parameter limits)
+_CHUNK: Final = 500  # source ids per statement (bound-parameter limits)
 _FIX: Final = "choose another path with --journal or SMS_FLOW_JOURNAL"
 
 # --- schema --------------------------------------------------------------------------------
@@ -95,7 +131,48 @@ CREATE TABLE wave_members (
 );
 """
 
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1,)
+_SCHEMA_2: Final = """
+ALTER TABLE entries ADD COLUMN endpoint TEXT;
+ALTER TABLE entries ADD COLUMN project TEXT;
+ALTER TABLE entries ADD COLUMN run_id TEXT;
+ALTER TABLE entries ADD COLUMN fence INTEGER;
+DROP INDEX entries_pending;
+CREATE INDEX entries_open ON entries (outcome) WHERE outcome IN ('pending', 'unverified');
+CREATE TABLE runs (
+    run_id       TEXT    PRIMARY KEY,
+    kind         TEXT    NOT NULL,
+    name         TEXT,
+    endpoint     TEXT,
+    project      TEXT,
+    host         TEXT    NOT NULL,
+    pid          INTEGER NOT NULL,
+    actor        TEXT    NOT NULL,
+    exclusive    INTEGER NOT NULL,
+    started_at   REAL    NOT NULL,
+    heartbeat_at REAL    NOT NULL,
+    expires_at   REAL    NOT NULL,
+    ended_at     REAL,
+    end_reason   TEXT
+) WITHOUT ROWID;
+CREATE INDEX runs_open ON runs (kind, name, endpoint) WHERE ended_at IS NULL;
+CREATE TABLE claims (
+    endpoint    TEXT    NOT NULL,
+    source_id   TEXT    NOT NULL,
+    run_id      TEXT    NOT NULL,
+    token       INTEGER NOT NULL,
+    claimed_at  REAL    NOT NULL,
+    reason      TEXT,
+    taken_from  TEXT,
+    PRIMARY KEY (endpoint, source_id)
+) WITHOUT ROWID;
+CREATE INDEX claims_run ON claims (run_id);
+CREATE TABLE fencing (last INTEGER NOT NULL);
+INSERT INTO fencing (last) VALUES (0);
+"""
+# Version 1 files keep their entries: the new columns are NULL (unknown endpoint, project and
+# run), and their pending entries stay open under the new index.
+
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2)
 """``_MIGRATIONS[v]`` takes a journal from schema version ``v`` to ``v + 1`` (version 0 is a
 new, empty file). Statements are separated by ``;``."""
 
@@ -106,19 +183,44 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 _COLUMNS: Final = (
     "id, source_id, trigger, from_state, to_state, actor, reason, forced, wave, "
-    "outcome, request_id, attempts, error, created_at, settled_at"
+    "outcome, request_id, attempts, error, created_at, settled_at, endpoint, project, run_id, "
+    "fence"
 )
-_WAVE: Final = 7  # the index of the wave in a row (the columns of _INSERT)
+_SOURCE: Final = 0  # the indexes of a row's fields (the columns of _INSERT)
+_WAVE: Final = 7
+_ENDPOINT: Final = 14
+_RUN: Final = 16
+_FENCE: Final = 17
+_UNFENCED: Final = -1  # in a row's fence: an entry born settled, never fenced (stored as NULL)
 _INSERT: Final = (
     "INSERT INTO entries (source_id, trigger, from_state, to_state, actor, reason, forced, "
-    "wave, outcome, request_id, attempts, error, created_at, settled_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "wave, outcome, request_id, attempts, error, created_at, settled_at, endpoint, project, "
+    "run_id, fence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# An open entry is settled once by a final outcome; a pending one may first be marked
+# unverified (still open). The outcome is given twice: to set it, and to test it.
 _SETTLE_SQL: Final = (
     "UPDATE entries SET outcome = ?, request_id = ?, attempts = ?, error = ?, settled_at = ? "
-    "WHERE id = ? AND outcome = 'pending'"
+    "WHERE id = ? AND (outcome = 'pending' OR (outcome = 'unverified' AND ? <> 'unverified'))"
 )
 _ADD_WAVE: Final = "INSERT OR IGNORE INTO waves (name) VALUES (?)"
+_RUN_COLUMNS: Final = (
+    "run_id, kind, name, endpoint, project, host, pid, actor, exclusive, started_at, "
+    "heartbeat_at, expires_at, ended_at, end_reason"
+)
+# The claim of one source with its holder's liveness, the expiry compared in SQL at ``now``.
+_CLAIM_OF: Final = (
+    "SELECT c.run_id, c.token, c.reason, "
+    "(r.ended_at IS NULL AND r.expires_at > ?) AS live "
+    "FROM claims AS c LEFT JOIN runs AS r ON r.run_id = c.run_id "
+    "WHERE c.endpoint = ? AND c.source_id = ?"
+)
+_FREE_THEN_OURS: Final = (
+    "INSERT INTO claims (endpoint, source_id, run_id, token, claimed_at, reason, taken_from) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint, source_id) DO UPDATE SET "
+    "run_id = excluded.run_id, token = excluded.token, claimed_at = excluded.claimed_at, "
+    "reason = excluded.reason, taken_from = excluded.taken_from"
+)
 
 # No hand-batched SQL (a multi-row INSERT with the ids given under the write lock, one
 # UPDATE ... FROM (VALUES ...) for a batch's outcomes): measured against these plain
@@ -131,10 +233,10 @@ _ADD_WAVE: Final = "INSERT OR IGNORE INTO waves (name) VALUES (?)"
 #   B5 (python -m benchmarks --only B5): 4.59 / 4.77 s (3 runs, none running)
 # SQLite's own work is a small part of a transition; one commit per batch is what counts.
 
-_Row = tuple[Any, ...]
-"""An entry to insert: the values of _INSERT."""
-_Settlement = tuple[str, str | None, int, str | None, float, int]
-"""An outcome to write: outcome, request_id, attempts, error, settled_at, entry id."""
+_Row = list[Any]
+"""An entry to insert: the values of _INSERT (the fence filled in when the claim is read)."""
+_Settlement = tuple[str, str | None, int, str | None, float, int, str]
+"""An outcome to write: outcome, request_id, attempts, error, settled_at, entry id, outcome."""
 
 
 def _row(
@@ -146,7 +248,7 @@ def _row(
     created_at: float,
     settled_at: float | None,
 ) -> _Row:
-    return (
+    return [
         intent.source_id,
         intent.trigger,
         intent.from_state,
@@ -161,7 +263,11 @@ def _row(
         error,
         created_at,
         settled_at,
-    )
+        intent.endpoint,
+        intent.project,
+        intent.run_id,
+        None,
+    ]
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
@@ -181,6 +287,100 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         row[12],
         row[13],
         row[14],
+        row[15],
+        row[16],
+        row[17],
+        row[18],
+    )
+
+
+def _run(row: tuple[Any, ...]) -> Run:
+    return Run(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        bool(row[8]),
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
+    )
+
+
+def _run_of(conn: sqlite3.Connection, run_id: str) -> Run | None:
+    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else _run(row)
+
+
+# Whether a run not ended is past its lease, compared in SQL at ``now`` (the query's clock).
+_EXPIRED: Final = "(expires_at <= ?)"
+
+
+def _dead(run: Run, expired: bool) -> str | None:
+    """Why a run not ended is dead: its lease expired (as the query found), or, on this
+    host, its process is gone; ``None`` while it is live."""
+    if expired:
+        return "dead: lease expired"
+    if run.host == HOST and not process_alive(run.pid):
+        return "dead: process gone"
+    return None
+
+
+def _mark_dead(conn: sqlite3.Connection, run: Run, now: float, reason: str) -> Run:
+    conn.execute(
+        "UPDATE runs SET ended_at = ?, end_reason = ? WHERE run_id = ? AND ended_at IS NULL",
+        (now, reason, run.run_id),
+    )
+    return dataclasses.replace(run, ended_at=now, end_reason=reason)
+
+
+def _fields(run: Run) -> dict[str, Any]:
+    return {name: getattr(run, name) for name in Run.__dataclass_fields__}
+
+
+# --- fencing -------------------------------------------------------------------------------
+
+
+def _fence(
+    conn: sqlite3.Connection, run_id: str, endpoint: str | None, source_id: str, now: float
+) -> int | OwnedError:
+    """The fencing token of ``run_id``'s live claim on the source, or the error to raise."""
+    if endpoint is None:
+        return ClaimLostError(
+            f"source {source_id}: an intent of run {run_id[:8]} names no endpoint; a fenced "
+            "intent needs the endpoint its claim is on",
+            source_id=source_id,
+        )
+    row = conn.execute(_CLAIM_OF, (now, endpoint, source_id)).fetchone()
+    if row is not None and row[0] == run_id:
+        if row[3]:
+            token: int = row[1]
+            return token
+        run = _run_of(conn, run_id)
+        return LeaseLostError(
+            f"run {run_id[:8]} is no longer live ("
+            + (run.describe(now) if run is not None else "unknown to this journal")
+            + f"); nothing was written or pushed for source {source_id}; run it again to resume",
+            owner=run,
+        )
+    holder = _run_of(conn, row[0]) if row is not None else None
+    reason = row[2] if row is not None else None
+    if holder is None:
+        why = "no run holds it (it was never claimed by this run, or its claim was released)"
+    else:
+        why = f"it was taken by {holder.describe(now)}" + (f": {reason!r}" if reason else "")
+    return ClaimLostError(
+        f"source {source_id} on {endpoint} is no longer this run's: {why}; nothing was "
+        "written or pushed for it, and this run leaves it alone",
+        source_id=source_id,
+        owner=holder,
+        reason=reason,
     )
 
 
@@ -188,13 +388,13 @@ def _entry(row: tuple[Any, ...]) -> Entry:
 
 
 def _settle_entries(conn: sqlite3.Connection, settlements: list[_Settlement]) -> list[None]:
-    """Write outcomes of pending entries (every one queued together: one ``executemany``)."""
+    """Write outcomes of open entries (every one queued together: one ``executemany``)."""
     if conn.executemany(_SETTLE_SQL, settlements).rowcount != len(settlements):
-        raise _not_pending(conn, settlements)
+        raise _not_open(conn, settlements)
     return [None] * len(settlements)
 
 
-def _not_pending(conn: sqlite3.Connection, settlements: list[_Settlement]) -> JournalError:
+def _not_open(conn: sqlite3.Connection, settlements: list[_Settlement]) -> JournalError:
     if len(settlements) > 1:  # the batch is replayed write by write, each saying what is wrong
         return JournalError(f"{len(settlements)} outcomes include an unknown or settled entry")
     outcome, entry_id = settlements[0][0], settlements[0][5]
@@ -203,6 +403,11 @@ def _not_pending(conn: sqlite3.Connection, settlements: list[_Settlement]) -> Jo
         return JournalError(
             f"cannot settle journal entry {entry_id}: no such entry; "
             "settle the id that begin() returned"
+        )
+    if row[0] == "unverified":
+        return JournalError(
+            f"cannot settle journal entry {entry_id} as 'unverified': it already is; settle "
+            "it by what reading the source shows (applied, ignored or conflict)"
         )
     return JournalError(
         f"cannot settle journal entry {entry_id} as {outcome!r}: it is already "
@@ -213,13 +418,17 @@ def _not_pending(conn: sqlite3.Connection, settlements: list[_Settlement]) -> Jo
 _SETTLE: Final = Operation("settle", _settle_entries, writes=True, commutes=True)
 
 
-def _open_intents(conn: sqlite3.Connection, wave: str | None) -> list[Entry]:
-    # The literal 'pending' (not a parameter) lets SQLite use the partial index.
-    sql = f"SELECT {_COLUMNS} FROM entries WHERE outcome = 'pending'"
-    params: tuple[str, ...] = ()
+def _open_intents(conn: sqlite3.Connection, query: tuple[str | None, str | None]) -> list[Entry]:
+    wave, endpoint = query
+    # The literal list (not parameters) lets SQLite use the partial index.
+    sql = f"SELECT {_COLUMNS} FROM entries WHERE outcome IN ('pending', 'unverified')"
+    params: list[str] = []
     if wave is not None:
         sql += " AND wave = ?"
-        params = (wave,)
+        params.append(wave)
+    if endpoint is not None:
+        sql += " AND endpoint = ?"
+        params.append(endpoint)
     return [_entry(row) for row in conn.execute(sql + " ORDER BY id", params)]
 
 
@@ -244,8 +453,12 @@ def _history(
     return [_entry(row) for row in reversed(rows)]
 
 
-def _last_applied(conn: sqlite3.Connection, source_ids: list[str]) -> dict[str, Entry]:
+def _last_applied(
+    conn: sqlite3.Connection, query: tuple[list[str], str | None]
+) -> dict[str, Entry]:
+    source_ids, endpoint = query
     found: dict[str, Entry] = {}
+    on_endpoint = "AND e.endpoint = ? " if endpoint is not None else ""
     for start in range(0, len(source_ids), _CHUNK):
         chunk = source_ids[start : start + _CHUNK]
         values = ", ".join("(?)" for _ in chunk)
@@ -253,10 +466,11 @@ def _last_applied(conn: sqlite3.Connection, source_ids: list[str]) -> dict[str, 
         sql = (
             f"SELECT {_COLUMNS} FROM entries WHERE id IN ("
             "SELECT (SELECT e.id FROM entries AS e WHERE e.source_id = v.column1 "
-            "AND e.outcome IN ('applied', 'observed') ORDER BY e.id DESC LIMIT 1) "
+            f"AND e.outcome IN ('applied', 'observed') {on_endpoint}ORDER BY e.id DESC LIMIT 1) "
             f"FROM (VALUES {values}) AS v)"
         )
-        for row in conn.execute(sql, chunk):
+        params = [endpoint, *chunk] if endpoint is not None else chunk
+        for row in conn.execute(sql, params):
             entry = _entry(row)
             found[entry.source_id] = entry
     return found
@@ -284,6 +498,243 @@ def _waves(conn: sqlite3.Connection, _: None) -> list[str]:
     return [row[0] for row in conn.execute("SELECT name FROM waves ORDER BY seq")]
 
 
+# --- runs and claims -----------------------------------------------------------------------
+
+_Start = tuple[str, str, str | None, str | None, str | None, str, float, bool]
+"""start_run's arguments: run id, kind, name, endpoint, project, actor, lease, exclusive."""
+
+
+def _start_run(conn: sqlite3.Connection, start: _Start) -> RunStart | OwnedError:
+    run_id, kind, name, endpoint, project, actor, lease, exclusive = start
+    now = time.time()
+    took_over: list[Run] = []
+    rows = conn.execute(
+        f"SELECT {_RUN_COLUMNS}, {_EXPIRED} FROM runs WHERE kind = ? AND name IS ? "
+        "AND endpoint IS ? AND ended_at IS NULL ORDER BY started_at",
+        (now, kind, name, endpoint),
+    ).fetchall()
+    for row in rows:
+        other = _run(row)
+        dead = _dead(other, bool(row[-1]))
+        if dead is not None:
+            took_over.append(_mark_dead(conn, other, now, dead))
+        elif exclusive or other.exclusive:
+            what = f"{kind} {name}" if name else kind
+            return OwnedError(
+                f"{what} on {endpoint} is driven by another live run: {other.describe(now)}; "
+                "wait for it to finish or stop it (Ctrl-C in its terminal, or kill "
+                f"{other.pid} on {other.host}); if it is stuck, its lease ends at the time "
+                "shown and the next run takes over",
+                owner=other,
+            )
+    run = Run(
+        run_id,
+        kind,
+        name,
+        endpoint,
+        project,
+        HOST,
+        os.getpid(),
+        actor,
+        exclusive,
+        now,
+        now,
+        now + lease,
+    )
+    conn.execute(
+        f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+        tuple(_fields(run).values()),
+    )
+    return RunStart(run, took_over)
+
+
+def _heartbeat(conn: sqlite3.Connection, beat: tuple[str, float]) -> Run | LeaseLostError:
+    run_id, lease = beat
+    now = time.time()
+    renewed = conn.execute(
+        "UPDATE runs SET heartbeat_at = ?, expires_at = ? "
+        "WHERE run_id = ? AND ended_at IS NULL AND expires_at > ?",
+        (now, now + lease, run_id, now),
+    ).rowcount
+    run = _run_of(conn, run_id)
+    if renewed and run is not None:
+        return run
+    if run is None:
+        why = "this journal has no such run"
+    elif run.ended_at is not None:
+        why = f"it ended ({run.end_reason or 'ended'})"
+    else:
+        why = f"its lease expired {now - run.expires_at:.1f} s ago"
+    return LeaseLostError(
+        f"run {run_id[:8]} lost its lease: {why}; another run may have taken its sources "
+        "over, so it pushes nothing more; run it again to resume",
+        owner=run,
+    )
+
+
+def _end_run(conn: sqlite3.Connection, end: tuple[str, str]) -> None:
+    run_id, reason = end
+    conn.execute(
+        "UPDATE runs SET ended_at = ?, end_reason = ? WHERE run_id = ? AND ended_at IS NULL",
+        (time.time(), reason, run_id),
+    )
+
+
+_Claim = tuple[str, str, list[str], bool, str | None]
+"""claim's arguments: run id, endpoint, source ids, steal, reason."""
+
+
+def _claim(conn: sqlite3.Connection, claim: _Claim) -> Claimed | LeaseLostError:
+    run_id, endpoint, source_ids, steal, reason = claim
+    now = time.time()
+    live = conn.execute(
+        f"SELECT NOT {_EXPIRED} FROM runs WHERE run_id = ? AND ended_at IS NULL", (now, run_id)
+    ).fetchone()
+    if live is None or not live[0]:
+        own = _run_of(conn, run_id)
+        return LeaseLostError(
+            f"run {run_id[:8]} cannot claim sources: it is not live ("
+            + (own.describe(now) if own is not None else "unknown to this journal")
+            + "); run it again",
+            owner=own,
+        )
+    result = Claimed()
+    runs: dict[str, tuple[Run, bool] | None] = {}  # holder: its record, and expired
+    grants: list[tuple[str, Run | None]] = []
+    for start in range(0, len(source_ids), _CHUNK):
+        chunk = source_ids[start : start + _CHUNK]
+        held = dict(
+            conn.execute(
+                "SELECT source_id, run_id FROM claims WHERE endpoint = ? AND source_id IN "
+                f"({', '.join('?' * len(chunk))})",
+                (endpoint, *chunk),
+            ).fetchall()
+        )
+        for source_id in chunk:
+            holder_id = held.get(source_id)
+            if holder_id is None:
+                grants.append((source_id, None))
+                continue
+            if holder_id == run_id:
+                continue  # already ours: keeps its token
+            if holder_id not in runs:
+                found = conn.execute(
+                    f"SELECT {_RUN_COLUMNS}, {_EXPIRED} FROM runs WHERE run_id = ?",
+                    (now, holder_id),
+                ).fetchone()
+                runs[holder_id] = None if found is None else (_run(found), bool(found[-1]))
+            known = runs[holder_id]
+            if known is None or known[0].ended_at is not None:
+                grants.append((source_id, known[0] if known is not None else None))
+                continue
+            holder, expired = known
+            dead = _dead(holder, expired)
+            if dead is not None:
+                holder = _mark_dead(conn, holder, now, dead)
+                runs[holder_id] = (holder, True)
+                grants.append((source_id, holder))
+            elif steal:
+                grants.append((source_id, holder))
+            else:
+                result.refused[source_id] = holder
+    if grants:
+        (last,) = conn.execute(
+            "UPDATE fencing SET last = last + ? RETURNING last", (len(grants),)
+        ).fetchone()
+        first = last - len(grants) + 1
+        rows = []
+        for token, (source_id, before) in enumerate(grants, first):
+            stolen = before is not None and before.ended_at is None
+            rows.append(
+                (
+                    endpoint,
+                    source_id,
+                    run_id,
+                    token,
+                    now,
+                    reason if stolen else None,
+                    before.run_id if before is not None else None,
+                )
+            )
+            result.granted[source_id] = token
+            if before is not None:
+                result.taken_from[source_id] = before
+        conn.executemany(_FREE_THEN_OURS, rows)
+    if len(result.granted) + len(result.refused) < len(source_ids):  # some were ours already
+        for start in range(0, len(source_ids), _CHUNK):
+            chunk = [s for s in source_ids[start : start + _CHUNK] if s not in result.granted]
+            if not chunk:
+                continue
+            for source_id, token in conn.execute(
+                "SELECT source_id, token FROM claims WHERE endpoint = ? AND run_id = ? AND "
+                f"source_id IN ({', '.join('?' * len(chunk))})",
+                (endpoint, run_id, *chunk),
+            ):
+                result.granted[source_id] = token
+    return result
+
+
+def _adopt(conn: sqlite3.Connection, adopt: tuple[int, str]) -> SmsFlowError | None:
+    entry_id, run_id = adopt
+    row = conn.execute(
+        "SELECT source_id, endpoint, outcome FROM entries WHERE id = ?", (entry_id,)
+    ).fetchone()
+    if row is None or row[2] not in ("pending", "unverified"):
+        return JournalError(
+            f"cannot adopt journal entry {entry_id}: "
+            + ("no such entry" if row is None else f"it is settled as {row[2]!r}")
+        )
+    endpoint = row[1]
+    if endpoint is None:  # written before endpoints were recorded: it becomes the run's
+        found = conn.execute("SELECT endpoint FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        endpoint = found[0] if found is not None else None
+    fence = _fence(conn, run_id, endpoint, row[0], time.time())
+    if not isinstance(fence, int):
+        return fence
+    conn.execute(
+        "UPDATE entries SET run_id = ?, fence = ?, endpoint = ? WHERE id = ?",
+        (run_id, fence, endpoint, entry_id),
+    )
+    return None
+
+
+def _runs(conn: sqlite3.Connection, live: bool) -> list[Run]:
+    where = " WHERE ended_at IS NULL" if live else ""
+    rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY started_at")
+    return [_run(row) for row in rows]
+
+
+def _check(conn: sqlite3.Connection, _: None) -> tuple[list[str], int, int, int, list[Run], int]:
+    """The full integrity check and the counts; a count that cannot be read is -1."""
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    if problems == ["ok"]:
+        problems = []
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def count(sql: str) -> int:
+        try:
+            found: int = conn.execute(sql).fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            problems.append(f"{sql}: {exc}")
+            return -1
+        return found
+
+    entries = count("SELECT count(*) FROM entries")
+    open_ = count("SELECT count(*) FROM entries WHERE outcome IN ('pending', 'unverified')")
+    now = time.time()
+    try:
+        runs = [r for r in _runs(conn, True) if r.live(now)]
+        live = {r.run_id for r in runs}
+        claims = sum(1 for (holder,) in conn.execute("SELECT run_id FROM claims") if holder in live)
+    except sqlite3.DatabaseError as exc:
+        problems.append(f"runs and claims: {exc}")
+        runs, claims = [], -1
+    return problems, version, entries, open_, runs, claims
+
+
 _OPEN_INTENTS: Final = each("open_intents", _open_intents, writes=False)
 _HISTORY: Final = each("history", _history, writes=False)
 _LAST_APPLIED: Final = each("last_applied", _last_applied, writes=False)
@@ -291,6 +742,21 @@ _MEMBERS: Final = each("members", _members, writes=False)
 _WAVES: Final = each("waves", _waves, writes=False)
 _ADD_MEMBERS: Final = each("add_members", _add_members, writes=True)
 _REMOVE_MEMBERS: Final = each("remove_members", _remove_members, writes=True)
+_START_RUN: Final = each("start_run", _start_run, writes=True)
+_HEARTBEAT: Final = each("heartbeat", _heartbeat, writes=True)
+_END_RUN: Final = each("end_run", _end_run, writes=True)
+_CLAIM: Final = each("claim", _claim, writes=True)
+_ADOPT: Final = each("adopt", _adopt, writes=True)
+_RUNS: Final = each("runs", _runs, writes=False)
+_CHECK: Final = each("check", _check, writes=False)
+
+
+def _raised(value: Any) -> Any:
+    """An operation's result, or the error it handed back instead of raising (so that it
+    failed for its caller alone, without replaying its batch)."""
+    if isinstance(value, Exception):
+        raise value
+    return value
 
 
 # --- the journal ---------------------------------------------------------------------------
@@ -305,8 +771,12 @@ class SqliteJournal(Journal):
 
     Missing parent directories are created. A path that is a directory, is not writable, or
     holds something other than an sms-flow journal (or one of a newer schema) raises
-    :class:`~sms_flow.errors.ConfigError` from :meth:`open`. An instance is opened once;
-    after :meth:`close` every call raises :class:`~sms_flow.errors.JournalError`.
+    :class:`~sms_flow.errors.ConfigError` from :meth:`open`; a file with damaged pages
+    (``PRAGMA quick_check``) raises :class:`~sms_flow.errors.JournalError`, unless
+    ``quick_check=False`` (what ``sms-flow journal check`` uses, to report on it). An
+    instance is opened once; after :meth:`close` every call raises
+    :class:`~sms_flow.errors.JournalError`, and so does every call once the file was
+    deleted or replaced while open.
 
     A caller cancelled while awaiting ``begin`` does not withdraw the intent: it may still be
     committed, and then shows in :meth:`open_intents`, to be settled like any other.
@@ -317,6 +787,7 @@ class SqliteJournal(Journal):
         path: str | os.PathLike[str],
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        quick_check: bool = True,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError(
@@ -324,11 +795,13 @@ class SqliteJournal(Journal):
             )
         self._path = Path(os.fspath(path)).absolute()
         self._synchronous = synchronous
+        self._quick_check = quick_check
         self._state: Literal["new", "opening", "open", "closed"] = "new"
         self._worker: SqliteWorker | None = None
+        self._files = _Files(self._path)
         self._waves_known: set[str] = set()
         """Waves known to be in the waves table: added once a write naming them committed."""
-        self._insert: Operation[_Row, int] = Operation(
+        self._insert: Operation[_Row, int | OwnedError] = Operation(
             "insert", self._insert_entries, writes=True, commutes=True
         )
 
@@ -354,14 +827,22 @@ class SqliteJournal(Journal):
     async def open(self) -> None:
         if self._state != "new":
             raise JournalError(f"journal {self._path} is already {self._state}; open it once")
+        files = self._files
+
+        def connect() -> sqlite3.Connection:
+            conn = _connect(self._path, self._synchronous, self._quick_check)
+            files.remember()
+            return conn
+
         worker = SqliteWorker(
-            lambda: _connect(self._path, self._synchronous),
+            connect,
             name=f"sms-flow-journal:{self._path.name}",
             explain=lambda exc, doing: _explain(self._path, exc, doing),
             closed=lambda: JournalError(
                 f"journal {self._path} is closed; open a new SqliteJournal to use it again"
             ),
             lost=_log_lost,
+            guard=lambda conn: files.changed(),
         )
         self._state = "opening"
         try:
@@ -390,7 +871,7 @@ class SqliteJournal(Journal):
 
     async def begin(self, intent: Intent) -> int:
         row = _row(intent, Outcome.PENDING, None, 0, None, time.time(), None)
-        entry_id = await self._live().submit(self._insert, row)
+        entry_id: int = _raised(await self._live().submit(self._insert, row))
         if intent.wave is not None:
             self._waves_known.add(intent.wave)
         return entry_id
@@ -404,10 +885,11 @@ class SqliteJournal(Journal):
         attempts: int = 0,
         error: str | None = None,
     ) -> int:
-        outcome = final_outcome(outcome, f"record a transition of {intent.source_id}")
+        outcome = born_settled(outcome, f"record a transition of {intent.source_id}")
         now = time.time()
         row = _row(intent, outcome, request_id, attempts, error, now, now)
-        entry_id = await self._live().submit(self._insert, row)
+        row[_FENCE] = _UNFENCED  # it records what was seen or refused: never fenced
+        entry_id: int = _raised(await self._live().submit(self._insert, row))
         if intent.wave is not None:
             self._waves_known.add(intent.wave)
         return entry_id
@@ -423,16 +905,26 @@ class SqliteJournal(Journal):
         wait: bool = True,
     ) -> None:
         outcome = final_outcome(outcome, f"settle entry {entry_id}")
-        settlement = (outcome.value, request_id, attempts, error, time.time(), entry_id)
+        settlement = (
+            outcome.value,
+            request_id,
+            attempts,
+            error,
+            time.time(),
+            entry_id,
+            outcome.value,
+        )
         if wait:
             await self._live().submit(_SETTLE, settlement)
         else:
             self._live().submit_nowait(_SETTLE, settlement)
 
-    def _insert_entries(self, conn: sqlite3.Connection, rows: list[_Row]) -> list[int]:
-        """Insert entries (intents and entries born settled); return their ids, in order.
+    def _insert_entries(self, conn: sqlite3.Connection, rows: list[_Row]) -> list[int | OwnedError]:
+        """Insert entries (intents and entries born settled); their ids, in order.
 
-        A wave not yet known is added to the waves table first.
+        A wave not yet known is added to the waves table first. An intent with a run is
+        fenced: its source's claim is read first, and one the run does not hold gets the
+        error to raise in place of an id (nothing written for it).
         """
         known = self._waves_known
         waves = [
@@ -442,8 +934,17 @@ class SqliteJournal(Journal):
         ]
         if waves:
             conn.executemany(_ADD_WAVE, waves)
-        ids = []
+        now = time.time()
+        ids: list[int | OwnedError] = []
         for row in rows:
+            if row[_FENCE] == _UNFENCED:
+                row[_FENCE] = None
+            elif row[_RUN] is not None:
+                fence = _fence(conn, row[_RUN], row[_ENDPOINT], row[_SOURCE], now)
+                if not isinstance(fence, int):
+                    ids.append(fence)
+                    continue
+                row[_FENCE] = fence
             entry_id = conn.execute(_INSERT, row).lastrowid
             assert entry_id is not None  # set by every INSERT
             ids.append(entry_id)
@@ -451,8 +952,10 @@ class SqliteJournal(Journal):
 
     # --- reads and membership ----------------------------------------------------------
 
-    async def open_intents(self, *, wave: str | None = None) -> list[Entry]:
-        return await self._live().submit(_OPEN_INTENTS, wave)
+    async def open_intents(
+        self, *, wave: str | None = None, endpoint: str | None = None
+    ) -> list[Entry]:
+        return await self._live().submit(_OPEN_INTENTS, (wave, endpoint))
 
     async def history(
         self,
@@ -465,11 +968,13 @@ class SqliteJournal(Journal):
             raise JournalError(f"history limit must be 0 or more, got {limit}")
         return await self._live().submit(_HISTORY, (source_id, wave, limit))
 
-    async def last_applied(self, source_ids: Sequence[str]) -> dict[str, Entry]:
+    async def last_applied(
+        self, source_ids: Sequence[str], *, endpoint: str | None = None
+    ) -> dict[str, Entry]:
         ids = list(dict.fromkeys(source_id_list(source_ids, "last_applied")))
         if not ids:
             return {}
-        return await self._live().submit(_LAST_APPLIED, ids)
+        return await self._live().submit(_LAST_APPLIED, (ids, endpoint))
 
     async def add_members(self, wave: str, source_ids: Sequence[str]) -> None:
         ids = source_id_list(source_ids, "add_members")
@@ -484,15 +989,127 @@ class SqliteJournal(Journal):
     async def waves(self) -> list[str]:
         return await self._live().submit(_WAVES, None)
 
+    # --- runs and claims ---------------------------------------------------------------
+
+    async def start_run(
+        self,
+        kind: str,
+        *,
+        name: str | None,
+        endpoint: str | None,
+        actor: str,
+        lease: float = DEFAULT_LEASE,
+        exclusive: bool = False,
+        project: str | None = None,
+    ) -> RunStart:
+        _check_lease(lease)
+        start = (uuid.uuid4().hex, kind, name, endpoint, project, actor, float(lease), exclusive)
+        started: RunStart = _raised(await self._live().submit(_START_RUN, start))
+        return started
+
+    async def heartbeat(self, run_id: str, lease: float = DEFAULT_LEASE) -> Run:
+        _check_lease(lease)
+        run: Run = _raised(await self._live().submit(_HEARTBEAT, (run_id, float(lease))))
+        return run
+
+    async def end_run(self, run_id: str, *, reason: str = "ended") -> None:
+        await self._live().submit(_END_RUN, (run_id, reason))
+
+    async def claim(
+        self,
+        run_id: str,
+        endpoint: str,
+        source_ids: Sequence[str],
+        *,
+        steal: bool = False,
+        reason: str | None = None,
+    ) -> Claimed:
+        ids = list(dict.fromkeys(source_id_list(source_ids, "claim")))
+        if not ids:
+            return Claimed()
+        claimed: Claimed = _raised(
+            await self._live().submit(_CLAIM, (run_id, endpoint, ids, steal, reason))
+        )
+        return claimed
+
+    async def adopt(self, entry_id: int, run_id: str) -> None:
+        _raised(await self._live().submit(_ADOPT, (entry_id, run_id)))
+
+    async def runs(self, *, live: bool = True) -> list[Run]:
+        return await self._live().submit(_RUNS, live)
+
+    async def check(self) -> JournalCheck:
+        problems, version, entries, open_, runs, claims = await self._live().submit(_CHECK, None)
+        return JournalCheck(
+            str(self._path), not problems, problems, version, entries, open_, runs, claims
+        )
+
+
+def _check_lease(lease: float) -> None:
+    if not isinstance(lease, int | float) or isinstance(lease, bool) or not 0 < lease < 86_400:
+        raise JournalError(f"a lease is {lease!r}; give seconds above 0 and under a day")
+
 
 def _log_lost(exc: BaseException) -> None:
     _log.error("journal write failed", error=str(exc))
+
+
+# --- the file ------------------------------------------------------------------------------
+
+_PARTS: Final = ("", "-wal", "-shm")
+
+
+class _Files:
+    """The journal's files as they were when it opened: device and inode of each part.
+
+    :meth:`changed` (on the journal's thread, before every batch) says whether one was
+    deleted or replaced since; a part that did not exist at open is remembered when first
+    seen.
+    """
+
+    __slots__ = ("_known", "_path")
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._known: dict[str, tuple[int, int] | None] = {}
+
+    def remember(self) -> None:
+        self._known = {suffix: _identity(f"{self._path}{suffix}") for suffix in _PARTS}
+
+    def changed(self) -> JournalError | None:
+        for suffix, known in self._known.items():
+            now = _identity(f"{self._path}{suffix}")
+            if now == known:
+                continue
+            if known is None:  # created since the journal opened (the -wal of a first write)
+                self._known[suffix] = now
+                continue
+            what = f"its {suffix} file" if suffix else "the file"
+            happened = "deleted" if now is None else "replaced by another file"
+            return JournalError(
+                f"journal {self._path} was {happened} while open ({what}); nothing more is "
+                "written to it and nothing more is pushed. What this run journalled may be "
+                "lost with it: the service holds the true states (sms-flow get SOURCE_ID); "
+                "restore the journal from a backup, or run again with a new journal, whose "
+                "first read of each source finds where it is"
+            )
+        return None
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 # --- opening the file ----------------------------------------------------------------------
 
 
 def _explain(path: Path, exc: sqlite3.Error, doing: str) -> JournalError:
+    if getattr(exc, "sqlite_errorname", None) == "SQLITE_CORRUPT":
+        return _damaged(path, str(exc))
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         hint = "; another process holds the journal's write lock, retry when it is done"
     else:
@@ -502,7 +1119,16 @@ def _explain(path: Path, exc: sqlite3.Error, doing: str) -> JournalError:
     return error
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+def _damaged(path: Path, found: str) -> JournalError:
+    return JournalError(
+        f"journal {path} is damaged ({found}); it is refused, so that nothing is written into "
+        f"it. Keep a copy of it, run sms-flow journal check --journal {path} for the full "
+        "report, then restore it from a backup or recover what SQLite can read "
+        f"(sqlite3 {path} .recover), or {_FIX}"
+    )
+
+
+def _connect(path: Path, synchronous: str, quick_check: bool) -> sqlite3.Connection:
     """Open (or create) the file and check its schema; runs on the journal's thread."""
     if path.is_dir():
         raise ConfigError(
@@ -532,14 +1158,14 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open journal {path}: {exc}; {_FIX}") from exc
     try:
-        _prepare(conn, path, synchronous)
+        _prepare(conn, path, synchronous, quick_check)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _prepare(conn: sqlite3.Connection, path: Path, synchronous: str) -> None:
+def _prepare(conn: sqlite3.Connection, path: Path, synchronous: str, quick_check: bool) -> None:
     try:
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -555,6 +1181,13 @@ def _prepare(conn: sqlite3.Connection, path: Path, synchronous: str) -> None:
             f"journal {path} cannot use WAL mode (got {mode!r}); the file system may not "
             f"support it (network shares often do not); {_FIX}"
         )
+    if quick_check:
+        try:
+            found = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(path, str(exc)) from exc
+        if found != ["ok"]:
+            raise _damaged(path, "; ".join(found))
     try:
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("BEGIN IMMEDIATE")

@@ -24,3 +24,31 @@ def test_benchmarks_smoke_run(spawn: Spawner, tmp_path: Path) -> None:
     assert ids == {"B1", "B2"}
     assert all(f["value"] > 0 and f["baselines"] for f in data["figures"])
     assert "B1" in result.stdout and "checks/s" in result.stdout
+
+
+@pytest.mark.slow
+def test_soak_small_finds_nothing_pushed_twice_or_recorded_wrong(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    """The soak's judgement at the test suite's size: faults and concurrent actors (two runs
+    of one wave, set during a wave, two waves sharing sources), judged by the simulator's
+    histories and the journal."""
+    out = tmp_path / "soak.json"
+    result = spawn.run(
+        sys.executable, "-m", "benchmarks.soak", "--small", "--json", str(out), timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    [verdict] = json.loads(out.read_text())["verdicts"]
+    judged = {
+        k: verdict[k]
+        for k in (
+            "duplicated_steps", "backward_moves", "overrides", "applied_recorded_failed",
+            "unjournalled_pushes", "open_entries",
+        )
+    }  # fmt: skip
+    assert set(judged.values()) == {0}, judged
+    assert verdict["client_moves"] > 0 and verdict["at_target"] == verdict["sources"]
+    exits = verdict["exits"]
+    assert 5 in exits["A: first run"] + exits["A: second run"], "one of the two runs refused"
+    assert exits["B: set"] and set(exits["B: set"]) == {5}, "set refused while the wave owns it"
+    assert sum(verdict["faults"].values()) > 0

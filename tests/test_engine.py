@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -24,11 +26,14 @@ from sms_flow.errors import (
     ApiError,
     AuthError,
     ConfigError,
+    ConflictError,
     IgnoredByServiceError,
     InputError,
+    OwnedError,
     ReadBackMismatchError,
     ServerError,
     TransitionRejected,
+    UnverifiedError,
     WaitTimeoutError,
 )
 from sms_flow.journal import Intent, Outcome
@@ -60,10 +65,11 @@ async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
 
 
 @pytest.fixture
-def engine(client: SmsClient, journal: SqliteJournal) -> Engine:
-    return Engine(
+async def engine(client: SmsClient, journal: SqliteJournal) -> AsyncIterator[Engine]:
+    async with Engine(
         client, journal=journal, wait=WaitPolicy(timeout=5.0, first_delay=0.02, max_delay=0.1)
-    )
+    ) as engine:
+        yield engine
 
 
 def puts(sim: Simulator, source_id: str) -> int:
@@ -73,6 +79,30 @@ def puts(sim: Simulator, source_id: str) -> int:
 def reads(sim: Simulator) -> int:
     """The ``GET /v3/sources/{id}`` requests the simulator answered."""
     return sum(sim.stats.requests.get(GET_ROUTE, {}).values())
+
+
+class Faulty:
+    """The real client, with the simulator's faults switched on around each push.
+
+    ``during`` are the faults while the PUT (and its retries) runs; ``after`` those left on
+    once it returned or raised, so that the read-back meets them.
+    """
+
+    def __init__(self, client: SmsClient, sim: Simulator, during: Faults, after: Faults) -> None:
+        self.client, self.sim, self.during, self.after = client, sim, during, after
+        self.endpoint = client.endpoint
+
+    async def change_state(
+        self, source_id: str, copystate: Any = None, migrationcycle: Any = None
+    ) -> Any:
+        self.sim.set_faults(self.during)
+        try:
+            return await self.client.change_state(source_id, copystate, migrationcycle)
+        finally:
+            self.sim.set_faults(self.after)
+
+    async def get_source(self, source_id: str) -> Any:
+        return await self.client.get_source(source_id)
 
 
 async def test_fire_pushes_verifies_journals_and_commits(
@@ -147,20 +177,21 @@ async def test_frozen_state_is_refused_unless_forced_with_a_reason(
 
 
 async def test_failed_push_leaves_local_state_unchanged(
-    sim: Simulator, engine: Engine, journal: SqliteJournal
+    sim: Simulator, client: SmsClient, journal: SqliteJournal
 ) -> None:
     sid = await sim.register("web-4")
+    # Every attempt of the PUT fails; the read-back after it shows the push did not land.
+    engine = Engine(Faulty(client, sim, Faults(error_rate=1.0), Faults()), journal=journal)
     await engine.refresh(sid)
-    sim.set_faults(Faults(error_rate=1.0))
     with pytest.raises(ServerError) as info:
         await engine.fire(sid, "configure")
     assert info.value.attempts == FAST.attempts
     assert str(engine.states[sid]) == "WAITING/checking"
-    sim.set_faults(Faults())
     assert str(sim.source(sid).pair) == "WAITING/checking"
     [entry] = await journal.history(source_id=sid)
     assert entry.outcome is Outcome.FAILED
     assert "HTTP 50" in (entry.error or "")
+    await engine.aclose()
 
 
 async def test_bad_credentials_fail_without_retry_and_change_nothing(
@@ -214,16 +245,21 @@ async def test_verify_off_reads_nothing_back(
     sim: Simulator, client: SmsClient, engine: Engine
 ) -> None:
     sid = await sim.register("web-7")
-    unverified = Engine(client, verify=False)
+    unverified = Engine(client, verify=False, look=False)
     unverified.track(sid, parse_pair("WAITING/checking"))
     await unverified.fire(sid, "configure")
     assert reads(sim) == 0
     assert str(unverified.states[sid]) == "WAITING/setting"
     assert str(sim.source(sid).pair) == "WAITING/setting"
     # The same step with verify on (the default) reads the source back: the count is live.
-    engine.track(sid, parse_pair("WAITING/setting"))
+    engine.track(sid, parse_pair("WAITING/setting"), read_at=time.monotonic())
     await engine.fire(sid, "start")
     assert reads(sim) == 1
+    # Verify off, looking on (the default): the source is read before each push instead.
+    looking = Engine(client, verify=False)
+    looking.track(sid, parse_pair("INIT/replicating"))
+    await looking.fire(sid, "replicate")
+    assert reads(sim) == 2
 
 
 async def test_transitions_for_one_source_are_serialized_in_order(
@@ -553,3 +589,171 @@ async def test_resettle_uses_a_reading_given_to_it(
     done = await engine.resettle(entry, reading)
     assert done.result == "pushed again"
     assert [h.trigger for h in sim.history(sid)] == ["configure"]
+
+
+# -- outcomes that say only what is known (issue 9, point 3) ----------------------------------
+
+
+async def test_a_push_answered_200_whose_read_back_fails_is_unverified_not_failed(
+    sim: Simulator, client: SmsClient, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("uv-200")
+    engine = Engine(Faulty(client, sim, Faults(), Faults(error_rate=1.0)), journal=journal)
+    await engine.refresh(sid)
+    with pytest.raises(UnverifiedError, match="may have landed") as info:
+        await engine.fire(sid, "configure")
+    assert "sms-flow recover" in str(info.value)
+    assert str(sim.source(sid).pair) == "WAITING/setting", "it did land"
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.UNVERIFIED
+    assert [e.id for e in await journal.open_intents()] == [entry.id], "still open"
+    await engine.aclose()
+
+
+@pytest.mark.simulator(token=TOKEN, service_delay=0.05, seed=2)
+async def test_a_retried_push_that_landed_and_ended_on_429_is_applied(
+    sim: Simulator, client: SmsClient, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("uv-429")
+    # Seed 2: the first attempt is carried out and answered 503, the next two meet a 429.
+    during = Faults(apply_then_fail_rate=1.0, throttle_rate=0.5, retry_after=0.01)
+    engine = Engine(Faulty(client, sim, during, Faults()), journal=journal)
+    await engine.refresh(sid)
+    result = await engine.fire(sid, "configure")
+    assert sim.stats.faults.get("apply_then_fail") == 1 and sim.stats.faults.get("throttle") == 2
+    assert result.outcome is Outcome.APPLIED
+    assert str(engine.states[sid]) == "WAITING/setting"
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.APPLIED
+    assert "429" in (entry.error or ""), "the answer that ended the call is kept"
+    assert [h.trigger for h in sim.history(sid)] == ["configure"]
+    await engine.aclose()
+
+
+async def test_a_final_5xx_whose_read_back_failed_too_is_unverified(
+    sim: Simulator, client: SmsClient, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("uv-5xx")
+    engine = Engine(
+        Faulty(client, sim, Faults(apply_then_fail_rate=1.0), Faults(error_rate=1.0)),
+        journal=journal,
+    )
+    await engine.refresh(sid)
+    with pytest.raises(UnverifiedError):
+        await engine.fire(sid, "configure")
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.UNVERIFIED
+    assert "HTTP 503" in (entry.error or "") and "HTTP 50" in (entry.error or "")
+    assert str(engine.states[sid]) == "WAITING/checking", "the last state known for sure"
+    await engine.aclose()
+
+
+async def test_an_unverified_push_is_settled_once_by_the_next_read(
+    sim: Simulator, client: SmsClient, journal: SqliteJournal
+) -> None:
+    landed, lost = await sim.register("uv-next-1"), await sim.register("uv-next-2")
+    engine = Engine(Faulty(client, sim, Faults(), Faults(error_rate=1.0)), journal=journal)
+    for sid in (landed, lost):
+        await engine.refresh(sid)
+        with pytest.raises(UnverifiedError):
+            await engine.fire(sid, "configure")
+        sim.set_faults(Faults())
+    await sim.move(lost, pair="WAITING/checking")  # as if the push had not taken
+    # The next step's look reads the source: the open entry is settled, then the step runs.
+    engine.client = client
+    result = await engine.fire(landed, "start")
+    assert (str(result.from_state), str(result.to_state)) == ("WAITING/setting", "INIT/replicating")
+    assert await engine.settle_unverified(lost) is not None
+    assert await engine.settle_unverified(lost) is None, "settled once"
+    outcomes = [(e.source_id, e.trigger, e.outcome) for e in await journal.history()]
+    assert outcomes == [
+        (landed, "configure", Outcome.APPLIED),
+        (lost, "configure", Outcome.IGNORED),
+        (landed, "start", Outcome.APPLIED),
+    ]
+    assert await journal.open_intents() == []
+    assert [h.trigger for h in sim.history(landed)] == ["configure", "start"]
+    await engine.aclose()
+
+
+# -- looking before pushing (issue 9, point 2) ------------------------------------------------
+
+
+async def test_a_source_moved_by_someone_else_is_a_conflict_and_not_pushed(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("look-1")
+    await engine.refresh(sid)
+    await sim.move(sid, pair="WAITING/setting")  # the console, after our read
+    await sim.move(sid, pair="ERROR/setting")
+    engine.max_age = 0.0  # our read is too old: look again before pushing
+    with pytest.raises(ConflictError) as info:
+        await engine.fire(sid, "configure")
+    assert (info.value.expected, info.value.observed) == ("WAITING/checking", "ERROR/setting")
+    assert puts(sim, sid) == 0
+    [entry] = await journal.history(source_id=sid)
+    assert entry.outcome is Outcome.CONFLICT and "not pushed" in (entry.error or "")
+    assert str(engine.states[sid]) == "ERROR/setting", "the engine tracks what it saw"
+
+
+async def test_a_fresh_read_is_not_repeated_before_the_push(sim: Simulator, engine: Engine) -> None:
+    sid = await sim.register("look-2")
+    await engine.refresh(sid)
+    before = reads(sim)
+    await engine.fire(sid, "configure")  # the refresh is fresh: no read before, one after
+    await engine.fire(sid, "start")  # the previous step's read-back is fresh enough
+    assert reads(sim) - before == 2
+
+
+async def test_looking_can_be_turned_off(sim: Simulator, client: SmsClient) -> None:
+    sid = await sim.register("look-3")
+    blind = Engine(client, look=False)
+    blind.track(sid, parse_pair("WAITING/checking"))
+    await sim.move(sid, pair="ERROR/setting")
+    await blind.fire(sid, "configure")  # pushed from what it believed, as before
+    assert str(sim.source(sid).pair) == "WAITING/setting"
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, 7, 1.5, {"id": "x"}, b"abc", ["a"]])
+async def test_fire_and_change_refuse_ids_and_triggers_that_are_not_strings(
+    engine: Engine, value: Any
+) -> None:
+    with pytest.raises(InputError, match=re.escape(repr(value))):
+        await engine.fire(value, "configure")
+    with pytest.raises(InputError, match=re.escape(repr(value))):
+        await engine.fire("00000000-0000-4000-8000-000000000001", value)
+    with pytest.raises(InputError, match=re.escape(repr(value))):
+        await engine.change(value, "WAITING/setting")
+
+
+# -- an engine's own run (library use) ---------------------------------------------------------
+
+
+async def test_an_engine_without_a_run_starts_its_own_and_claims_as_it_goes(
+    sim: Simulator, client: SmsClient, journal: SqliteJournal
+) -> None:
+    one, two = await sim.register("own-1"), await sim.register("own-2")
+    first = Engine(client, journal=journal)
+    await first.fire(one, "configure")
+    [run] = await journal.runs()
+    assert (run.kind, run.exclusive, run.actor, run.endpoint) == (
+        "engine",
+        False,
+        "sms-flow",
+        sim.url,
+    )
+    [entry] = await journal.history(source_id=one)
+    assert (entry.run_id, entry.endpoint) == (run.run_id, sim.url)
+
+    async with Engine(client, journal=journal, actor="runbook") as second:
+        with pytest.raises(OwnedError, match=f"pid {os.getpid()}") as info:
+            await second.fire(one, "start")
+        assert info.value.owner is not None and info.value.owner.run_id == run.run_id
+        assert puts(sim, one) == 1, "nothing sent"
+        await second.fire(two, "configure")  # another source is free
+        await first.aclose()  # ends its run: its source is free at once
+        assert (await second.fire(one, "start")).outcome is Outcome.APPLIED
+    assert await journal.runs() == [], "both runs ended"

@@ -1,13 +1,16 @@
 """The journal's types, and the contract every back end keeps (run against each of them).
 
 Back-end specific behaviour (files, durability, group commit, locks) is tested beside the
-back end: ``tests/test_journal_sqlite.py``.
+back end: ``tests/test_journal_sqlite.py``. The runs and claims (ownership of sources,
+fencing) are part of the contract: a PostgreSQL back end runs the same tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,13 +21,33 @@ from typing import Any
 import pytest
 import structlog
 
-from sms_flow.errors import JournalError, SmsFlowError
+from sms_flow.errors import (
+    ClaimLostError,
+    JournalError,
+    LeaseLostError,
+    OwnedError,
+    SmsFlowError,
+)
 from sms_flow.journal import Entry, Intent, Journal, Outcome, default_journal_path
 from sms_flow.journal_sqlite import SqliteJournal
-from tests.conftest import eventually
+from tests.conftest import Spawner, eventually
 
-Backend = Callable[[], Journal]
-"""Makes a new, unopened journal on one back end's storage (the same storage every call)."""
+
+class Backend:
+    """Makes a new, unopened journal on one back end's storage (the same storage every call).
+
+    ``code`` is a Python expression that makes the same in a child process.
+    """
+
+    def __init__(self, make: Callable[[], Journal], code: str) -> None:
+        self.make = make
+        self.code = code
+
+    def __call__(self) -> Journal:
+        return self.make()
+
+
+ENDPOINT = "https://sms.example.com"
 
 
 def intent(source_id: str = "s1", *, wave: str | None = None, **overrides: Any) -> Intent:
@@ -46,7 +69,10 @@ def intent(source_id: str = "s1", *, wave: str | None = None, **overrides: Any) 
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         path = tmp_path / "state" / "journal.sqlite"
-        return lambda: SqliteJournal(path)
+        return Backend(
+            lambda: SqliteJournal(path),
+            f"__import__('sms_flow.journal_sqlite').journal_sqlite.SqliteJournal({str(path)!r})",
+        )
     raise AssertionError(f"no such back end {request.param!r}")  # pragma: no cover
 
 
@@ -99,6 +125,10 @@ def test_entry_to_dict_is_plain_json() -> None:
         "error",
         "created_at",
         "settled_at",
+        "endpoint",
+        "project",
+        "run_id",
+        "fence",
     ]
 
 
@@ -427,3 +457,231 @@ async def test_use_before_open_and_after_close_raises_journal_error(backend: Bac
     with pytest.raises(JournalError, match="is closed"):
         await journal.settle(1, Outcome.APPLIED, wait=False)
     assert issubclass(JournalError, SmsFlowError)
+
+
+# --- the contract: open outcomes and identity --------------------------------------------
+
+
+async def test_unverified_stays_open_until_settled_once_by_a_final_outcome(
+    journal: Journal,
+) -> None:
+    entry_id = await journal.begin(intent("s1"))
+    await journal.settle(entry_id, Outcome.UNVERIFIED, request_id="r1", error="read-back failed")
+
+    [open_] = await journal.open_intents()
+    assert (open_.id, open_.outcome, open_.open) == (entry_id, Outcome.UNVERIFIED, True)
+    with pytest.raises(JournalError, match="it already is"):
+        await journal.settle(entry_id, Outcome.UNVERIFIED)
+    await journal.settle(entry_id, Outcome.APPLIED, request_id="r1", error="settled by a read")
+    assert await journal.open_intents() == []
+    with pytest.raises(JournalError, match="already settled as 'applied'"):
+        await journal.settle(entry_id, Outcome.IGNORED)
+    with pytest.raises(JournalError, match="only a pushed intent can be unverified"):
+        await journal.record(intent("s2"), Outcome.UNVERIFIED)
+
+
+async def test_entries_record_their_endpoint_and_queries_keep_to_one(journal: Journal) -> None:
+    here = await journal.begin(intent("s1", wave="w", endpoint=ENDPOINT, project="p1"))
+    await journal.begin(intent("s1", wave="w", endpoint="https://other.example"))
+    await journal.begin(intent("s1", wave="w"))  # unknown endpoint
+    applied = await journal.record(intent("s2", endpoint=ENDPOINT), Outcome.APPLIED)
+    await journal.record(intent("s2", endpoint="https://other.example"), Outcome.APPLIED)
+
+    [entry] = await journal.open_intents(wave="w", endpoint=ENDPOINT)
+    assert (entry.id, entry.endpoint, entry.project) == (here, ENDPOINT, "p1")
+    assert len(await journal.open_intents(wave="w")) == 3
+    found = await journal.last_applied(["s1", "s2"], endpoint=ENDPOINT)
+    assert {s: e.id for s, e in found.items()} == {"s2": applied}
+
+
+# --- the contract: runs, claims and fencing ----------------------------------------------
+
+
+async def start(
+    journal: Journal, name: str = "w1", *, lease: float = 30.0, exclusive: bool = True
+) -> str:
+    started = await journal.start_run(
+        "wave", name=name, endpoint=ENDPOINT, actor=f"wave:{name}", lease=lease, exclusive=exclusive
+    )
+    return started.run.run_id
+
+
+async def test_an_exclusive_run_is_refused_while_another_is_live(journal: Journal) -> None:
+    first = await journal.start_run(
+        "wave", name="w1", endpoint=ENDPOINT, actor="wave:w1", exclusive=True
+    )
+    assert first.took_over == []
+    run = first.run
+    assert (run.kind, run.name, run.endpoint, run.pid, run.ended_at) == (
+        "wave",
+        "w1",
+        ENDPOINT,
+        os.getpid(),
+        None,
+    )
+    assert run.live()
+
+    with pytest.raises(OwnedError) as info:
+        await start(journal, "w1")
+    assert info.value.owner is not None and info.value.owner.run_id == run.run_id
+    message = str(info.value)
+    assert f"pid {os.getpid()} on host {run.host}" in message
+    assert "since" in message and "last heartbeat" in message
+    # Another wave, another endpoint, or another kind is not the same driver.
+    await start(journal, "w2")
+    await journal.start_run("wave", name="w1", endpoint="https://other", actor="a", exclusive=True)
+    await journal.start_run("set", name=None, endpoint=ENDPOINT, actor="cli")
+    # A worker joining (non-exclusive) is refused too while an exclusive run is live.
+    with pytest.raises(OwnedError):
+        await start(journal, "w1", exclusive=False)
+
+
+async def test_a_run_whose_lease_expired_is_taken_over(journal: Journal) -> None:
+    old = await journal.start_run(
+        "wave", name="w1", endpoint=ENDPOINT, actor="wave:w1", lease=0.2, exclusive=True
+    )
+    await eventually(lambda: time.time() > old.run.expires_at)
+
+    new = await journal.start_run(
+        "wave", name="w1", endpoint=ENDPOINT, actor="wave:w1", exclusive=True
+    )
+    [dead] = new.took_over
+    assert (dead.run_id, dead.end_reason) == (old.run.run_id, "dead: lease expired")
+    with pytest.raises(LeaseLostError, match="lost its lease"):
+        await journal.heartbeat(old.run.run_id)  # a lease is never revived
+    assert [r.run_id for r in await journal.runs()] == [new.run.run_id]
+
+
+_CHILD_RUN = """
+import asyncio, sys
+async def main():
+    journal = {code}
+    await journal.open()
+    started = await journal.start_run("wave", name="w1", endpoint={endpoint!r}, actor="wave:w1",
+                                      exclusive=True)
+    await journal.claim(started.run.run_id, {endpoint!r}, ["s1", "s2"])
+    print(started.run.run_id, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+async def test_a_run_whose_process_is_gone_is_taken_over_with_its_sources(
+    backend: Backend, journal: Journal, spawn: Spawner
+) -> None:
+    child = spawn.python("-c", _CHILD_RUN.format(code=backend.code, endpoint=ENDPOINT))
+    dead_id = await child.areadline()
+    with pytest.raises(OwnedError):  # live while its process runs
+        await start(journal, "w1")
+    assert child.kill() == -signal.SIGKILL
+
+    started = await journal.start_run(
+        "wave", name="w1", endpoint=ENDPOINT, actor="wave:w1", exclusive=True
+    )
+    assert [(r.run_id, r.end_reason) for r in started.took_over] == [
+        (dead_id, "dead: process gone")
+    ]
+    claimed = await journal.claim(started.run.run_id, ENDPOINT, ["s1", "s2", "s3"])
+    assert sorted(claimed.granted) == ["s1", "s2", "s3"]
+    assert {s: r.run_id for s, r in claimed.taken_from.items()} == {"s1": dead_id, "s2": dead_id}
+
+
+async def test_claims_are_granted_refused_and_stolen(journal: Journal) -> None:
+    wave = await start(journal, "w1")
+    operator = (await journal.start_run("set", name=None, endpoint=ENDPOINT, actor="cli")).run
+
+    mine = await journal.claim(wave, ENDPOINT, ["s1", "s2"])
+    assert sorted(mine.granted) == ["s1", "s2"] and mine.refused == {} == mine.taken_from
+    again = await journal.claim(wave, ENDPOINT, ["s2", "s1"])
+    assert again.granted == mine.granted, "claiming what it holds keeps the tokens"
+
+    refused = await journal.claim(operator.run_id, ENDPOINT, ["s1", "s3"])
+    assert list(refused.granted) == ["s3"]
+    assert {s: r.run_id for s, r in refused.refused.items()} == {"s1": wave}
+    elsewhere = await journal.claim(operator.run_id, "https://other", ["s1"])
+    assert list(elsewhere.granted) == ["s1"], "the same id on another endpoint is another source"
+
+    stolen = await journal.claim(
+        operator.run_id, ENDPOINT, ["s1"], steal=True, reason="agent broke, hold it"
+    )
+    assert stolen.refused == {}
+    assert stolen.taken_from["s1"].run_id == wave
+    tokens = [mine.granted["s1"], mine.granted["s2"], refused.granted["s3"], stolen.granted["s1"]]
+    assert len(set(tokens)) == 4 and stolen.granted["s1"] == max(tokens), "a new token per grant"
+
+
+async def test_begin_is_fenced_by_the_runs_claim(journal: Journal) -> None:
+    wave = await start(journal, "w1")
+    operator = (await journal.start_run("set", name=None, endpoint=ENDPOINT, actor="cli:bob")).run
+    await journal.claim(wave, ENDPOINT, ["s1", "s2"])
+
+    held = await journal.begin(intent("s1", endpoint=ENDPOINT, run_id=wave))
+    [entry] = await journal.history()
+    assert (entry.id, entry.run_id) == (held, wave)
+    assert entry.fence is not None
+
+    with pytest.raises(ClaimLostError, match="no run holds it") as unclaimed:
+        await journal.begin(intent("s9", endpoint=ENDPOINT, run_id=wave))
+    assert unclaimed.value.owner is None
+    await journal.claim(operator.run_id, ENDPOINT, ["s2"], steal=True, reason="hold it")
+    with pytest.raises(ClaimLostError, match="hold it") as taken:
+        await journal.begin(intent("s2", endpoint=ENDPOINT, run_id=wave))
+    assert taken.value.owner is not None and taken.value.owner.actor == "cli:bob"
+    assert taken.value.reason == "hold it" and taken.value.source_id == "s2"
+    await journal.end_run(operator.run_id)  # released: the source is free, not the wave's
+    with pytest.raises(ClaimLostError):
+        await journal.begin(intent("s2", endpoint=ENDPOINT, run_id=wave))
+    assert [e.id for e in await journal.history()] == [held], "nothing written when refused"
+    # Entries born settled (a refusal, a move seen) record what happened: never fenced.
+    await journal.record(intent("s2", endpoint=ENDPOINT, run_id=wave), Outcome.OBSERVED)
+
+
+async def test_begin_is_refused_once_the_runs_lease_expired(journal: Journal) -> None:
+    run = await journal.start_run(
+        "wave", name="w1", endpoint=ENDPOINT, actor="wave:w1", lease=0.2, exclusive=True
+    )
+    await journal.claim(run.run.run_id, ENDPOINT, ["s1"])
+    await eventually(lambda: time.time() > run.run.expires_at)
+
+    with pytest.raises(LeaseLostError, match="no longer live"):
+        await journal.begin(intent("s1", endpoint=ENDPOINT, run_id=run.run.run_id))
+    with pytest.raises(LeaseLostError):
+        await journal.claim(run.run.run_id, ENDPOINT, ["s2"])
+    assert await journal.history() == []
+
+
+async def test_heartbeat_extends_the_lease_and_end_releases_every_claim(journal: Journal) -> None:
+    run = (
+        await journal.start_run(
+            "wave", name="w1", endpoint=ENDPOINT, actor="wave:w1", lease=5.0, exclusive=True
+        )
+    ).run
+    await journal.claim(run.run_id, ENDPOINT, ["s1", "s2"])
+
+    renewed = await journal.heartbeat(run.run_id, 600.0)
+    assert renewed.expires_at >= run.expires_at + 590
+    assert renewed.heartbeat_at >= run.heartbeat_at
+
+    await journal.end_run(run.run_id)
+    await journal.end_run(run.run_id)  # twice is harmless
+    [ended] = [r for r in await journal.runs(live=False) if r.run_id == run.run_id]
+    assert (ended.end_reason, ended.live()) == ("ended", False)
+    with pytest.raises(LeaseLostError, match="it ended"):
+        await journal.heartbeat(run.run_id)
+    other = await start(journal, "w1")  # the same wave again: not refused
+    claimed = await journal.claim(other, ENDPOINT, ["s1", "s2"])
+    assert sorted(claimed.granted) == ["s1", "s2"] and claimed.refused == {}
+
+
+async def test_adopting_an_open_entry_is_fenced_too(journal: Journal) -> None:
+    old = await journal.begin(intent("s1", endpoint=ENDPOINT))  # a crashed run's intent
+    run = await start(journal, "w1")
+    with pytest.raises(ClaimLostError):
+        await journal.adopt(old, run)
+    await journal.claim(run, ENDPOINT, ["s1"])
+    await journal.adopt(old, run)
+    [entry] = await journal.open_intents()
+    assert (entry.run_id, entry.fence is not None) == (run, True)
+    await journal.settle(old, Outcome.APPLIED)
+    with pytest.raises(JournalError, match="settled as 'applied'"):
+        await journal.adopt(old, run)

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import pytest
 
-from sms_flow.errors import ConfigError
-from sms_flow.journal import JournalError, Outcome
+from sms_flow.errors import ConfigError, LeaseLostError
+from sms_flow.journal import JournalError, Lease, Outcome
 from sms_flow.journal_sqlite import SCHEMA_VERSION, SqliteJournal
 from tests.conftest import Spawner, eventually
 from tests.test_journal import intent
@@ -431,3 +431,155 @@ async def test_a_failed_open_can_be_retried_once_the_path_is_fixed(tmp_path: Pat
     (tmp_path / "blocker").unlink()
     async with journal:
         assert await journal.begin(intent()) == 1
+
+
+# --- the journal knows its file (issue 9, point 5) -------------------------------------------
+
+
+@pytest.mark.parametrize("parts", [("",), ("", "-wal", "-shm"), ("-wal",)])
+async def test_a_journal_deleted_while_open_refuses_every_later_call(
+    path: Path, journal: SqliteJournal, parts: tuple[str, ...]
+) -> None:
+    first = await journal.begin(intent("s1"))
+    await journal.settle(first, Outcome.APPLIED)
+    for suffix in parts:
+        Path(f"{path}{suffix}").unlink()
+
+    with pytest.raises(JournalError, match="deleted") as info:
+        await journal.begin(intent("s2"))
+    message = str(info.value)
+    assert str(path) in message and "nothing more" in message
+    with pytest.raises(JournalError, match="deleted"):
+        await journal.history()
+    with pytest.raises(JournalError, match="deleted"):
+        await journal.settle(first, Outcome.FAILED)
+
+
+async def test_a_journal_replaced_while_open_refuses_every_later_call(
+    path: Path, journal: SqliteJournal, tmp_path: Path
+) -> None:
+    await journal.begin(intent("s1"))
+    other = tmp_path / "other.sqlite"
+    async with SqliteJournal(other) as elsewhere:
+        await elsewhere.begin(intent("x"))
+    replacement = other.read_bytes()
+    os.replace(other, path)
+
+    with pytest.raises(JournalError, match="replaced"):
+        await journal.begin(intent("s2"))
+    with pytest.raises(JournalError, match="replaced"):
+        await journal.open_intents()
+    await journal.close()
+    assert path.read_bytes() == replacement, "nothing was written into the new file"
+
+
+def _interior_pages(path: Path) -> list[int]:
+    """The numbers of the interior b-tree pages of an SQLite file (read from its bytes)."""
+    data = path.read_bytes()
+    size = int.from_bytes(data[16:18], "big") or 65536
+    found = []
+    for number in range(1, len(data) // size + 1):
+        start = (number - 1) * size + (100 if number == 1 else 0)
+        if data[start] in (0x02, 0x05):  # interior index, interior table
+            found.append(number)
+    return found
+
+
+async def test_a_journal_with_damaged_pages_is_refused_at_open(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        for i in range(3000):  # enough rows for interior pages
+            await journal.record(intent(f"source-{i:05d}", reason="x" * 40), Outcome.APPLIED)
+    header = path.read_bytes()[:100]
+    interior = [n for n in _interior_pages(path) if n > 1]
+    assert interior, "the file has interior pages"
+    size = int.from_bytes(header[16:18], "big")
+    with path.open("r+b") as f:  # scribble over an interior page's cell pointers
+        f.seek((interior[0] - 1) * size + 8)
+        f.write(b"\xff\x7f" * 40)
+    assert path.read_bytes()[:100] == header, "the header is intact"
+
+    with pytest.raises(JournalError, match="damaged") as info:
+        await SqliteJournal(path).open()
+    message = str(info.value)
+    assert str(path) in message and "sms-flow journal check" in message
+    assert not journal_threads()
+
+
+_SCHEMA_1 = """
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, source_id TEXT NOT NULL, trigger TEXT,
+    from_state TEXT NOT NULL, to_state TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT,
+    forced INTEGER NOT NULL, wave TEXT, outcome TEXT NOT NULL, request_id TEXT,
+    attempts INTEGER NOT NULL, error TEXT, created_at REAL NOT NULL, settled_at REAL
+);
+CREATE INDEX entries_source ON entries (source_id);
+CREATE INDEX entries_wave ON entries (wave) WHERE wave IS NOT NULL;
+CREATE INDEX entries_pending ON entries (outcome) WHERE outcome = 'pending';
+CREATE TABLE waves (seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE wave_members (
+    seq INTEGER PRIMARY KEY, wave TEXT NOT NULL, source_id TEXT NOT NULL,
+    UNIQUE (wave, source_id)
+);
+PRAGMA application_id = 1397576518;
+PRAGMA user_version = 1;
+"""
+
+
+async def test_a_version_1_journal_is_migrated_and_keeps_its_entries(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(_SCHEMA_1)
+        conn.execute(
+            "INSERT INTO entries (source_id, trigger, from_state, to_state, actor, forced, wave, "
+            "outcome, attempts, created_at) VALUES ('s1', 'configure', 'WAITING/checking', "
+            "'WAITING/setting', 'wave:w1', 0, 'w1', 'pending', 0, 1700000000.0)"
+        )
+        conn.execute("INSERT INTO waves (name) VALUES ('w1')")
+        conn.commit()
+
+    async with SqliteJournal(path) as journal:
+        [old] = await journal.open_intents(wave="w1")
+        assert (old.source_id, old.outcome, old.created_at) == ("s1", Outcome.PENDING, 1700000000.0)
+        assert (old.endpoint, old.project, old.run_id) == (None, None, None), "unknown"
+        new = await journal.begin(intent("s2", endpoint="https://sms.example", project="p1"))
+        assert await journal.waves() == ["w1"]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]
+    assert rows(path, "SELECT endpoint, project FROM entries WHERE id = ?", (new,)) == [
+        ("https://sms.example", "p1")
+    ]
+
+
+# --- the lease guard -------------------------------------------------------------------------
+
+
+def _tripped(lease: Lease) -> bool:
+    try:
+        lease.check()
+    except LeaseLostError:
+        return True
+    return False
+
+
+async def test_a_run_whose_heartbeat_cannot_reach_the_journal_stops_pushing(
+    path: Path, journal: SqliteJournal
+) -> None:
+    lease = Lease(
+        journal, "wave", actor="wave:w", name="w", endpoint="https://e", seconds=0.6, exclusive=True
+    )
+    await lease.start()
+    lease.check()  # just started: it may push
+
+    async def push_in_flight() -> None:
+        async with lease.watch():
+            await asyncio.Event().wait()  # a push that has not answered yet
+
+    with write_lock(path):  # the heartbeat waits for the lock: no renewal reaches the journal
+        pushing = asyncio.create_task(push_in_flight())
+        await eventually(lambda: _tripped(lease))
+        with pytest.raises(LeaseLostError, match="was cut off"):
+            await pushing
+    with pytest.raises(LeaseLostError, match="without renewing its lease") as info:
+        lease.check()
+    assert "pushes nothing more" in str(info.value)
+    await lease.end()
+    assert await journal.runs() == [], "its end still frees its sources"

@@ -14,19 +14,20 @@ import sms_flow
 from tests.conftest import REPO
 
 EXPECTED_ALL = {
-    "AkSkAuth", "ApiError", "AuthError", "Basis", "By", "Chart", "ChartError", "ConfigError",
-    "ConnectError", "CopyState", "DrillSession", "DrillSpec", "Edge", "Engine", "Entry", "Event",
-    "EventKind", "IgnoredByServiceError", "InputError", "Intent", "InvalidRequestError", "Journal",
-    "JournalError", "LifecycleMachine", "MigrationCycle", "NotAppliedError", "NotFoundError",
-    "Outcome", "Plan", "Planner", "PushResult", "ReadBackMismatchError", "Reason", "ReasonCode",
-    "RequestTimeoutError", "RetryPolicy", "SdkCycle", "ServerError", "SignatureError", "SmsClient",
-    "SmsFlowError", "SourceOutcome", "Spelling", "SqliteJournal", "StateInfo", "StatePair",
-    "StateRequest", "StepResult", "SupersededError", "ThrottledError", "TokenAuth",
-    "TransitionRejected", "TransportError", "UnknownValueError", "UsageError", "Verdict",
-    "WaitPolicy", "WaitTimeoutError", "WaveReport", "WaveRunner", "WaveSession", "WaveSpec",
-    "__version__", "auth_from_env", "check", "default_chart", "load_chart", "load_drill",
-    "load_wave", "parse_copystate", "parse_cycle", "parse_pair", "parse_request", "plan", "recover",
-    "run_drill", "run_wave",
+    "AkSkAuth", "ApiError", "AuthError", "Basis", "By", "Chart", "ChartError", "ClaimLostError",
+    "ConfigError", "ConflictError", "ConnectError", "CopyState", "DrillSession", "DrillSpec", "Edge",
+    "Engine", "Entry", "Event", "EventKind", "IgnoredByServiceError", "InputError", "Intent",
+    "InvalidRequestError", "Journal", "JournalError", "Lease", "LeaseLostError",
+    "LifecycleMachine", "MigrationCycle", "NotAppliedError", "NotFoundError", "Outcome",
+    "OwnedError", "Plan", "Planner", "PushResult", "ReadBackMismatchError", "Reason", "ReasonCode",
+    "RequestTimeoutError", "RetryPolicy", "Run", "SdkCycle", "ServerError", "SignatureError",
+    "SmsClient", "SmsFlowError", "SourceOutcome", "Spelling", "SqliteJournal", "StateInfo",
+    "StatePair", "StateRequest", "StepResult", "SupersededError", "ThrottledError", "TokenAuth",
+    "TransitionRejected", "TransportError", "UnknownValueError", "UnverifiedError", "UsageError",
+    "Verdict", "WaitPolicy", "WaitTimeoutError", "WaveReport", "WaveRunner", "WaveSession",
+    "WaveSpec", "__version__", "auth_from_env", "check", "default_chart", "load_chart",
+    "load_drill", "load_wave", "parse_copystate", "parse_cycle", "parse_pair", "parse_request",
+    "plan", "recover", "run_drill", "run_wave",
 }  # fmt: skip
 
 

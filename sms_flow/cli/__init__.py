@@ -6,14 +6,19 @@ Exit codes, the same for every command:
 * 1 - rejected by the chart (or a wave/drill in which a source failed)
 * 2 - bad input: an unknown value, a bad option, an unusable file or credentials
 * 3 - the API or the network failed (status, error_code, error_msg, request_id printed)
-* 4 - not applied: the service ignored the change (frozen) or the read-back disagrees
+* 4 - not applied: the service ignored the change (frozen), the read-back disagrees, or the
+  source was not where the step starts (someone else moved it; not pushed)
+* 5 - owned by another live driver: a second run of a live wave, ``set`` on a source a wave
+  drives (``--force --reason`` takes it), a wave whose sources another driver holds or took
+  over, or a run that lost its lease (it pushes nothing more; run it again)
 * 130 - a wave or drill stopped by Ctrl-C before the end (run it again to resume)
 
 The parser is apart from the commands: :mod:`~sms_flow.cli.parser` builds the argparse tree
 and imports nothing heavy, and each command's handler is imported only when it runs, from
 the module of its idea: :mod:`~sms_flow.cli.model` (check, plan, diagram),
 :mod:`~sms_flow.cli.service` (get, set), :mod:`~sms_flow.cli.waves` (run, drill, with the
-display of :mod:`~sms_flow.cli.progress`), :mod:`~sms_flow.cli.journal` (history) and
+display of :mod:`~sms_flow.cli.progress`), :mod:`~sms_flow.cli.journal` (history, journal
+check, recover) and
 :mod:`sms_flow.simulator.cli` (simulator). So ``sms-flow check`` loads neither aiohttp, SQLite,
 rich, structlog nor the simulator.
 """
@@ -29,6 +34,7 @@ from sms_flow.errors import (
     ChartError,
     InputError,
     NotAppliedError,
+    OwnedError,
     SmsFlowError,
     TransitionRejected,
     TransportError,
@@ -40,6 +46,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_NOT_APPLIED",
     "EXIT_OK",
+    "EXIT_OWNED",
     "EXIT_REJECTED",
     "main",
 ]
@@ -49,6 +56,7 @@ EXIT_REJECTED = 1
 EXIT_BAD_INPUT = 2
 EXIT_API = 3
 EXIT_NOT_APPLIED = 4
+EXIT_OWNED = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -79,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotAppliedError as exc:
         err(f"sms-flow: {exc}")
         return EXIT_NOT_APPLIED
+    except OwnedError as exc:
+        err(f"sms-flow: {exc}")
+        return EXIT_OWNED
     except (ApiError, TransportError) as exc:
         from sms_flow.cli._output import print_api_error
 

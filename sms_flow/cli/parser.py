@@ -33,6 +33,30 @@ def _add_journal_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    """A lease in seconds: a number above 0 and under a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 86_400:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds above 0 and under a day")
+    return value
+
+
+def _add_lease_option(p: argparse.ArgumentParser) -> None:
+    from sms_flow.journal import DEFAULT_LEASE
+
+    p.add_argument(
+        "--lease",
+        type=_seconds,
+        default=DEFAULT_LEASE,
+        metavar="S",
+        help="seconds this run owns its sources without a heartbeat; renewed every third, "
+        "taken over by the next run once expired (default %(default)g)",
+    )
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options that `run` and `drill` share: output, logging, and where the service is."""
     p.add_argument("--no-progress", action="store_true", help="no progress display")
@@ -90,7 +114,9 @@ CLOUD_SDK_AK, CLOUD_SDK_SK and CLOUD_SDK_PROJECT_ID (AK/SK signing, as the SDK s
 
 _EPILOG = (
     """exit codes: 0 done/allowed, 1 rejected by the chart (or a source failed),
-2 bad input, 3 API or network error, 4 not applied (frozen, or read-back disagrees),
+2 bad input, 3 API or network error, 4 not applied (frozen, read-back disagrees, or
+moved by someone else: not pushed), 5 owned by another live driver (a wave's second
+run, set on a driven source, sources held or taken over, a lost lease),
 130 a wave or drill stopped by Ctrl-C (run it again to resume)
 
 """
@@ -166,7 +192,10 @@ def _set_options(p: argparse.ArgumentParser) -> None:
         help="when the change is not one permitted move, push the shortest legal path step by step",
     )
     p.add_argument(
-        "--force", action="store_true", help="push even from a frozen state (needs --reason)"
+        "--force",
+        action="store_true",
+        help="take the source from a live driver that owns it (a wave) and push even from a "
+        "frozen state; needs --reason, journalled",
     )
     p.add_argument(
         "--reason", metavar="TEXT", help="why; journalled with the change (required with --force)"
@@ -181,6 +210,7 @@ def _set_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-journal", action="store_true", help="do not write the change to a journal")
     p.add_argument("--json", action="store_true", help="print the applied steps as JSON")
     p.add_argument("--chart", metavar="FILE", help=_CHART_HELP)
+    _add_lease_option(p)
     _add_endpoint_options(p)
 
 
@@ -206,6 +236,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="embedded simulator only: start over with new simulated sources (the journal keeps its history)",
     )
+    _add_lease_option(p)
     _add_run_options(p)
 
 
@@ -241,6 +272,7 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help="requests per second towards the service, 0.01 or more",
     )
+    _add_lease_option(p)
     _add_run_options(p)
 
 
@@ -250,6 +282,42 @@ def _history_options(p: argparse.ArgumentParser) -> None:
     _add_journal_option(p)
     p.add_argument("--limit", type=int, metavar="N", help="only the last N entries (N >= 0)")
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
+
+
+def _journal_options(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="journal_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    sub.required = True
+    check = sub.add_parser(
+        "check",
+        help="check the journal file in full and show what it holds",
+        description=(
+            "Run SQLite's full integrity_check on the journal and show its schema version, "
+            "entries, open intents, live runs and the sources they hold. Exit 0 when it is "
+            "sound, 3 when it is damaged or cannot be read."
+        ),
+    )
+    check.set_defaults(handler="sms_flow.cli.journal:check")
+    _add_journal_option(check)
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+
+def _recover_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wave", metavar="NAME", help="only the open intents of this wave or drill")
+    p.add_argument(
+        "--source",
+        action="append",
+        metavar="ID",
+        help="only the open intents of this source (repeat for more)",
+    )
+    _add_journal_option(p)
+    p.add_argument(
+        "--unknown-endpoint",
+        action="store_true",
+        help="also settle intents written before sms-flow recorded endpoints, against this one",
+    )
+    p.add_argument("--json", action="store_true", help="print what was done as JSON")
+    _add_lease_option(p)
+    _add_endpoint_options(p)
 
 
 def _simulator_options(p: argparse.ArgumentParser) -> None:
@@ -353,9 +421,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="check, push, verify and journal a state change",
         description=(
             "Read the source's current state, check the requested change against the chart, push it "
-            "(PUT /v3/sources/{id}/changestate), read it back, and say what happened. Exit 0 applied, "
-            "1 rejected by the chart, 2 bad input, 3 API or network error, 4 not applied (frozen, or "
-            "the read-back disagrees)."
+            "(PUT /v3/sources/{id}/changestate), read it back, and say what happened. A source a live "
+            "driver (a wave) owns is refused unless --force --reason TEXT, which takes it over (the "
+            "wave then leaves it alone). Exit 0 applied, 1 rejected by the chart, 2 bad input, 3 API "
+            "or network error, 4 not applied (frozen, or the read-back disagrees), 5 owned by "
+            "another live driver."
         ),
         epilog=_CREDENTIALS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -375,9 +445,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             "against the embedded simulator unless the file or --endpoint/--region name a service. "
             "Ctrl-C or SIGTERM stops cleanly (steps in flight finish and are journalled; requests "
             "waiting for the rate limit are not sent); a second one aborts (a partial report is "
-            "written); run the same command again to resume, also after a crash. The journal and "
-            "report paths are checked before anything is sent. Exit 0 when every source is at the "
-            "target, 1 when any failed, 2 for bad input, 130 when stopped early."
+            "written); run the same command again to resume, also after a crash. A second run of "
+            "a wave whose run is live is refused. The journal and report paths are checked before "
+            "anything is sent. Exit 0 when every source is at the target, 1 when any failed, 2 for "
+            "bad input, 5 when the wave is owned by a live run, some sources are held or were "
+            "taken over by another driver, or the run lost its lease, 130 when stopped early."
         ),
         epilog=_CREDENTIALS_HELP,
     )
@@ -396,7 +468,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             "shell command run with SMS_FLOW_SOURCE_ID and SMS_FLOW_DRILL in its environment; exit "
             "status 0 passes; one still running at its timeout is killed and fails. Give a drill file "
             "(a wave file with a check), or --ids and --check. Exit 0 when every drill passed, 1 when "
-            "any failed or a source failed, 130 when stopped early; run it again to resume."
+            "any failed or a source failed, 5 when the drill is owned by a live run or sources are "
+            "held by another driver, 130 when stopped early; run it again to resume."
         ),
         epilog=_CREDENTIALS_HELP,
     )
@@ -410,6 +483,36 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         logs=True,
         help="what the journal says happened to a source or a wave",
         description="Show the journal's entries for one source, or for every source of a wave, oldest first.",
+    )
+
+    _add_command(
+        sub,
+        command,
+        "recover",
+        _recover_options,
+        handler="sms_flow.cli.journal:recover",
+        logs=True,
+        help="settle intents left open by any driver (a crashed set, a dead wave or drill)",
+        description=(
+            "Settle the journal's open intents (pending, or unverified) pushed to this endpoint, "
+            "whoever left them: read each source back; the change shows: applied; the origin "
+            "shows: pushed again (a pending one) or ignored (an unverified one); a third state: "
+            "a conflict, left as it is. Sources a live driver holds are skipped and named. Exit "
+            "0 when every intent asked for is settled, 3 when some could not be read (run it "
+            "again), 5 when some are held by a live driver."
+        ),
+        epilog=_CREDENTIALS_HELP,
+    )
+
+    _add_command(
+        sub,
+        command,
+        "journal",
+        _journal_options,
+        handler="sms_flow.cli.journal:check",
+        logs=True,
+        help="look after the journal file (journal check)",
+        description="Commands on the journal itself: check runs the full integrity check.",
     )
 
     _add_command(

@@ -125,6 +125,21 @@ class WaveDisplay:
         )
 
 
+def _print_records(console: Console, title: str, records: Sequence[Any], style: str) -> None:
+    """Sources with their state and why, 25 at most (the JSON report has all)."""
+    if not records:
+        return
+    table = Table(title=f"{title} ({len(records)})", header_style=style)
+    table.add_column("source")
+    table.add_column("state")
+    table.add_column("reason")
+    for record in records[:25]:
+        table.add_row(record.source_id, record.state or "?", record.error or "")
+    if len(records) > 25:
+        table.add_row("…", "", f"{len(records) - 25} more in the JSON report")
+    console.print(table)
+
+
 def print_wave_summary(
     console: Console, report: WaveReport, *, report_path: str | None = None
 ) -> None:
@@ -140,8 +155,16 @@ def print_wave_summary(
         SourceOutcome.FAILED: "failed",
         SourceOutcome.STOPPED: "not finished (stopped)",
     }
+    rare = {
+        SourceOutcome.UNVERIFIED: "last push unverified (may have landed)",
+        SourceOutcome.OWNED: "held by another live driver (not driven)",
+        SourceOutcome.TAKEN: "taken over by another driver",
+    }
     for outcome, label in labels.items():
         table.add_row(label, str(report.count(outcome)))
+    for outcome, label in rare.items():
+        if report.count(outcome):
+            table.add_row(label, str(report.count(outcome)))
     table.add_row("total", str(len(report.sources)), style="bold")
     console.print(table)
     rate = report.applied / report.elapsed if report.elapsed > 0 else 0.0
@@ -149,24 +172,37 @@ def print_wave_summary(
         f"transitions applied: {report.applied}, moves made by the service: {report.observed}, "
         f"elapsed {report.elapsed:.1f}s ({rate:,.0f} transitions/s)"
     )
-    if report.recovery is not None and report.recovery.total:
+    for run in report.took_over:
+        console.print(f"took over from a dead run: {run}")
+    if report.recovery is not None and (report.recovery.total or report.recovery.left_open):
         r = report.recovery
+        left = [
+            f"{n} {what}"
+            for n, what in (
+                (r.unread, "unread"),
+                (r.held, "held by a live driver"),
+                (
+                    r.unknown_endpoint,
+                    "of unknown endpoint (sms-flow recover --wave "
+                    f"{report.wave} --unknown-endpoint)",
+                ),
+            )
+            if n
+        ]
         console.print(
             f"recovered from an earlier run: {r.applied} applied, {r.pushed_again} pushed again, "
-            f"{r.conflicts} conflicts, {r.failed} failed"
+            f"{r.ignored} did not take, {r.conflicts} conflicts, {r.failed} failed"
+            + (f"; left open: {', '.join(left)}" if left else "")
         )
-    failed: Sequence[Any] = report.failed
-    if failed:
-        ft = Table(title=f"failed sources ({len(failed)})", header_style="bold red")
-        ft.add_column("source")
-        ft.add_column("state")
-        ft.add_column("reason")
-        for record in failed[:25]:
-            ft.add_row(record.source_id, record.state or "?", record.error or "")
-        if len(failed) > 25:
-            ft.add_row("…", "", f"{len(failed) - 25} more in the JSON report")
-        console.print(ft)
-    if report.halted:
+    for title, records, style in (
+        ("failed sources", report.failed, "bold red"),
+        ("unverified sources", report.unverified, "bold yellow"),
+        ("sources of another driver", report.not_ours, "bold yellow"),
+    ):
+        _print_records(console, title, records, style)
+    if report.lease_lost:
+        console.print(f"[red]stopped: {report.lease_lost}[/]")
+    elif report.halted:
         console.print("[red]halted: the failure policy's limit of failed sources was reached[/]")
     elif report.interrupted:
         console.print("[yellow]stopped before the end; run the same command again to resume[/]")

@@ -78,8 +78,10 @@ def set_state(args: argparse.Namespace) -> int:
 
 
 async def _set(args: argparse.Namespace) -> int:
+    from sms_flow.auth import auth_from_env
     from sms_flow.engine import Engine
-    from sms_flow.journal import default_journal_path
+    from sms_flow.errors import OwnedError
+    from sms_flow.journal import Lease, default_journal_path
     from sms_flow.journal_sqlite import SqliteJournal
     from sms_flow.planner import ReasonCode
     from sms_flow.states import StateRequest, parse_copystate, parse_cycle
@@ -97,12 +99,45 @@ async def _set(args: argparse.Namespace) -> int:
     chart = chart_from(args)
     journal = None if args.no_journal else SqliteJournal(args.journal or default_journal_path())
     async with client_from(args) as client:
+        lease = None
         if journal is not None:
             await journal.open()
         try:
+            project = getattr(auth_from_env(), "project_id", None)
+            if journal is not None:
+                lease = Lease(
+                    journal,
+                    "set",
+                    actor=args.actor,
+                    endpoint=client.endpoint,
+                    project=project,
+                    seconds=args.lease,
+                )
+                await lease.start()
             engine = Engine(
-                client, chart=chart, journal=journal, verify=not args.no_verify, actor=args.actor
+                client,
+                chart=chart,
+                journal=journal,
+                verify=not args.no_verify,
+                actor=args.actor,
+                endpoint=client.endpoint,
+                project=project,
+                lease=lease,
             )
+            # Own the source first: a live driver's (a wave's) is refused, or taken with --force.
+            claimed = await engine.claim([args.source_id], steal=args.force, reason=args.reason)
+            owner = claimed.refused.get(args.source_id)
+            if owner is not None:
+                raise OwnedError(
+                    f"source {args.source_id} on {client.endpoint} is driven by another live "
+                    f"driver: {owner.describe()}; nothing was sent. Wait for it to finish, or take "
+                    "the source from it with --force --reason TEXT (journalled; it then leaves "
+                    "the source alone)",
+                    owner=owner,
+                )
+            taken = claimed.taken_from.get(args.source_id)
+            if taken is not None and taken.ended_at is None:
+                out(f"taken over from {taken.describe()}: {args.reason}")
             current = await engine.refresh(args.source_id)
             verdict = engine.planner.check(current, requested)
             if verdict.noop:
@@ -140,6 +175,8 @@ async def _set(args: argparse.Namespace) -> int:
                 force=args.force,
             )
         finally:
+            if lease is not None:
+                await lease.end()
             if journal is not None:
                 await journal.close()
     if args.json:

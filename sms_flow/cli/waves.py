@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from sms_flow.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED
+from sms_flow.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_OWNED, EXIT_REJECTED
 from sms_flow.cli._output import console, err, print_json
 from sms_flow.cli.progress import WaveDisplay, print_drill_summary, print_wave_summary
 from sms_flow.errors import InputError, WaitInterrupted
@@ -58,6 +58,7 @@ async def _run_wave(args: argparse.Namespace) -> int:
         journal_path=args.journal,
         base_dir=folder_of(args.wave),
         fresh=args.fresh,
+        lease=args.lease,
     )
     return await _drive_session(args, session, what="wave")
 
@@ -102,6 +103,7 @@ async def _run_drill(args: argparse.Namespace) -> int:
         region=args.region,
         journal_path=args.journal,
         base_dir=base_dir,
+        lease=args.lease,
     )
     return await _drive_session(args, session, what="drill")
 
@@ -192,15 +194,24 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
             print_drill_summary(screen, report, report_path=str(path))
         else:
             print_wave_summary(screen, report, report_path=str(path))
+    if report.lease_lost:
+        err(f"sms-flow: {what} {session.spec.name} stopped: {report.lease_lost}")
+        return EXIT_OWNED
     if stopped:
         return EXIT_INTERRUPTED
-    if report.failed:
+    if report.failed or report.unverified:
         return EXIT_REJECTED
     if what == "drill":
         from sms_flow.wave import drill_failures
 
         if drill_failures(report):
             return EXIT_REJECTED
+    if report.not_ours:
+        err(
+            f"sms-flow: {len(report.not_ours)} source(s) of {what} {session.spec.name} are held or were "
+            "taken over by another driver; see the report"
+        )
+        return EXIT_OWNED
     if report.interrupted and not report.ok:
         return EXIT_INTERRUPTED
     return EXIT_OK

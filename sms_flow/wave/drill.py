@@ -293,7 +293,9 @@ def drill_failures(report: WaveReport) -> list[SourceRecord]:
 
 
 class DrillSession(WaveSession):
-    """A :class:`WaveSession` whose runner is a :class:`DrillRunner`."""
+    """A :class:`WaveSession` whose runner is a :class:`DrillRunner` (a run of kind ``drill``)."""
+
+    kind = "drill"
 
     def __init__(self, spec: DrillSpec, *, check: CheckFn | None = None, **kwargs: Any) -> None:
         super().__init__(spec, **kwargs)

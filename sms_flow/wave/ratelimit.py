@@ -83,6 +83,12 @@ class _LimitedApi:
         self._client = client
         self.limiter = limiter
 
+    @property
+    def endpoint(self) -> str | None:
+        """The wrapped client's endpoint (the engine names the service by it)."""
+        endpoint: str | None = getattr(self._client, "endpoint", None)
+        return endpoint
+
     async def change_state(
         self, source_id: str, copystate: Any = None, migrationcycle: Any = None
     ) -> Any:

@@ -45,7 +45,14 @@ class SourceOutcome(StrEnum):
     SKIPPED = "skipped"
     """Not eligible (a drill on a source that is not syncing)."""
     STOPPED = "stopped"
-    """Not finished because the run was stopped (Ctrl-C, or the failure policy)."""
+    """Not finished because the run was stopped (Ctrl-C, the failure policy, a lost lease)."""
+    OWNED = "owned"
+    """Held by another live driver (another wave, a ``set``): not driven; run again later."""
+    TAKEN = "taken"
+    """Taken over by another driver during the run (``set --force``): no longer driven."""
+    UNVERIFIED = "unverified"
+    """Its last push may have landed, but nothing proves it (the service could not be read);
+    the journal keeps the entry open, and the next run's first read settles it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,10 @@ class WaveReport:
     halted: bool = False
     interrupted: bool = False
     recovery: RecoveryReport | None = None
+    lease_lost: str | None = None
+    """Why the run stopped pushing when its lease lapsed or it was taken over, if it did."""
+    took_over: list[str] = field(default_factory=list)
+    """The dead runs of this wave this run took over (their open intents it settled)."""
 
     def count(self, outcome: SourceOutcome) -> int:
         return sum(1 for r in self.sources.values() if r.outcome is outcome)
@@ -99,6 +110,19 @@ class WaveReport:
     @property
     def failed(self) -> list[SourceRecord]:
         return [r for r in self.sources.values() if r.outcome is SourceOutcome.FAILED]
+
+    @property
+    def not_ours(self) -> list[SourceRecord]:
+        """Sources another driver holds or took over: owned or taken."""
+        return [
+            r
+            for r in self.sources.values()
+            if r.outcome in (SourceOutcome.OWNED, SourceOutcome.TAKEN)
+        ]
+
+    @property
+    def unverified(self) -> list[SourceRecord]:
+        return [r for r in self.sources.values() if r.outcome is SourceOutcome.UNVERIFIED]
 
     @property
     def ok(self) -> bool:
@@ -131,15 +155,25 @@ class WaveReport:
             },
             "halted": self.halted,
             "interrupted": self.interrupted,
+            "lease_lost": self.lease_lost,
+            "took_over": self.took_over,
             "recovery": self.recovery.to_dict() if self.recovery else None,
-            "failures": [
+            "failures": [  # every source not done, with why: failed, owned, taken, unverified
                 {
                     "source_id": r.source_id,
+                    "outcome": r.outcome.value if r.outcome else None,
                     "state": r.state,
                     "error": r.error,
                     "error_type": r.error_type,
                 }
-                for r in self.failed
+                for r in self.sources.values()
+                if r.outcome
+                in (
+                    SourceOutcome.FAILED,
+                    SourceOutcome.OWNED,
+                    SourceOutcome.TAKEN,
+                    SourceOutcome.UNVERIFIED,
+                )
             ],
             "sources": [
                 {

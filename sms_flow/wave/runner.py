@@ -1,12 +1,20 @@
 """The runner: drive every source of a wave to its target, with bounded concurrency.
 
 Each source goes along its shortest legal path, one step at a time through the
-:class:`~sms_flow.engine.Engine` (validate, journal, push, verify, commit), re-planned after
-each step; where the service makes a move itself, the runner waits for it, polling. A
-failed source does not stop the others unless the failure policy says so. A stop request
-(Ctrl-C) lets every in-flight step finish and be journalled. A run starts with recovery
-(:func:`~sms_flow.wave.recovery.recover`), and the wave's members are journalled, so a second
-run drives the same sources on from where they are.
+:class:`~sms_flow.engine.Engine` (validate, claim, journal, look, push, verify, commit),
+re-planned after each step; where the service makes a move itself, the runner waits for it,
+polling. A failed source does not stop the others unless the failure policy says so. A stop
+request (Ctrl-C) lets every in-flight step finish and be journalled.
+
+A run first claims the wave's members for its run in the journal: a source another live
+driver holds is not driven (``owned``, with whose it is). Then recovery
+(:func:`~sms_flow.wave.recovery.recover`) settles the intents a dead run of the wave left
+open on its endpoint, and the wave's members are journalled, so a second run drives the same
+sources on from where they are. A source found moved since the journal last knew it gets an
+``observed`` entry before it is driven. During the run, a source taken over by another
+driver (``set --force``) is left to it (``taken``, by whom and why); a push whose outcome is
+unknown is settled by reading the source again, or reported ``unverified``; a run that loses
+its lease stops at once.
 """
 
 from __future__ import annotations
@@ -18,18 +26,24 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sms_flow.chart import Edge
-from sms_flow.engine import Engine
+from sms_flow.engine import Engine, StepResult
 from sms_flow.errors import (
     ApiError,
+    ClaimLostError,
     ConfigError,
+    ConflictError,
+    InputError,
+    LeaseLostError,
     NotAppliedError,
+    OwnedError,
     TransitionRejected,
     TransportError,
+    UnverifiedError,
 )
-from sms_flow.journal import Journal
+from sms_flow.journal import Intent, Journal, Outcome
 from sms_flow.log import get_logger
-from sms_flow.states import StateRequest
-from sms_flow.wave.recovery import SourceReader, recover
+from sms_flow.states import StateRequest, parse_pair
+from sms_flow.wave.recovery import SourceReader, read_states, recover
 from sms_flow.wave.report import Event, EventKind, SourceOutcome, SourceRecord, WaveReport
 from sms_flow.wave.spec import WaveSpec
 
@@ -176,10 +190,15 @@ class WaveRunner:
     # -- running ----------------------------------------------------------------------------------
 
     async def run(self) -> WaveReport:
-        """Recover, resolve the members, read their states, and drive them all."""
+        """Claim, recover, read the members' states, and drive them all."""
         report = self.report
+        engine = self.engine
+        if engine.lease is not None:
+            report.took_over = [run.describe() for run in engine.lease.took_over]
+        members = await self.resolve_members()
+        claimed = await engine.claim(members)
         report.recovery = await recover(
-            self.engine,
+            engine,
             self.journal,
             client=self.client,
             wave=self.spec.name,
@@ -188,15 +207,24 @@ class WaveRunner:
         conflicts = {
             d["source_id"] for d in report.recovery.details if d.get("result") == "conflict"
         }
-        members = await self.resolve_members()
         self.emit(EventKind.WAVE_STARTED)
-        from sms_flow.client import read_sources  # imported when a wave runs: aiohttp is heavy
-
-        reading = read_sources(self.client, members, concurrency=self.spec.concurrency)
-        states = {source_id: src async for source_id, src in reading}
+        mine = [s for s in members if s not in claimed.refused]
+        read_at = time.monotonic()
+        states = await read_states(self.client, mine, self.spec.concurrency)
+        moved = await self._moved_elsewhere(states)
         queue: asyncio.Queue[str] = asyncio.Queue()
         for source_id in members:
             record = report.sources[source_id] = SourceRecord(source_id)
+            owner = claimed.refused.get(source_id)
+            if owner is not None:
+                self.finish(
+                    record,
+                    SourceOutcome.OWNED,
+                    f"held by another live driver: {owner.describe()}; not driven: run this "
+                    "wave again once it is done",
+                    "OwnedError",
+                )
+                continue
             src = states.get(source_id)
             if src is None:
                 self.finish(
@@ -207,7 +235,7 @@ class WaveRunner:
                 )
                 continue
             pair = src.pair
-            if pair is None or not self.engine.chart.is_permitted(pair):
+            if pair is None or not engine.chart.is_permitted(pair):
                 self.finish(
                     record,
                     SourceOutcome.FAILED,
@@ -215,8 +243,10 @@ class WaveRunner:
                     "InvalidState",
                 )
                 continue
-            self.engine.track(source_id, pair)
+            engine.track(source_id, pair, read_at=read_at)
             record.start = record.state = str(pair)
+            if source_id in moved:
+                record.detail["moved"] = moved[source_id]
             if source_id in conflicts:
                 self.finish(
                     record,
@@ -253,6 +283,59 @@ class WaveRunner:
             for q in self._queues:
                 q.put_nowait(None)
         return report
+
+    async def _moved_elsewhere(self, states: dict[str, Any]) -> dict[str, str]:
+        """Record an ``observed`` entry for each source found elsewhere than the journal's last
+        known state of it (on this endpoint): moved by the service, or outside sms-flow."""
+        engine = self.engine
+        known = await self.journal.last_applied(
+            [s for s, src in states.items() if src is not None], endpoint=engine.endpoint
+        )
+        moved: dict[str, str] = {}
+        for source_id, entry in known.items():
+            src = states[source_id]
+            shown = str(src.pair) if src.pair is not None else src.describe_state()
+            if shown == entry.to_state:
+                continue
+            service = any(
+                e.dest == src.pair and not e.pushable for e in self._edges_from(entry.to_state)
+            )
+            actor = "service" if service else "unknown"
+            note = (
+                f"found at {shown}; the journal last knew {entry.to_state} (entry {entry.id}): "
+                + ("a move the service makes itself" if service else "moved outside sms-flow")
+            )
+            await self.journal.record(
+                Intent(
+                    source_id,
+                    None,
+                    entry.to_state,
+                    shown,
+                    actor,
+                    note,
+                    wave=self.spec.name,
+                    endpoint=engine.endpoint,
+                    project=engine.project,
+                    run_id=engine.lease.run_id if engine.lease is not None else None,
+                ),
+                Outcome.OBSERVED,
+            )
+            moved[source_id] = f"{entry.to_state} → {shown} ({actor})"
+        return moved
+
+    def _edges_from(self, state: str) -> tuple[Edge, ...]:
+        try:
+            pair = parse_pair(state)
+        except InputError:
+            return ()
+        return self.engine.chart.edges_from(pair) if self.engine.chart.is_permitted(pair) else ()
+
+    def lose(self, error: LeaseLostError) -> None:
+        """The run lost its lease: push nothing more, stop."""
+        if self.report.lease_lost is None:
+            self.report.lease_lost = str(error)
+            _log.warning("lease lost", wave=self.spec.name, error=str(error))
+        self.stop()
 
     def finish(
         self,
@@ -357,11 +440,70 @@ class WaveRunner:
                     return False
                 result = waiting.result()
                 self.report.observed += 1
+        except LeaseLostError as exc:
+            self.lose(exc)
+            return False
+        except ClaimLostError as exc:
+            await self._read_state(record)
+            self.finish(record, SourceOutcome.TAKEN, str(exc), "ClaimLostError")
+            return False
+        except OwnedError as exc:
+            self.finish(record, SourceOutcome.OWNED, str(exc), "OwnedError")
+            return False
+        except UnverifiedError as exc:
+            return await self._unverified(record, exc)
+        except ConflictError as exc:
+            record.state = exc.observed
+            whose = await self.whose_move(source_id, exc.observed)
+            self.finish(record, SourceOutcome.FAILED, f"{exc}; {whose}", "Conflict")
+            return False
         except (TransitionRejected, NotAppliedError, ApiError, TransportError) as exc:
             record.state = str(engine.states.get(source_id, state))
             self.finish(record, SourceOutcome.FAILED, str(exc), type(exc).__name__)
             return False
+        self._stepped(record, result)
+        return True
+
+    def _stepped(self, record: SourceRecord, result: StepResult) -> None:
         record.steps += 1
         record.state = str(result.to_state)
-        self.emit(EventKind.STEP, source_id=source_id, step=result)
-        return True
+        self.emit(EventKind.STEP, source_id=record.source_id, step=result)
+
+    async def _unverified(self, record: SourceRecord, exc: UnverifiedError) -> bool:
+        """A push whose outcome is unknown: read the source again to settle it, then go on."""
+        engine = self.engine
+        source_id = record.source_id
+        try:
+            settled = await engine.settle_unverified(source_id)
+        except (ApiError, TransportError, TransitionRejected) as read_exc:
+            record.state = str(engine.states[source_id])
+            record.detail["unverified"] = {"entry": exc.entry_id, "read": str(read_exc)}
+            self.finish(record, SourceOutcome.UNVERIFIED, str(exc), "UnverifiedError")
+            return False
+        if settled is not None and settled.outcome is Outcome.APPLIED:
+            self.report.applied += 1
+            self._stepped(record, settled)
+        elif settled is not None and settled.outcome is Outcome.CONFLICT:
+            record.state = str(engine.states[source_id])
+            whose = await self.whose_move(source_id, record.state)
+            self.finish(record, SourceOutcome.FAILED, f"{settled.note}; {whose}", "Conflict")
+            return False
+        return True  # applied, or did not take: the walk goes on from what the read showed
+
+    async def _read_state(self, record: SourceRecord) -> None:
+        """Show the source's true state in the report (it is no longer this run's)."""
+        with contextlib.suppress(ApiError, TransportError, TransitionRejected):
+            record.state = str(await self.engine.refresh(record.source_id))
+
+    async def whose_move(self, source_id: str, observed: str) -> str:
+        """Whose move a source's state seems to be, from the journal, for a person."""
+        for entry in reversed(await self.journal.history(source_id=source_id, limit=20)):
+            if entry.outcome in (Outcome.APPLIED, Outcome.OBSERVED) and entry.to_state == observed:
+                if entry.actor == self.actor and entry.wave == self.spec.name:
+                    continue
+                why = f", reason: {entry.reason}" if entry.reason else ""
+                return f"it seems to be {entry.actor}'s move (journal entry {entry.id}{why})"
+        return (
+            "no journal entry shows that move: someone outside sms-flow made it (the console, "
+            "another tool)"
+        )

@@ -1,8 +1,13 @@
-"""Wiring a wave run: the simulator (when embedded), the client, the journal, the engine.
+"""Wiring a wave run: the simulator (when embedded), the client, the journal, the run, the engine.
 
 :class:`WaveSession` opens them together and closes them together; :func:`run_wave` runs a
 wave from Python in one call, and :func:`run_session` runs any session (the drill's too) to
 the end and writes its JSON report.
+
+A session is one run of its wave in the journal (:class:`~sms_flow.journal.Lease`):
+exclusive, so a second run of the same wave on the same endpoint is refused while the first
+is live (:class:`~sms_flow.errors.OwnedError`, naming it), and takes over from one found
+dead. Closing the session ends the run, which frees the sources it held at once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 from sms_flow.engine import Engine
 from sms_flow.errors import ConfigError
+from sms_flow.journal import DEFAULT_LEASE, Lease
 from sms_flow.wave.ratelimit import limited
 from sms_flow.wave.report import Event, WaveReport
 from sms_flow.wave.runner import WaveRunner
@@ -26,9 +32,17 @@ class WaveSession:
 
     ``async with WaveSession(spec) as session: report = await session.runner.run()``.
     With ``endpoint: simulator`` an embedded simulator runs in this process, its sources
-    kept in a state file beside the journal so that a second run finds them. A subclass
-    makes another kind of runner by overriding :meth:`make_runner` (the drill session does).
+    kept in a state file beside the journal so that a second run finds them (the journal
+    names that endpoint ``simulator:`` and the state file's path). ``lease`` is the run's
+    lease in seconds (its heartbeat renews it every third); ``look=False`` turns off the
+    engine's read before a push whose last read is not fresh. A subclass makes another kind
+    of runner by overriding :meth:`make_runner` (the drill session does) and names its kind
+    of run in :attr:`kind`.
     """
+
+    kind = "wave"
+    """The kind of run in the journal (a second live run of the same kind, name and
+    endpoint is refused)."""
 
     def __init__(
         self,
@@ -41,6 +55,8 @@ class WaveSession:
         fresh: bool = False,
         on_event: Callable[[Event], None] | None = None,
         client_options: dict[str, Any] | None = None,
+        lease: float = DEFAULT_LEASE,
+        look: bool = True,
     ) -> None:
         from sms_flow.journal import default_journal_path
 
@@ -52,11 +68,16 @@ class WaveSession:
         self._fresh = fresh
         self.on_event = on_event
         self._client_options = dict(client_options or {})
+        self.lease_seconds = lease
+        self.look = look
         self.simulator: Any = None
         self.client: Any = None
         self.journal: Any = None
+        self.lease: Lease | None = None
         self.shown_endpoint = ""
         """Where the session pushes, as shown to a person (set when it opens)."""
+        self.endpoint = ""
+        """Where the session pushes, as the journal names it (set when it opens)."""
         self.runner: WaveRunner = None  # type: ignore[assignment]  # set in __aenter__
 
     @property
@@ -75,6 +96,7 @@ class WaveSession:
         return self.journal_path.parent / "reports" / f"{self.spec.name}.json"
 
     async def __aenter__(self) -> WaveSession:
+        from sms_flow.auth import auth_from_env
         from sms_flow.client import SmsClient
         from sms_flow.journal_sqlite import SqliteJournal
 
@@ -103,6 +125,8 @@ class WaveSession:
                 await self.simulator.start()
                 self.client = SmsClient(self.simulator.url, **self._client_options)
                 self.shown_endpoint = f"embedded simulator ({state_file})"
+                self.endpoint = f"simulator:{state_file.absolute()}"
+                project = None
             else:
                 endpoint = self._endpoint or (None if spec.endpoint == SIMULATOR else spec.endpoint)
                 region = self._region or spec.region
@@ -112,10 +136,24 @@ class WaveSession:
                 elif region:
                     overrides["region"] = region
                 self.client = SmsClient.from_env(**overrides)
-                self.shown_endpoint = self.client.endpoint
+                self.shown_endpoint = self.endpoint = self.client.endpoint
+                # The project AK/SK signing names (a token's project is not known here).
+                project = getattr(auth_from_env(), "project_id", None)
             await self.client.open()
             self.journal = SqliteJournal(self.journal_path)
             await self.journal.open()
+            actor = f"{self.kind}:{spec.name}"
+            self.lease = Lease(
+                self.journal,
+                self.kind,
+                actor=actor,
+                name=spec.name,
+                endpoint=self.endpoint,
+                project=project,
+                seconds=self.lease_seconds,
+                exclusive=True,
+            )
+            await self.lease.start()
             if self._fresh:
                 await self.journal.remove_members(spec.name)
             api = limited(self.client, spec.rate_limit)
@@ -124,7 +162,11 @@ class WaveSession:
                 chart=chart_of(spec, self._base_dir),
                 journal=self.journal,
                 verify=spec.verify,
-                actor=f"wave:{spec.name}",
+                actor=actor,
+                endpoint=self.endpoint,
+                project=project,
+                lease=self.lease,
+                look=self.look,
             )
             self.runner = self.make_runner(engine, api)
         except BaseException:
@@ -148,6 +190,9 @@ class WaveSession:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self.lease is not None:
+            await self.lease.end()
+            self.lease = None
         if self.journal is not None:
             await self.journal.close()
             self.journal = None
@@ -179,6 +224,7 @@ async def run_wave(
     journal_path: str | Path | None = None,
     on_event: Callable[[Event], None] | None = None,
     fresh: bool = False,
+    lease: float = DEFAULT_LEASE,
 ) -> WaveReport:
     """Run a wave from Python: recover, drive every source, write the JSON report.
 
@@ -198,6 +244,7 @@ async def run_wave(
             base_dir=base_dir,
             fresh=fresh,
             on_event=on_event,
+            lease=lease,
         )
     )
 

@@ -36,7 +36,8 @@ def test_every_command_names_a_handler_that_exists() -> None:
     [commands] = [a for a in parser._actions if a.dest == "command"]
     assert isinstance(commands.choices, dict)
     assert set(commands.choices) == {
-        "check", "plan", "diagram", "get", "set", "run", "drill", "history", "simulator",
+        "check", "plan", "diagram", "get", "set", "run", "drill", "history", "recover",
+        "journal", "simulator",
     }  # fmt: skip
     for name, sub in commands.choices.items():
         handler = sub.get_default("handler")
@@ -70,3 +71,4 @@ def test_console_script_runs() -> None:
     )
     assert result.returncode == 0 and "exit codes" in result.stdout
     assert "130 a wave or drill stopped by Ctrl-C" in result.stdout
+    assert "5 owned by another live driver" in result.stdout

@@ -18,6 +18,7 @@ from sms_flow import (
     AkSkAuth,
     ApiError,
     Chart,
+    ConflictError,
     CopyState,
     DrillSpec,
     Edge,
@@ -27,15 +28,18 @@ from sms_flow import (
     EventKind,
     Intent,
     Journal,
+    Lease,
     LifecycleMachine,
     MigrationCycle,
     NotAppliedError,
     Outcome,
+    OwnedError,
     Plan,
     Planner,
     PushResult,
     ReasonCode,
     RetryPolicy,
+    Run,
     SmsClient,
     SmsFlowError,
     SourceOutcome,
@@ -45,6 +49,7 @@ from sms_flow import (
     StepResult,
     TokenAuth,
     TransitionRejected,
+    UnverifiedError,
     Verdict,
     WaitPolicy,
     WaveReport,
@@ -231,6 +236,30 @@ async def drills() -> None:
 async def recovery(engine: Engine, journal: Journal, client: SmsClient) -> None:
     report = await recover(engine, journal, client=client, wave="w1")
     assert_type(report.total, int)
+    assert_type(report.held, int)
+
+
+async def ownership(client: SmsClient, journal: Journal) -> None:
+    lease = Lease(journal, "runbook", actor="runbook:cutover", endpoint=client.endpoint)
+    started = await lease.start()
+    assert_type(started.run, Run)
+    async with Engine(client, journal=journal, lease=lease, max_age=2.0) as engine:
+        claimed = await engine.claim(["a", "b"])
+        for source_id, owner in claimed.refused.items():
+            assert_type(owner.describe(), str)
+            assert_type(source_id, str)
+        try:
+            await engine.fire("a", "configure")
+        except OwnedError as exc:  # another live driver holds it, or it was taken over
+            assert_type(exc.owner, Run | None)
+        except ConflictError as exc:  # someone else moved it: not pushed
+            assert_type(exc.observed, str)
+        except UnverifiedError as exc:  # it may have landed: the next read settles it
+            assert_type(exc.entry_id, int | None)
+            assert_type(await engine.settle_unverified("a"), StepResult | None)
+    await lease.end()
+    async with Engine(client, journal=journal) as implicit:  # its own run, ended on exit
+        assert_type(implicit.lease, Lease | None)
 
 
 def package() -> None:

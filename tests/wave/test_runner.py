@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from sms_flow.client import SmsClient
+from sms_flow.engine import Engine
+from sms_flow.journal import Outcome
+from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.simulator import Faults, Simulator
-from sms_flow.wave import Event, EventKind, SourceOutcome, WaveSession, run_wave
+from sms_flow.wave import Event, EventKind, SourceOutcome, WaveRunner, WaveSession, run_wave
 from tests.conftest import Spawner, eventually
+from tests.test_engine import Faulty
 from tests.wave.conftest import (
     MAIN_PATH,
     RETRY,
@@ -227,3 +232,89 @@ def test_history_command_shows_a_sources_path(spawn: Spawner, tmp_path: Path) ->
 
 def test_planned_path_is_the_main_path() -> None:
     assert planned_path("WAITING/checking") == MAIN_PATH
+
+
+@pytest.mark.slow
+async def test_a_journal_deleted_mid_run_stops_the_run(spawn: Spawner, tmp_path: Path) -> None:
+    sim = spawn.simulator(*SIMULATOR_ARGS, "--latency", "0.02", sources=40)
+    wave = write_wave(
+        tmp_path / "wave.yaml",
+        name="gone",
+        endpoint=sim.url,
+        sources={"ids": sim.ids},
+        concurrency=4,
+    )
+    journal = tmp_path / "journal.sqlite"
+    run = spawn.sms_flow("run", str(wave), "--journal", str(journal), "--no-progress", cwd=tmp_path)
+    await eventually(lambda: journalled(run, journal, 20), timeout=60)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{journal}{suffix}").unlink()
+    pushed = sum(sim.stats()["puts_per_source"].values())
+
+    assert await run.await_exit() not in (0, 130), run.stdout + run.stderr
+    assert "deleted" in run.stderr and str(journal) in run.stderr
+    # Only the pushes already begun (at most one per source in flight) went out after it.
+    assert sum(sim.stats()["puts_per_source"].values()) - pushed <= 4
+
+
+async def test_a_source_moved_outside_the_journal_is_observed_before_it_is_driven(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    [sid] = await sim.register_many(1, prefix="mv")
+    journal = tmp_path / "j.sqlite"
+    first = await run_wave(
+        spec(name="mv", sources={"ids": [sid]}, target="INIT"),
+        endpoint=sim.url,
+        journal_path=journal,
+    )
+    assert first.ok
+    await sim.move(sid, trigger="replicate")  # someone moves it on, outside sms-flow
+
+    second = await run_wave(
+        spec(name="mv", sources={"ids": [sid]}), endpoint=sim.url, journal_path=journal
+    )
+
+    assert second.ok
+    assert second.sources[sid].detail["moved"] == (
+        "INIT/replicating → REPLICATE/replicating (unknown)"
+    )
+    async with SqliteJournal(journal) as opened:
+        entries = await opened.history(source_id=sid)
+    assert [(e.trigger, e.outcome, e.actor) for e in entries] == [
+        ("configure", Outcome.APPLIED, "wave:mv"),
+        ("start", Outcome.APPLIED, "wave:mv"),
+        (None, Outcome.OBSERVED, "unknown"),
+        ("cutover", Outcome.APPLIED, "wave:mv"),
+        ("finish", Outcome.APPLIED, "wave:mv"),
+    ]
+    assert (entries[2].from_state, entries[2].to_state) == (
+        "INIT/replicating",
+        "REPLICATE/replicating",
+    )
+
+
+async def test_a_push_that_cannot_be_verified_is_reported_and_settled_by_the_next_run(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    [sid] = await sim.register_many(1, prefix="uv")
+    path = tmp_path / "j.sqlite"
+    async with SqliteJournal(path) as journal, SmsClient(sim.url, retry=RETRY["retry"]) as client:
+        # The service goes down right after the first push: nothing can be read back.
+        broken = Faulty(client, sim, Faults(), Faults(error_rate=1.0))
+        async with Engine(broken, journal=journal, endpoint=sim.url) as engine:
+            runner = WaveRunner(
+                spec(name="uv", sources={"ids": [sid]}), engine, journal, client=broken
+            )
+            report = await runner.run()
+    sim.set_faults(Faults())
+    record = report.sources[sid]
+    assert record.outcome is SourceOutcome.UNVERIFIED and not report.ok
+    assert record.state == "WAITING/checking", "the last state known for sure"
+    assert "may have landed" in (record.error or "")
+    assert str(sim.source(sid).pair) == "WAITING/setting", "it had landed"
+
+    again = await run_wave(
+        spec(name="uv", sources={"ids": [sid]}), endpoint=sim.url, journal_path=path
+    )
+    assert again.ok and again.recovery is not None and again.recovery.applied == 1
+    assert_clean_history(sim.history(sid), MAIN_PATH)
