@@ -408,7 +408,9 @@ async def _get_each(
                 except NotFoundError:
                     src = None
                 await done.put((source_id, src))
-        except Exception as exc:  # handed to the reader, who raises it
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the reader, who raises it (WaitInterrupted too)
             await done.put(exc)
         else:
             await done.put(None)

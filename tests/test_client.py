@@ -1096,8 +1096,11 @@ async def test_memory_stays_flat_under_huge_answers(huge: str, spawn: Spawner) -
 LIST_ROUTE = "GET /v3/sources"
 
 
-async def read_all(client: SmsClient, ids: list[str], **options: Any) -> dict[str, Any]:
-    return {source_id: src async for source_id, src in client.read_sources(ids, **options)}
+async def read_all(client: Any, ids: list[str], **options: Any) -> dict[str, Any]:
+    """Every source of ``ids`` read by ``client`` (an SmsClient, or one wrapped by a rate limit)."""
+    from sms_flow.client import read_sources
+
+    return {source_id: src async for source_id, src in read_sources(client, ids, **options)}
 
 
 async def test_read_sources_pages_through_the_listing_and_stops_once_all_are_found(
@@ -1162,6 +1165,26 @@ async def test_read_sources_raises_what_it_cannot_get_past(sim: Simulator) -> No
             await read_all(client, ids)
         with pytest.raises(InvalidRequestError, match="concurrency is 0"):
             client.read_sources(ids, concurrency=0)
+
+
+async def test_read_sources_ends_when_a_wait_for_the_rate_limit_is_interrupted(
+    sim: Simulator,
+) -> None:
+    """A run that stops interrupts the reads waiting for a rate-limit slot: the reader raises
+    WaitInterrupted at once (it waited for ever when a reading task died of it unseen)."""
+    from sms_flow.errors import WaitInterrupted
+    from sms_flow.wave.ratelimit import interrupt_waits, limited
+
+    ids = await sim.register_many(3)
+    async with client_for(sim) as client:
+        slow = limited(client, 0.01)  # one request every 100 s: the second one waits
+        reading = asyncio.create_task(
+            read_all(slow, ids, concurrency=2)  # the wrapper reads as the client does
+        )
+        await eventually(lambda: count(sim, "GET /v3/sources/{source_id}") >= 1)
+        interrupt_waits(slow)
+        with pytest.raises(WaitInterrupted):
+            await asyncio.wait_for(reading, 10)
 
 
 @pytest.mark.slow
