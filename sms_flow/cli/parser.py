@@ -92,9 +92,18 @@ def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--attempts",
         type=int,
-        default=5,
+        default=None,
         metavar="N",
-        help="attempts per request, retries included (default 5)",
+        help="most attempts per request, retries included (default: as many as --total-time "
+        "allows)",
+    )
+    g.add_argument(
+        "--total-time",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds a request may take, retries and their backoff included (default 60); "
+        "an outage shorter than this costs time, not the request",
     )
     g.add_argument(
         "--timeout", type=float, default=10.0, metavar="S", help="seconds per attempt (default 10)"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sms_flow.cli import EXIT_NOT_APPLIED, EXIT_OK, EXIT_REJECTED
 from sms_flow.cli._output import out, print_json, print_verdict
 from sms_flow.cli.model import chart_from
-from sms_flow.errors import InputError
+from sms_flow.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from sms_flow.client import SmsClient
@@ -35,7 +35,17 @@ def client_from(args: argparse.Namespace) -> SmsClient:
         overrides["region"] = args.region
     if getattr(args, "insecure", False):
         overrides["verify_tls"] = False
-    overrides["retry"] = RetryPolicy(attempts=args.attempts, timeout=args.timeout)
+    try:
+        overrides["retry"] = RetryPolicy(
+            attempts=args.attempts, timeout=args.timeout, total_time=args.total_time
+        )
+    except ConfigError as exc:  # name the options, not the class behind them
+        options = {"attempts": "--attempts", "timeout": "--timeout", "total_time": "--total-time"}
+        message = str(exc)
+        for field, option in options.items():
+            message = message.replace(f"RetryPolicy.{field}", option)
+        message = message.replace("or None to retry until total_time", "or leave it out")
+        raise InputError(message) from None
     return SmsClient.from_env(**overrides)
 
 

@@ -162,6 +162,9 @@ def test_bad_input_exits_2_and_sends_nothing(
         (("set", sid), "give --copystate, --migrationcycle or both"),
         (("set", "a/b", "--copystate", "INIT"), "not safe in a URL path"),
         (("set", "x" * 300, "--copystate", "INIT"), "the API takes at most 255"),
+        (("set", sid, "--copystate", "INIT", "--attempts", "0"), "--attempts is 0; give 1 or more"),
+        (("get", sid, "--total-time", "-1"), "--total-time is -1.0; give more than 0 seconds"),
+        (("get", sid, "--timeout", "0"), "--timeout is 0.0; give more than 0 seconds"),
     ):
         result = cli(*args)
         assert result.returncode == 2, (args, result.stderr)
