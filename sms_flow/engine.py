@@ -970,19 +970,12 @@ class Engine:
             return pushed
         try:
             await self.verify_applied(source_id, origin, dest, pushed.request_id)
-        except IgnoredByServiceError as exc:
+        except (IgnoredByServiceError, ReadBackMismatchError) as exc:
+            # Ignored: frozen, the service took no notice; a mismatch: someone else's state.
+            ignored = isinstance(exc, IgnoredByServiceError)
             await self._settle(
                 entry_id,
-                Outcome.IGNORED,
-                error=str(exc),
-                request_id=pushed.request_id,
-                attempts=pushed.attempts,
-            )
-            raise
-        except ReadBackMismatchError as exc:
-            await self._settle(
-                entry_id,
-                Outcome.CONFLICT,
+                Outcome.IGNORED if ignored else Outcome.CONFLICT,
                 error=str(exc),
                 request_id=pushed.request_id,
                 attempts=pushed.attempts,
