@@ -20,7 +20,7 @@ from sms_flow._yaml import YamlProblem
 from sms_flow._yaml import load as load_yaml
 from sms_flow.errors import ChartError
 
-__all__ = ["ChartData", "StateData", "TransitionData", "parse"]
+__all__ = ["ChartData", "StateData", "TransitionData", "ViewData", "parse"]
 
 
 # -- what a checked file holds ----------------------------------------------------------
@@ -48,6 +48,14 @@ class TransitionData(TypedDict):
     note: str
 
 
+class ViewData(TypedDict):
+    """One entry of ``views``: a picture of part of the chart, the edges of ``triggers``."""
+
+    title: str
+    note: str
+    triggers: list[str]
+
+
 class ChartData(TypedDict):
     """A chart file that passed its schema: what :class:`~sms_flow.chart.Chart` is built from."""
 
@@ -56,6 +64,7 @@ class ChartData(TypedDict):
     initial: str
     states: dict[str, StateData]
     transitions: list[TransitionData]
+    views: dict[str, ViewData]
 
 
 # -- the file's schema ------------------------------------------------------------------
@@ -97,6 +106,14 @@ class _TransitionSpec(BaseModel):
         return value
 
 
+class _ViewSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str = Field(min_length=1)
+    note: str = ""
+    triggers: list[str] = Field(min_length=1)
+
+
 class _ChartSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -105,6 +122,7 @@ class _ChartSpec(BaseModel):
     initial: str
     states: dict[str, _StateSpec] = Field(min_length=1)
     transitions: list[_TransitionSpec] = Field(min_length=1)
+    views: dict[str, _ViewSpec] = Field(default_factory=dict)
 
 
 def _pydantic_entry(loc: tuple[int | str, ...], raw: Any) -> str:

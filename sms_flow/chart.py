@@ -45,7 +45,7 @@ from sms_flow.states import (
 )
 
 if TYPE_CHECKING:
-    from sms_flow._chartfile import ChartData, TransitionData
+    from sms_flow._chartfile import ChartData, TransitionData, ViewData
 
 __all__ = [
     "Basis",
@@ -53,6 +53,7 @@ __all__ = [
     "Chart",
     "Edge",
     "StateInfo",
+    "View",
     "cache_dir",
     "default_chart",
     "default_chart_path",
@@ -115,6 +116,18 @@ class Edge:
         return f"{self.trigger}: {self.source} → {self.dest}"
 
 
+@dataclass(frozen=True, slots=True)
+class View:
+    """A named picture of part of the chart: the edges of ``triggers`` and the states they
+    join (``sms-flow diagram --view NAME``). The view named ``overview`` is the one a newcomer
+    sees first (the README's)."""
+
+    name: str
+    title: str
+    note: str
+    triggers: tuple[str, ...]
+
+
 # -- the chart ------------------------------------------------------------------------
 
 
@@ -138,6 +151,7 @@ class Chart:
         "states",
         "triggers",
         "version",
+        "views",
     )
 
     name: str
@@ -149,6 +163,7 @@ class Chart:
     pairs: tuple[StatePair, ...]
     edges: tuple[Edge, ...]
     triggers: tuple[str, ...]
+    views: Mapping[str, View]
 
     def __init__(self, data: ChartData, *, source: str, digest: str) -> None:
         problems: list[tuple[str, str]] = []
@@ -222,6 +237,7 @@ class Chart:
         self._edge_of = edge_of
         self._out = {p: tuple(es) for p, es in out.items()}
         self.triggers = tuple(dict.fromkeys(e.trigger for e in self.edges))
+        self.views = self._views(data.get("views", {}), problems)
 
         if initial is not None:
             self.initial = initial
@@ -230,6 +246,34 @@ class Chart:
             raise ChartError(source, problems)
 
     # -- construction helpers ---------------------------------------------------------
+
+    def _views(
+        self, raw: Mapping[str, ViewData], problems: list[tuple[str, str]]
+    ) -> dict[str, View]:
+        """The file's ``views``, each trigger checked against the chart's."""
+        views: dict[str, View] = {}
+        known = set(self.triggers)
+        for name, view in raw.items():
+            entry = f"views.{name}"
+            if not name.isidentifier() or name == "all":
+                problems.append(
+                    (entry, f"a view's name is a word (letters, digits, _), not {name!r} or 'all'")
+                )
+                continue
+            unknown = [t for t in view["triggers"] if t not in known]
+            if unknown:
+                problems.append(
+                    (
+                        f"{entry}.triggers",
+                        f"no transition has the trigger(s) {', '.join(map(repr, unknown))}; "
+                        f"the chart's triggers: {', '.join(self.triggers)}",
+                    )
+                )
+                continue
+            views[name] = View(
+                name, view["title"], view["note"].strip(), tuple(dict.fromkeys(view["triggers"]))
+            )
+        return views
 
     def _resolve_pair(
         self, text: str, entry: str, problems: list[tuple[str, str]]

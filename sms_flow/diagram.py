@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sms_flow.chart import By, Chart, Edge, StateInfo
+from sms_flow.chart import By, Chart, Edge, StateInfo, View
+from sms_flow.errors import InputError
 from sms_flow.states import CopyState
 
-__all__ = ["to_dot", "to_markdown", "to_mermaid"]
+__all__ = ["select_view", "to_dot", "to_markdown", "to_mermaid"]
 
 # Group colours (fill, stroke), in the order groups are first met in the chart.
 _PALETTE = (
@@ -36,17 +37,54 @@ def _node_id(cs: CopyState) -> str:
     return f"s_{cs.value}"
 
 
-def _groups(chart: Chart) -> dict[str, list[StateInfo]]:
-    groups: dict[str, list[StateInfo]] = {}
-    for info in chart.states.values():
-        groups.setdefault(info.group, []).append(info)
-    return groups
+def select_view(chart: Chart, name: str | None) -> View | None:
+    """The chart's view called ``name``; None for ``None`` or ``"all"`` (the whole chart).
+
+    Raises :class:`~sms_flow.errors.InputError` naming the views there are.
+    """
+    if name is None or name == "all":
+        return None
+    view = chart.views.get(name)
+    if view is None:
+        there = ", ".join([*chart.views, "all"])
+        raise InputError(f"the chart {chart.name!r} has no view {name!r}; its views: {there}")
+    return view
 
 
-def _merged_edges(chart: Chart) -> list[tuple[CopyState, CopyState, str, By, str]]:
+class _Picture:
+    """What one diagram draws: the edges (of a view, or all) and the copystates they join."""
+
+    def __init__(self, chart: Chart, view: View | None) -> None:
+        if view is None:
+            self.edges = list(chart.edges)
+            shown = set(chart.states)
+        else:
+            wanted = set(view.triggers)
+            self.edges = [e for e in chart.edges if e.trigger in wanted]
+            shown = {e.source.copystate for e in self.edges} | {
+                e.dest.copystate for e in self.edges
+            }
+        self.states = [info for cs, info in chart.states.items() if cs in shown]
+        self.groups: dict[str, list[StateInfo]] = {}
+        for info in self.states:
+            self.groups.setdefault(info.group, []).append(info)
+        # Colours stay those of the whole chart, so a group looks the same in every view.
+        order = list(dict.fromkeys(info.group for info in chart.states.values()))
+        self.colour = {g: _PALETTE[order.index(g) % len(_PALETTE)] for g in self.groups}
+        # The start marker where the picture shows a move out of the initial state.
+        starts = view is None or any(e.source == chart.initial for e in self.edges)
+        self.initial = chart.initial if starts else None
+        # The end marker after a final state the picture shows a move into.
+        entered = {e.dest.copystate for e in self.edges}
+        self.finals = [
+            i for i in self.states if i.final and (view is None or i.copystate in entered)
+        ]
+
+
+def _merged_edges(edges: Iterable[Edge]) -> list[tuple[CopyState, CopyState, str, By, str]]:
     """Edges between copystates: (from, to, trigger, by, cycle text), in chart order."""
     merged: dict[tuple[CopyState, CopyState, str], tuple[By, list[Edge]]] = {}
-    for edge in chart.edges:
+    for edge in edges:
         key = (edge.source.copystate, edge.dest.copystate, edge.trigger)
         merged.setdefault(key, (edge.by, []))[1].append(edge)
     out = []
@@ -67,18 +105,18 @@ def _label(trigger: str, by: By, cycle_text: str) -> str:
     return " ".join(parts)
 
 
-def to_mermaid(chart: Chart) -> str:
-    """The chart as a Mermaid ``stateDiagram-v2``."""
+def to_mermaid(chart: Chart, view: View | None = None) -> str:
+    """The chart (or one of its views, :func:`select_view`) as a Mermaid ``stateDiagram-v2``."""
+    pic = _Picture(chart, view)
     lines = [
         "stateDiagram-v2",
         "    direction LR",
     ]
-    groups = _groups(chart)
-    for i, group in enumerate(groups):
-        fill, stroke = _PALETTE[i % len(_PALETTE)]
+    for group in pic.groups:
+        fill, stroke = pic.colour[group]
         lines.append(f"    classDef {group} fill:{fill},stroke:{stroke},color:#111")
     lines.append("    classDef frozen stroke-dasharray:6 4,stroke-width:2px")
-    for group, infos in groups.items():
+    for group, infos in pic.groups.items():
         lines.append(f"    %% group: {group}")
         for info in infos:
             cs = info.copystate
@@ -87,24 +125,24 @@ def to_mermaid(chart: Chart) -> str:
             lines.append(
                 f'    state "{cs.value}{flag}<br/><small>{cycles}</small>" as {_node_id(cs)}'
             )
-    initial = chart.initial
-    lines.append(
-        f"    [*] --> {_node_id(initial.copystate)} : registered ({initial.migrationcycle.value})"
-    )
+    initial = pic.initial
+    if initial is not None:
+        lines.append(
+            f"    [*] --> {_node_id(initial.copystate)} : registered ({initial.migrationcycle.value})"
+        )
     # One arrow per pair of copystates, its label listing every move between them: Mermaid
     # draws parallel arrows on top of each other, and keeps only one loop on a state.
     labels: dict[tuple[CopyState, CopyState], list[str]] = {}
-    for src, dst, trigger, by, cycle_text in _merged_edges(chart):
+    for src, dst, trigger, by, cycle_text in _merged_edges(pic.edges):
         labels.setdefault((src, dst), []).append(_label(trigger, by, cycle_text))
     for (src, dst), texts in labels.items():
         lines.append(f"    {_node_id(src)} --> {_node_id(dst)} : {' / '.join(texts)}")
-    for info in chart.states.values():
-        if info.final:
-            lines.append(f"    {_node_id(info.copystate)} --> [*]")
-    for group, infos in groups.items():
+    for info in pic.finals:
+        lines.append(f"    {_node_id(info.copystate)} --> [*]")
+    for group, infos in pic.groups.items():
         ids = ",".join(_node_id(i.copystate) for i in infos)
         lines.append(f"    class {ids} {group}")
-    frozen = ",".join(_node_id(i.copystate) for i in chart.states.values() if i.frozen)
+    frozen = ",".join(_node_id(i.copystate) for i in pic.states if i.frozen)
     if frozen:
         lines.append(f"    class {frozen} frozen")
     return "\n".join(lines) + "\n"
@@ -114,18 +152,23 @@ def _dot_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def to_dot(chart: Chart) -> str:
-    """The chart as Graphviz dot, one cluster per group."""
+def to_dot(chart: Chart, view: View | None = None) -> str:
+    """The chart (or one of its views) as Graphviz dot, one cluster per group."""
+    pic = _Picture(chart, view)
     lines = [
         f"digraph {_dot_quote(chart.name)} {{",
         "  rankdir=TB;",
         '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize=10];',
-        '  start [shape=point, width=0.15, label=""];',
-        '  end [shape=doublecircle, width=0.2, label="", style=filled, fillcolor=black];',
     ]
-    for i, (group, infos) in enumerate(_groups(chart).items()):
-        fill, stroke = _PALETTE[i % len(_PALETTE)]
+    if pic.initial is not None:
+        lines.append('  start [shape=point, width=0.15, label=""];')
+    if pic.finals:
+        lines.append(
+            '  end [shape=doublecircle, width=0.2, label="", style=filled, fillcolor=black];'
+        )
+    for group, infos in pic.groups.items():
+        fill, stroke = pic.colour[group]
         lines.append(f"  subgraph {_dot_quote('cluster_' + group)} {{")
         lines.append(f"    label={_dot_quote(group)}; color={_dot_quote(stroke)};")
         for info in infos:
@@ -139,17 +182,18 @@ def to_dot(chart: Chart) -> str:
                 f"color={_dot_quote(stroke)}, style={style}];"
             )
         lines.append("  }")
-    initial = chart.initial
-    lines.append(
-        f"  start -> {_node_id(initial.copystate)} [label={_dot_quote(initial.migrationcycle.value)}];"
-    )
-    for src, dst, trigger, by, cycle_text in _merged_edges(chart):
+    initial = pic.initial
+    if initial is not None:
+        lines.append(
+            f"  start -> {_node_id(initial.copystate)} "
+            f"[label={_dot_quote(initial.migrationcycle.value)}];"
+        )
+    for src, dst, trigger, by, cycle_text in _merged_edges(pic.edges):
         style = "" if by is By.CLIENT else ", style=dashed"
         label = _dot_quote(_label(trigger, by, cycle_text))
         lines.append(f"  {_node_id(src)} -> {_node_id(dst)} [label={label}{style}];")
-    for info in chart.states.values():
-        if info.final:
-            lines.append(f"  {_node_id(info.copystate)} -> end;")
+    for info in pic.finals:
+        lines.append(f"  {_node_id(info.copystate)} -> end;")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -175,8 +219,33 @@ def _from_text(chart: Chart, edges: list[Edge]) -> str:
     return ", ".join(parts)
 
 
+def _views_markdown(chart: Chart) -> list[str]:
+    """The overview first, then every other view, then the whole chart: a title, the view's
+    note, how to draw it, and its Mermaid diagram."""
+    lines: list[str] = []
+    views = sorted(chart.views.values(), key=lambda v: v.name != "overview")
+    for view in [*views, None]:
+        if view is None:
+            title, note, name = "The whole chart", "Every state and every move at once.", "all"
+        else:
+            title, note, name = view.title, view.note, view.name
+        lines += [
+            f"## {title}",
+            "",
+            *([note, ""] if note else []),
+            f"`sms-flow diagram --view {name}`",
+            "",
+            "```mermaid",
+            to_mermaid(chart, view).rstrip("\n"),
+            "```",
+            "",
+        ]
+    return lines
+
+
 def to_markdown(chart: Chart) -> str:
-    """A Markdown page: the Mermaid diagram, then every state and every transition."""
+    """A Markdown page: the overview, each view and the whole chart as Mermaid diagrams, then
+    every state and every transition."""
     lines = [
         f"# Statechart `{chart.name}` (version {chart.version})",
         "",
@@ -189,10 +258,7 @@ def to_markdown(chart: Chart) -> str:
         "migration cycle, `[by service]` when the service makes the move by itself and "
         "`[by action]` when it makes it in answer to another API call (a task action, a delete).",
         "",
-        "```mermaid",
-        to_mermaid(chart).rstrip("\n"),
-        "```",
-        "",
+        *_views_markdown(chart),
         "## States",
         "",
     ]

@@ -328,3 +328,34 @@ def test_an_endless_or_huge_file_is_refused_unread(tmp_path: Path) -> None:
     big.write_text(TINY + "#" * (1 << 20), encoding="utf-8")
     with pytest.raises(ChartError, match="is larger than 1,048,576 bytes"):
         load_chart(big)
+
+
+# -- views ----------------------------------------------------------------------------------
+
+
+def test_every_edge_of_the_default_chart_is_in_a_view(chart: Chart) -> None:
+    """The views together draw the whole chart, and the overview is the main path."""
+    drawn = {t for view in chart.views.values() for t in view.triggers}
+    assert set(chart.triggers) <= drawn, set(chart.triggers) - drawn
+    assert chart.views["overview"].triggers == (
+        "configure",
+        "start",
+        "replicate",
+        "sync",
+        "cutover",
+        "finish",
+    )
+
+
+def test_a_view_naming_an_unknown_trigger(write_chart: Callable[[str], Path]) -> None:
+    text = TINY + "views:\n  main:\n    title: Main\n    triggers: [configure, launch]\n"
+    error = load_error(write_chart, text)
+    assert "views.main.triggers" in str(error)
+    assert "'launch'" in str(error) and "the chart's triggers: configure" in str(error)
+
+
+def test_a_view_needs_a_title_and_triggers(write_chart: Callable[[str], Path]) -> None:
+    error = load_error(write_chart, TINY + "views:\n  main:\n    note: x\n")
+    assert "views.main.title" in str(error) and "views.main.triggers" in str(error)
+    error = load_error(write_chart, TINY + "views:\n  all:\n    title: A\n    triggers: [start]\n")
+    assert "views.all" in str(error) and "not 'all'" in str(error)

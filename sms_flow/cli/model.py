@@ -13,6 +13,7 @@ from pathlib import Path
 from sms_flow.chart import Chart, default_chart, load_chart
 from sms_flow.cli import EXIT_OK, EXIT_REJECTED
 from sms_flow.cli._output import err, out, print_json, print_steps, print_verdict
+from sms_flow.errors import InputError
 from sms_flow.planner import Plan, Planner
 from sms_flow.states import parse_pair, parse_request
 
@@ -67,12 +68,19 @@ def plan(args: argparse.Namespace) -> int:
 
 def diagram(args: argparse.Namespace) -> int:
     """The chart as Mermaid, a Markdown page or Graphviz dot, to stdout or ``--output``."""
-    from sms_flow.diagram import to_dot, to_markdown, to_mermaid
+    from sms_flow.diagram import select_view, to_dot, to_markdown, to_mermaid
 
     chart = chart_from(args)
     fmt = args.format
-    render = {"mermaid": to_mermaid, "dot": to_dot, "markdown": to_markdown}[fmt]
-    text = render(chart)
+    if fmt == "markdown":
+        if args.view is not None:
+            raise InputError(
+                "--view draws one view as mermaid or dot; the markdown page has every view"
+            )
+        text = to_markdown(chart)
+    else:
+        view = select_view(chart, args.view)
+        text = (to_mermaid if fmt == "mermaid" else to_dot)(chart, view)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         err(f"wrote {fmt} diagram of chart {chart.name!r} to {args.output}")

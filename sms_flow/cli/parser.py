@@ -172,7 +172,15 @@ def _diagram_options(p: argparse.ArgumentParser) -> None:
         "--format",
         choices=("mermaid", "markdown", "dot"),
         default="mermaid",
-        help="mermaid (default): the diagram; markdown: a page with the diagram and tables; dot: Graphviz",
+        help="mermaid (default): the diagram; markdown: a page with every view and tables; "
+        "dot: Graphviz",
+    )
+    p.add_argument(
+        "--view",
+        metavar="NAME",
+        help="draw one view of the chart: overview (the main path), check, failure, stop, "
+        "drill, clearing, deletion (the default chart's), or all (the default: everything at "
+        "once); with mermaid or dot",
     )
     p.add_argument(
         "--output", "-o", metavar="FILE", help="write to FILE instead of standard output"
@@ -405,7 +413,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         handler="sms_flow.cli.model:diagram",
         logs=False,
         help="draw the statechart (Mermaid, Markdown page, or Graphviz dot)",
-        description="Render the statechart as a Mermaid state diagram, a Markdown page around it, or Graphviz dot.",
+        description=(
+            "Render the statechart as a Mermaid state diagram, a Markdown page around it, or "
+            "Graphviz dot: the whole chart, or one of its views (--view), small pictures of the "
+            "main path and of each cross-cutting move, named in the chart file's views."
+        ),
     )
 
     _add_command(
