@@ -12,9 +12,19 @@ from sms_flow.errors import ApiError, TransportError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from sms_flow.chart import Edge
     from sms_flow.planner import Verdict
 
-__all__ = ["console", "err", "out", "print_api_error", "print_json", "print_steps", "print_verdict"]
+__all__ = [
+    "console",
+    "err",
+    "out",
+    "print_api_error",
+    "print_json",
+    "print_steps",
+    "print_verdict",
+    "step_marks",
+]
 
 
 def out(text: str = "", *, stream: TextIO | None = None) -> None:
@@ -29,12 +39,30 @@ def print_json(data: Any) -> None:
     out(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def print_steps(steps: Sequence[Any], indent: str = "  ") -> None:
-    """Numbered moves, each marked when the service makes it."""
+def step_marks(step: Edge) -> str:
+    """What a person should know of a step: who makes it (and what to call), irreversible."""
+    marks = []
+    if step.by.value == "service":
+        marks.append("by service: sms-flow waits for it")
+    elif step.by.value == "action":
+        marks.append(
+            "by action: " + (f"call {step.call}" if step.call else "another API call makes it")
+        )
+    if step.irreversible:
+        marks.append("⚠ irreversible")
+    return f"({'; '.join(marks)})" if marks else ""
+
+
+def print_steps(steps: Sequence[Edge], indent: str = "  ", *, stream: TextIO | None = None) -> None:
+    """Numbered moves, each marked when the service makes it and when it cannot be undone."""
     width = max((len(s.trigger) for s in steps), default=0)
     for i, step in enumerate(steps, 1):
-        wait = "" if step.pushable else f"   (by {step.by.value}: sms-flow waits for the service)"
-        out(f"{indent}{i}. {step.trigger.ljust(width)}  {step.source} → {step.dest}{wait}")
+        marks = step_marks(step)
+        out(
+            f"{indent}{i}. {step.trigger.ljust(width)}  {step.source} → {step.dest}"
+            + (f"   {marks}" if marks else ""),
+            stream=stream,
+        )
 
 
 def print_verdict(verdict: Verdict) -> None:
