@@ -1218,8 +1218,9 @@ class Engine:
                         f"source {source_id}: waited {limit:.0f}s for the service to move it out of "
                         f"{current}{expected}; it did not. "
                         + (
-                            f"This move happens when another API is called: {edge.note}"
-                            if edge and edge.note
+                            f"This move happens when another API is called: {edge.note}; "
+                            f"call {what_to_call(edge, source_id)}"
+                            if edge is not None and edge.by is By.ACTION
                             else ""
                         ),
                         source_id=source_id,

@@ -1,4 +1,9 @@
-"""What the commands print: lines, JSON, verdicts and steps, API errors, the rich console."""
+"""What the commands print: lines, JSON, verdicts and steps, API errors, the rich console.
+
+Under ``--json`` a command prints one JSON document on standard output, on success and on
+every error: an error is :func:`error_document` (``status``, ``error_code``, ``message``,
+``request_id``, ``exit_code``, plus what the command adds).
+"""
 
 from __future__ import annotations
 
@@ -51,6 +56,32 @@ def step_marks(step: Edge) -> str:
     if step.irreversible:
         marks.append("⚠ irreversible")
     return f"({'; '.join(marks)})" if marks else ""
+
+
+def error_document(
+    exit_code: int,
+    error_code: str,
+    message: str,
+    *,
+    request_id: str | None = None,
+    status: str = "error",
+    **extra: Any,
+) -> dict[str, Any]:
+    """The JSON document of a command that did not do what was asked.
+
+    ``status`` is ``error`` (or a word the command uses instead: ``rejected``,
+    ``interrupted``), ``error_code`` a stable name (the service's code for an API error, else
+    the kind of error), ``message`` what a person reads in text mode; ``extra`` what the
+    command adds (a verdict, the steps applied, where the source is).
+    """
+    return {
+        "status": status,
+        "error_code": error_code,
+        "message": message,
+        "request_id": request_id,
+        "exit_code": exit_code,
+        **extra,
+    }
 
 
 def print_steps(steps: Sequence[Edge], indent: str = "  ", *, stream: TextIO | None = None) -> None:
