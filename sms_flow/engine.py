@@ -1540,8 +1540,10 @@ def what_to_call(edge: Edge, source_id: str) -> str:
 def _action_needed(source_id: str, current: StatePair, edge: Edge) -> ActionNeededError:
     call = what_to_call(edge, source_id)
     return ActionNeededError(
-        f"source {source_id} is {current}: the next step, {edge.trigger} → {edge.dest}, is made "
-        f"by the service when another API is called, not by changestate; nothing was sent and "
+        f"source {source_id} is {current}: the next step, {edge.trigger} → {edge.dest}"
+        + (f" ({edge.note})" if edge.note else "")
+        + ", is made by the service when another API is called, not by changestate; nothing "
+        "was sent and "
         f"sms-flow did not wait. Call {call}, then run this again (it carries on from where the "
         "source is); or ask sms-flow to wait while someone calls it (set --wait-for-action, "
         "wait_for_actions: true in a wave file)",
