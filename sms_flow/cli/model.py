@@ -31,11 +31,13 @@ def check(args: argparse.Namespace) -> int:
     current = parse_pair(args.current)
     requested = parse_request(args.requested)
     verdict = Planner(chart).check(current, requested)
+    code = EXIT_OK if verdict.allowed else EXIT_REJECTED
     if args.json:
-        print_json(verdict.to_dict())
+        status = "allowed" if verdict.allowed else "rejected"
+        print_json({"status": status, "exit_code": code, **verdict.to_dict()})
     else:
         print_verdict(verdict)
-    return EXIT_OK if verdict.allowed else EXIT_REJECTED
+    return code
 
 
 def _print_plan(plan: Plan) -> None:
@@ -69,11 +71,13 @@ def plan(args: argparse.Namespace) -> int:
     """The shortest legal sequence of moves from FROM to TO; exit 1 when there is none."""
     chart = chart_from(args)
     found = Planner(chart).plan(parse_pair(args.current), parse_request(args.requested))
+    code = EXIT_OK if found.found else EXIT_REJECTED
     if args.json:
-        print_json(found.to_dict())
+        status = "planned" if found.found else "no_plan"
+        print_json({"status": status, "exit_code": code, **found.to_dict()})
     else:
         _print_plan(found)
-    return EXIT_OK if found.found else EXIT_REJECTED
+    return code
 
 
 def diagram(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sms_flow.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_OWNED, EXIT_REJECTED
-from sms_flow.cli._output import console, err, print_json
+from sms_flow.cli._output import console, err, error_document, print_json
 from sms_flow.cli.progress import WaveDisplay, print_drill_summary, print_wave_summary
 from sms_flow.errors import InputError, WaitInterrupted
 from sms_flow.wave.report import SourceOutcome, WaveReport
@@ -170,7 +170,13 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
         if not signals.count:
             raise
         task.uncancel()
-        err(f"sms-flow: stopped while the {what} was starting; nothing was pushed")
+        message = f"stopped while the {what} was starting; nothing was pushed"
+        if args.json:
+            print_json(
+                error_document(EXIT_INTERRUPTED, "interrupted", message, status="interrupted")
+            )
+        else:
+            err(f"sms-flow: {message}")
         return EXIT_INTERRUPTED
     finally:
         signals.over = True
