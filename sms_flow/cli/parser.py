@@ -59,6 +59,12 @@ def _add_lease_option(p: argparse.ArgumentParser) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options that `run` and `drill` share: output, logging, and where the service is."""
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the sources and print each one's plan (steps pushed, waited for, made by "
+        "another API call, irreversible ⚠); nothing is sent, journalled or claimed",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     p.add_argument(
