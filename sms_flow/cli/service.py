@@ -86,7 +86,9 @@ async def _get(args: argparse.Namespace) -> int:
         if flags:
             out(f"  flags: {', '.join(flags)}")
         moves = [
-            f"{e.trigger} → {e.dest}" + ("" if e.pushable else f" [by {e.by.value}]")
+            f"{e.trigger} → {e.dest}"
+            + ("" if e.pushable else f" [by {e.by.value}]")
+            + (" ⚠" if e.irreversible else "")
             for e in chart.edges_from(pair)
         ]
         out(f"  next:  {'; '.join(moves) if moves else 'none'}")
@@ -131,6 +133,22 @@ async def _set(args: argparse.Namespace) -> int:
         parse_copystate(args.copystate) if args.copystate else None,
         parse_cycle(args.migrationcycle) if args.migrationcycle else None,
     )
+    if not args.path:
+        given = [
+            flag
+            for flag, on in (
+                ("--yes", args.yes),
+                ("--allow", bool(args.allow)),
+                ("--wait", args.wait is not None),
+                ("--wait-for-action", args.wait_for_action),
+            )
+            if on
+        ]
+        if given:
+            raise InputError(
+                f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --path (a change of "
+                "more than one step); add --path, or leave them out for one move"
+            )
     chart = chart_from(args)
     allowed = set(args.allow or ())
     unknown = sorted(allowed - set(chart.triggers))

@@ -61,6 +61,12 @@ def test_errors_are_json_for_every_command(
     code, doc = run_json(capsys, "set", "abc")
     assert code == 2
     assert_error(doc, "InputError", "give --copystate, --migrationcycle or both")
+    code, doc = run_json(capsys, "set", "abc", "--copystate", "INIT", "--allow", "cutover")
+    assert code == 2
+    assert_error(doc, "InputError", "--allow goes with --path")
+    code, doc = run_json(capsys, "set", "abc", "--copystate", "INIT", "--path", "--allow", "cutovr")
+    assert code == 2
+    assert_error(doc, "InputError", "--allow cutovr", "clear, cutover, delete, finish")
     code, doc = run_json(capsys, "run", str(tmp_path / "missing.yaml"))
     assert code == 2
     assert_error(doc, "ConfigError", "missing.yaml")
