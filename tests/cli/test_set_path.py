@@ -16,7 +16,8 @@ from tests.conftest import SMS_FLOW_COMMAND, SimulatorChild, Spawner, eventually
 from tests.wave.conftest import journalled
 
 # Runs `sms-flow ARGS` on a pseudo-terminal (stdin, stdout and stderr), answers ANSWER once it
-# asks, and prints everything the terminal showed; exits with sms-flow's exit status.
+# asks (or types Ctrl-C for "ctrl-c"), and prints everything the terminal showed; exits with
+# sms-flow's exit status.
 ON_A_TERMINAL = r"""
 import os, pty, sys
 answer, argv = sys.argv[1], sys.argv[2:]
@@ -34,7 +35,7 @@ while True:
         break
     seen += chunk
     if not answered and b"[y/N]" in seen:
-        os.write(fd, answer.encode() + b"\n")
+        os.write(fd, b"\x03" if answer == "ctrl-c" else answer.encode() + b"\n")
         answered = True
 _, status = os.waitpid(pid, 0)
 sys.stdout.write(seen.decode(errors="replace"))
@@ -153,6 +154,10 @@ def test_a_terminal_confirms_the_plan_or_declines_it(spawn: Spawner, tmp_path: P
     declined = spawn.run(sys.executable, "-c", ON_A_TERMINAL, "n", *argv, env=env)
     assert declined.returncode == 1, declined.stdout
     assert "take these 2 steps" in declined.stdout and "not confirmed" in declined.stdout
+    assert sim.history(sid) == []
+    interrupted = spawn.run(sys.executable, "-c", ON_A_TERMINAL, "ctrl-c", *argv, env=env)
+    assert interrupted.returncode == 130, interrupted.stdout
+    assert "interrupted before anything was sent" in interrupted.stdout
     assert sim.history(sid) == []
     confirmed = spawn.run(sys.executable, "-c", ON_A_TERMINAL, "y", *argv, env=env)
     assert confirmed.returncode == 0, confirmed.stdout
