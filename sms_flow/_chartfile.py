@@ -46,6 +46,8 @@ class TransitionData(TypedDict):
     by: Literal["client", "service", "action"]
     basis: Literal["documented", "inferred"]
     note: str
+    irreversible: bool
+    call: str | None
 
 
 class ViewData(TypedDict):
@@ -90,6 +92,8 @@ class _TransitionSpec(BaseModel):
     by: Literal["client", "service", "action"] = "client"
     basis: Literal["documented", "inferred"]
     note: str = ""
+    irreversible: bool = False
+    call: str | None = Field(None, min_length=1, max_length=500)
 
     @field_validator("from_", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ Loading reports every mistake it finds with the file name and the offending entr
 that cannot be read (not a regular file, over 1 MiB: :mod:`sms_flow._textfile`), YAML that
 does not parse, a duplicated key, collections nested too deep, a field of the wrong type, an
 unknown state, a cycle not permitted for a state, an edge pushed out of a frozen state, a
-trigger that is ambiguous from one state, an unreachable state, and a non-final state with
+``call`` on a move that is not ``by: action``, a trigger that is ambiguous from one state, an unreachable state, and a non-final state with
 no way out or no way to a final state. The YAML and the fields are the file's schema, in
 :mod:`sms_flow._chartfile` (with :mod:`sms_flow._yaml` and pydantic, imported only when a
 chart's text is read); the rest are made here.
@@ -106,6 +106,12 @@ class Edge:
     note: str
     entry: int
     """Index of the transition in the chart file that this edge comes from."""
+    irreversible: bool = False
+    """True when the move cannot be undone (a launched target, cleared snapshots, a deleted
+    record): ``set --path`` takes it only when asked for it (its destination requested, or
+    ``--allow TRIGGER``)."""
+    call: str | None = None
+    """For a ``by: action`` move: what makes it (the API call an operator makes)."""
 
     @property
     def pushable(self) -> bool:
@@ -362,6 +368,16 @@ class Chart:
                     sources.append(pair)
 
         by, basis, note = By(tr["by"]), Basis(tr["basis"]), tr["note"].strip().rstrip(".")
+        irreversible = bool(tr.get("irreversible", False))
+        call = (tr.get("call") or "").strip() or None
+        if call is not None and by is not By.ACTION:
+            problems.append(
+                (
+                    f"{entry}.call",
+                    f"call {call!r} is for moves another API makes; this one is by: {by.value}: "
+                    "remove call, or set by: action",
+                )
+            )
         edges: list[Edge] = []
         for src in dict.fromkeys(sources):
             src_info = self.states[src.copystate]
@@ -387,7 +403,7 @@ class Chart:
             if dest == src:
                 problems.append((entry, f"the move from {src} leads back to itself"))
                 continue
-            edges.append(Edge(trigger, src, dest, by, basis, note, index))
+            edges.append(Edge(trigger, src, dest, by, basis, note, index, irreversible, call))
         return edges
 
     def _check_graph(self, problems: list[tuple[str, str]]) -> None:

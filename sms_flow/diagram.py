@@ -2,7 +2,9 @@
 
 Nodes are copystates; each carries the migration cycles it may be paired with. Edges are
 labelled with their trigger, the cycle they set when they change it, and who makes them
-when it is not a changestate call. Frozen states (the service ignores changestate in them)
+when it is not a changestate call; moves that cannot be undone (``irreversible``) are marked
+⚠. A view (the chart file's ``views``) draws the edges of its triggers and the states they
+join. Frozen states (the service ignores changestate in them)
 are drawn dashed and marked ❄; final states lead to the end marker. Copystates are grouped
 by the chart's ``group``: one colour each in Mermaid (whose state diagrams cannot draw an
 edge between states inside two different composite states), one cluster each in dot.
@@ -81,8 +83,11 @@ class _Picture:
         ]
 
 
-def _merged_edges(edges: Iterable[Edge]) -> list[tuple[CopyState, CopyState, str, By, str]]:
-    """Edges between copystates: (from, to, trigger, by, cycle text), in chart order."""
+def _merged_edges(
+    edges: Iterable[Edge],
+) -> list[tuple[CopyState, CopyState, str, By, str, bool]]:
+    """Edges between copystates: (from, to, trigger, by, cycle text, irreversible), in chart
+    order."""
     merged: dict[tuple[CopyState, CopyState, str], tuple[By, list[Edge]]] = {}
     for edge in edges:
         key = (edge.source.copystate, edge.dest.copystate, edge.trigger)
@@ -92,7 +97,7 @@ def _merged_edges(edges: Iterable[Edge]) -> list[tuple[CopyState, CopyState, str
         changed = [e for e in edges if e.dest.migrationcycle != e.source.migrationcycle]
         cycles = sorted({e.dest.migrationcycle.value for e in changed})
         cycle_text = f"→ {', '.join(cycles)}" if changed else ""
-        out.append((src, dst, trigger, by, cycle_text))
+        out.append((src, dst, trigger, by, cycle_text, any(e.irreversible for e in edges)))
     return out
 
 
@@ -133,8 +138,9 @@ def to_mermaid(chart: Chart, view: View | None = None) -> str:
     # One arrow per pair of copystates, its label listing every move between them: Mermaid
     # draws parallel arrows on top of each other, and keeps only one loop on a state.
     labels: dict[tuple[CopyState, CopyState], list[str]] = {}
-    for src, dst, trigger, by, cycle_text in _merged_edges(pic.edges):
-        labels.setdefault((src, dst), []).append(_label(trigger, by, cycle_text))
+    for src, dst, trigger, by, cycle_text, irreversible in _merged_edges(pic.edges):
+        mark = " ⚠" if irreversible else ""
+        labels.setdefault((src, dst), []).append(_label(trigger, by, cycle_text) + mark)
     for (src, dst), texts in labels.items():
         lines.append(f"    {_node_id(src)} --> {_node_id(dst)} : {' / '.join(texts)}")
     for info in pic.finals:
@@ -188,9 +194,9 @@ def to_dot(chart: Chart, view: View | None = None) -> str:
             f"  start -> {_node_id(initial.copystate)} "
             f"[label={_dot_quote(initial.migrationcycle.value)}];"
         )
-    for src, dst, trigger, by, cycle_text in _merged_edges(pic.edges):
+    for src, dst, trigger, by, cycle_text, irreversible in _merged_edges(pic.edges):
         style = "" if by is By.CLIENT else ", style=dashed"
-        label = _dot_quote(_label(trigger, by, cycle_text))
+        label = _dot_quote(_label(trigger, by, cycle_text) + (" ⚠" if irreversible else ""))
         lines.append(f"  {_node_id(src)} -> {_node_id(dst)} [label={label}{style}];")
     for info in pic.finals:
         lines.append(f"  {_node_id(info.copystate)} -> end;")
@@ -255,8 +261,10 @@ def to_markdown(chart: Chart) -> str:
         "they may be paired with; colours are groups. **❄ frozen**: the service ignores "
         "changestate there (it answers 200 and changes nothing), so the moves out of it are "
         "made by the service. Edge labels: the trigger, `→ cycle` when the move sets another "
-        "migration cycle, `[by service]` when the service makes the move by itself and "
-        "`[by action]` when it makes it in answer to another API call (a task action, a delete).",
+        "migration cycle, `[by service]` when the service makes the move by itself, "
+        "`[by action]` when it makes it in answer to another API call (a task action, a "
+        "delete; the table's `call` says which). **⚠** marks a move that cannot be undone "
+        "(irreversible: `set --path` takes it only when asked for it).",
         "",
         *_views_markdown(chart),
         "## States",
@@ -290,10 +298,12 @@ def to_markdown(chart: Chart) -> str:
                 _from_text(chart, edges),
                 ", ".join(dests),
                 first.by.value,
+                "⚠ yes" if first.irreversible else "",
+                f"`{first.call}`" if first.call else "",
                 first.basis.value,
                 first.note,
             )
         )
-    lines += _table(("trigger", "from", "to", "by", "basis", "note"), rows)
+    lines += _table(("trigger", "from", "to", "by", "irreversible", "call", "basis", "note"), rows)
     lines.append("")
     return "\n".join(lines)

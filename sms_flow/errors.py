@@ -18,7 +18,8 @@
     │   ├── IgnoredByServiceError       the source is in a state where the service ignores changestate
     │   ├── ReadBackMismatchError       reading the source back shows another state
     │   ├── ConflictError               before the push the source was not where the step starts; not sent
-    │   └── WaitTimeoutError            the service did not make an awaited move in time
+    │   ├── WaitTimeoutError            the service did not make an awaited move in time
+    │   └── ActionNeededError           the next move is made by another API call (carries what to call)
     ├── UnverifiedError                 pushed, and nothing proves whether it landed (journalled unverified)
     ├── SupersededError                 a retry stopped: a newer change for the same source began
     ├── UsageError (RuntimeError)       an object used out of order (a client that is not open)
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from sms_flow.planner import Verdict
 
 __all__ = [
+    "ActionNeededError",
     "AnswerTooLargeError",
     "ApiError",
     "AuthError",
@@ -286,6 +288,23 @@ class UnverifiedError(SmsFlowError):
 
 class WaitTimeoutError(NotAppliedError):
     """The service did not make a move sms-flow waits for (a ``by: service`` edge) in time."""
+
+
+class ActionNeededError(NotAppliedError):
+    """The next move is made by the service when another API is called (a ``by: action`` edge).
+
+    Raised at once instead of waiting, when the caller did not ask to wait for such moves:
+    ``trigger`` is the move, ``state`` where the source is, ``call`` what makes the move (the
+    chart's ``call``, ``None`` when the chart does not say). Nothing was sent.
+    """
+
+    def __init__(
+        self, message: str, *, source_id: str, trigger: str, state: str, call: str | None
+    ) -> None:
+        self.trigger = trigger
+        self.state = state
+        self.call = call
+        super().__init__(message, source_id=source_id)
 
 
 class SupersededError(SmsFlowError):

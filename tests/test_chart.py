@@ -283,15 +283,51 @@ def test_every_edge_of_the_default_chart_has_its_evidence(chart: Chart) -> None:
         found = [
             row
             for row in rows
-            if len(row) == 5
+            if len(row) == 6
             and edge.trigger in {t.strip() for t in row[0].split(",")}
             and row[2] == edge.by.value
             and row[3] == edge.basis.value
+            and row[4].startswith("**yes**" if edge.irreversible else "no")
         ]
         assert found, (
             f"statecharts/README.md has no row for {edge.trigger} (by {edge.by.value}, "
-            f"{edge.basis.value})"
+            f"{edge.basis.value}, irreversible {edge.irreversible})"
         )
+
+
+def test_the_moves_that_cannot_be_undone_are_marked(chart: Chart) -> None:
+    marked = {e.trigger for e in chart.edges if e.irreversible}
+    assert marked == {"cutover", "finish", "clear", "delete"}
+
+
+def test_every_move_another_api_makes_says_what_to_call(chart: Chart) -> None:
+    for edge in chart.edges:
+        assert (edge.call is not None) == (edge.by is By.ACTION), edge
+    clear = chart.edge(parse_pair("FINISHED/cutovered"), "clear")
+    assert clear is not None
+    assert clear.call == 'POST /v3/tasks/{task_id}/action {"operation": "clear"}'
+    delete = chart.edge(parse_pair("ERROR/syncing"), "delete")
+    assert delete is not None and delete.call == "DELETE /v3/sources/{source_id}"
+
+
+def test_a_call_on_a_pushed_move_is_refused(write_chart: Callable[[str], Path]) -> None:
+    text = TINY.replace(
+        "basis: documented}", 'basis: documented, call: "POST /v3/tasks/{id}/action"}', 1
+    )
+    err = load_error(write_chart, text)
+    assert err.entry == "transitions[1] (trigger 'start').call"
+    assert "by: client" in err.problem and "by: action" in err.problem
+
+
+def test_irreversible_must_be_a_boolean(write_chart: Callable[[str], Path]) -> None:
+    err = load_error(
+        write_chart, TINY.replace("basis: inferred}", "basis: inferred, irreversible: maybe}")
+    )
+    assert err.entry == "transitions[0] (trigger 'configure').irreversible"
+    chart = load_chart(
+        write_chart(TINY.replace("basis: inferred}", "basis: inferred, irreversible: true}"))
+    )
+    assert [e.trigger for e in chart.edges if e.irreversible] == ["configure"]
 
 
 def test_no_file_points_outside_the_repository() -> None:

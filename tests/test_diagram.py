@@ -52,13 +52,18 @@ def test_dot_has_a_cluster_per_group_and_dashed_service_moves(chart: Chart) -> N
     text = to_dot(chart)
     assert text.count("subgraph ") == len({i.group for i in chart.states.values()})
     assert 's_STOPPING -> s_STOPPED [label="stopped [by service]", style=dashed];' in text
-    assert 's_SYNCING -> s_CUTOVERING [label="cutover → cutovering"];' in text
+    assert 's_SYNCING -> s_CUTOVERING [label="cutover → cutovering ⚠"];' in text
+    assert 's_REPLICATE -> s_SYNCING [label="sync → syncing"];' in text
     assert text.count("{") == text.count("}")
 
 
 def test_markdown_lists_every_transition_entry(chart: Chart) -> None:
     text = to_markdown(chart)
-    assert "| `requeue` | cleared | WAITING/cutovered | client | inferred |" in text
+    assert "| `requeue` | cleared | WAITING/cutovered | client |  |  | inferred |" in text
+    assert (
+        "| `clear` | FINISHED, clearfailed | clearing/cutovered | action | ⚠ yes | "
+        '`POST /v3/tasks/{task_id}/action {"operation": "clear"}` | documented |'
+    ) in text
     assert text.count("\n| `") == len(chart.states) + len({e.entry for e in chart.edges})
 
 

@@ -34,7 +34,7 @@ def _add_journal_option(p: argparse.ArgumentParser) -> None:
 
 
 def _seconds(text: str) -> float:
-    """A lease in seconds: a number above 0 and under a day."""
+    """Seconds (a lease, a wait): a number above 0 and under a day."""
     try:
         value = float(text)
     except ValueError:
@@ -59,6 +59,12 @@ def _add_lease_option(p: argparse.ArgumentParser) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options that `run` and `drill` share: output, logging, and where the service is."""
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the sources and print each one's plan (steps pushed, waited for, made by "
+        "another API call, irreversible ⚠); nothing is sent, journalled or claimed",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     p.add_argument(
@@ -126,7 +132,7 @@ _EPILOG = (
 2 bad input, 3 API or network error, 4 not applied (frozen, read-back disagrees, or
 moved by someone else: not pushed), 5 owned by another live driver (a wave's second
 run, set on a driven source, sources held or taken over, a lost lease),
-130 a wave or drill stopped by Ctrl-C (run it again to resume)
+130 stopped by Ctrl-C (a wave or drill: run it again to resume)
 
 """
     + _CREDENTIALS_HELP
@@ -206,7 +212,35 @@ def _set_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--path",
         action="store_true",
-        help="when the change is not one permitted move, push the shortest legal path step by step",
+        help="when the change is not one permitted move, take the shortest legal path step by "
+        "step: the plan is printed first, and more than one step needs --yes or a yes at the "
+        "terminal",
+    )
+    p.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="with --path: take a path of more than one step without asking",
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="TRIGGER",
+        help="with --path: consent to an irreversible step (⚠ in the plan) that the path takes "
+        "on the way to what you asked for, e.g. --allow cutover (repeat for more)",
+    )
+    p.add_argument(
+        "--wait",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --path: seconds to wait for each move the service makes (default 300)",
+    )
+    p.add_argument(
+        "--wait-for-action",
+        action="store_true",
+        help="with --path: wait (up to --wait) for a move only another API call makes, while "
+        "someone makes that call; without it such a step stops the path at once, saying what "
+        "to call",
     )
     p.add_argument(
         "--force",
@@ -225,7 +259,11 @@ def _set_options(p: argparse.ArgumentParser) -> None:
     )
     _add_journal_option(p)
     p.add_argument("--no-journal", action="store_true", help="do not write the change to a journal")
-    p.add_argument("--json", action="store_true", help="print the applied steps as JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document: the steps applied and where the source is, or the error",
+    )
     p.add_argument("--chart", metavar="FILE", help=_CHART_HELP)
     _add_lease_option(p)
     _add_endpoint_options(p)
@@ -444,9 +482,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             "Read the source's current state, check the requested change against the chart, push it "
             "(PUT /v3/sources/{id}/changestate), read it back, and say what happened. A source a live "
             "driver (a wave) owns is refused unless --force --reason TEXT, which takes it over (the "
-            "wave then leaves it alone). Exit 0 applied, 1 rejected by the chart, 2 bad input, 3 API "
-            "or network error, 4 not applied (frozen, or the read-back disagrees), 5 owned by "
-            "another live driver."
+            "wave then leaves it alone).\n\n"
+            "With --path, a change that is not one permitted move takes the chart's shortest "
+            "legal path: the plan is printed first (each step: trigger, from → to, who makes it, "
+            "⚠ when it cannot be undone); more than one step needs --yes or a yes at the "
+            "terminal (off a terminal without --yes: refused, exit 2); a path through an "
+            "irreversible step you did not ask for (its destination is not what you asked) is "
+            "refused unless --allow TRIGGER names it. Each step is printed as it is applied. A "
+            "move only another API call makes stops the path at once, saying what to call "
+            "(--wait-for-action waits for it). Ctrl-C stops after the step in flight; a failure "
+            "stops at once: both print the steps applied and where the source is now.\n\n"
+            "Exit 0 applied, 1 rejected by the chart (or an irreversible step not allowed, or "
+            "not confirmed), 2 bad input (or confirmation needed off a terminal), 3 API or "
+            "network error, 4 not applied (frozen, the read-back disagrees, a move another API "
+            "makes, a wait that timed out), 5 owned by another live driver, 130 interrupted."
         ),
         epilog=_CREDENTIALS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -3,7 +3,9 @@
 Each source goes along its shortest legal path, one step at a time through the
 :class:`~sms_flow.engine.Engine` (validate, claim, journal, look, push, verify, commit),
 re-planned after each step; where the service makes a move itself, the runner waits for it,
-polling. A failed source does not stop the others unless the failure policy says so. A stop
+polling. A move only another API call makes (``by: action``) is not waited for unless the
+wave file says ``wait_for_actions: true``: the source fails at once for this run, the error
+saying what to call, and a later run carries on from where the source is. A failed source does not stop the others unless the failure policy says so. A stop
 request (Ctrl-C) lets every in-flight step finish and be journalled.
 
 A run first claims the wave's members for its run in the journal: a source another live
@@ -425,7 +427,11 @@ class WaveRunner:
                 self.emit(EventKind.WAITING, source_id=source_id, edge=step, state=state)
                 waiting = asyncio.ensure_future(
                     engine.wait_for_service(
-                        source_id, step, wave=self.spec.name, within=self.spec.service_wait
+                        source_id,
+                        step,
+                        wave=self.spec.name,
+                        within=self.spec.service_wait,
+                        wait_for_action=self.spec.wait_for_actions,
                     )
                 )
                 stopping = asyncio.ensure_future(self._stop.wait())

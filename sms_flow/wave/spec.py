@@ -184,6 +184,12 @@ class WaveSpec(BaseModel):
         allow_inf_nan=False,
         description="Seconds to wait for a move the service makes.",
     )
+    wait_for_actions: bool = Field(
+        False,
+        description="Wait (up to service_wait) for moves only another API call makes (by: "
+        "action, e.g. clear); by default such a source fails at once for this run, saying what "
+        "to call, and a later run carries on once someone made the call.",
+    )
     report: str | None = Field(None, description="Where the JSON report goes.")
     chart: str | None = Field(None, description="A statechart file instead of the default one.")
     simulator: SimulatorOptions = Field(default_factory=SimulatorOptions)

@@ -70,5 +70,5 @@ def test_console_script_runs() -> None:
         [sys.executable, "-m", "sms_flow", "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "exit codes" in result.stdout
-    assert "130 a wave or drill stopped by Ctrl-C" in result.stdout
+    assert "130 stopped by Ctrl-C (a wave or drill: run it again to resume)" in result.stdout
     assert "5 owned by another live driver" in result.stdout

@@ -127,6 +127,48 @@ async def test_a_failed_source_does_not_stop_the_others(sim: Simulator, tmp_path
     assert not report.ok
 
 
+async def test_a_move_only_another_api_makes_fails_the_source_at_once_and_a_later_run_resumes(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    ids = await sim.register_many(3, prefix="c")
+    for sid in ids:
+        await sim.move(sid, pair="FINISHED/cutovered")
+    wave = spec(name="clear", sources={"ids": ids}, target="cleared", service_wait=600)
+    journal = tmp_path / "j.sqlite"
+    report = await run_wave(wave, endpoint=sim.url, journal_path=journal)
+    # Not 600 s: nothing but a task action makes `clear`, so nobody waits for it.
+    assert report.count(SourceOutcome.FAILED) == 3 and report.observed == 0
+    for record in report.failed:
+        assert record.error_type == "ActionNeededError"
+        assert 'POST /v3/tasks/{task_id}/action {"operation": "clear"}' in (record.error or "")
+        assert str(sim.source(record.source_id).pair) == "FINISHED/cutovered"
+    for sid in ids:  # someone made the call
+        await sim.move(sid, trigger="clear")
+    again = await run_wave(wave, endpoint=sim.url, journal_path=journal)
+    # Observed on its first read (the service may have finished clearing by then), or waited for.
+    reached = again.count(SourceOutcome.FINISHED) + again.count(SourceOutcome.ALREADY)
+    assert again.ok and reached == 3, again.to_dict()["failures"]
+    for sid in ids:
+        assert str(sim.source(sid).pair) == "cleared/cutovered"
+
+
+async def test_a_wave_may_ask_to_wait_for_moves_another_api_makes(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    [sid] = await sim.register_many(1, prefix="w")
+    await sim.move(sid, pair="FINISHED/cutovered")
+    wave = spec(name="wait", sources={"ids": [sid]}, target="cleared", wait_for_actions=True)
+    events: list[Event] = []
+    running = asyncio.create_task(
+        run_wave(wave, endpoint=sim.url, journal_path=tmp_path / "j.sqlite", on_event=events.append)
+    )
+    await eventually(lambda: any(e.kind is EventKind.WAITING for e in events), timeout=30)
+    await sim.move(sid, trigger="clear")
+    report = await running
+    assert report.ok and report.observed >= 1  # the service made the move(s) once called
+    assert str(sim.source(sid).pair) == "cleared/cutovered"
+
+
 async def test_halt_after_k_failed_sources(sim: Simulator, tmp_path: Path) -> None:
     ids = await sim.register_many(20, prefix="h")
     for sid in ids[:3]:
