@@ -247,8 +247,8 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ids", metavar="ID,ID", help="sources to drill, without a drill file")
     p.add_argument(
         "--name",
-        default="drill",
-        help="the drill's name in the journal, without a drill file (default: drill)",
+        help="the drill's name in the journal, without a drill file (default: drill-DIGEST, "
+        "from the check and the sources: the same drill resumes, another one is drilled anew)",
     )
     p.add_argument(
         "--check", metavar="COMMAND", help="the check's shell command (overrides the file's)"

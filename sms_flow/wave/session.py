@@ -85,6 +85,11 @@ class WaveSession:
         return self._endpoint is None and self._region is None and self.spec.uses_simulator
 
     @property
+    def actor(self) -> str:
+        """Who the run's steps are journalled as: ``KIND:NAME``."""
+        return f"{self.kind}:{self.spec.name}"
+
+    @property
     def simulator_state_file(self) -> Path:
         configured = self.spec.simulator.state_file
         return Path(configured) if configured else self.journal_path.parent / "simulator.sqlite"
@@ -142,7 +147,7 @@ class WaveSession:
             await self.client.open()
             self.journal = SqliteJournal(self.journal_path)
             await self.journal.open()
-            actor = f"{self.kind}:{spec.name}"
+            actor = self.actor
             self.lease = Lease(
                 self.journal,
                 self.kind,

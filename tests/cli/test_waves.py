@@ -161,6 +161,52 @@ def test_a_drills_report_path_is_checked_too(spawn: Spawner, tmp_path: Path) -> 
     assert_refused(done, "report path /proc/r.json", "nothing can be written in /proc")
 
 
+@pytest.mark.parametrize(
+    ("check", "needle"),
+    [
+        ("./smoke.sh", "./smoke.sh does not exist"),
+        ("./not-executable.sh", "is not executable; chmod +x ./not-executable.sh"),
+        ("smoke-test-nowhere", "no such command 'smoke-test-nowhere'"),
+    ],
+)
+def test_a_check_that_cannot_run_is_refused_before_anything_is_pushed(
+    spawn: Spawner, tmp_path: Path, sim: SimulatorChild, check: str, needle: str
+) -> None:
+    (tmp_path / "not-executable.sh").write_text("#!/bin/sh\nexit 0\n")
+    ids = ",".join(sim.ids)
+    done = run(spawn, "drill", "--ids", ids, "--check", check, "--endpoint", sim.url, cwd=tmp_path)
+    assert_refused(done, f"the check command {check!r} cannot run", needle)
+    assert pushed(sim) == 0 and requests(sim, "GET /v3/sources/{source_id}") == 0
+    assert not (tmp_path / ".sms-flow").exists()
+
+
+def test_a_repeated_ad_hoc_drill_with_another_check_is_drilled_again(
+    spawn: Spawner, tmp_path: Path, sim: SimulatorChild
+) -> None:
+    """Defect 2: the second ad-hoc drill, whose check fails, printed `passed`, exit 0."""
+    wave = wave_file(tmp_path, sim, target="SYNCING/syncing")
+    assert run(spawn, "run", str(wave), "--no-progress", cwd=tmp_path).returncode == 0
+    source = sim.ids[0]
+    drill = ("drill", "--ids", source, "--endpoint", sim.url, "--json")
+    first = run(spawn, *drill, "--check", "echo smoke ok", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = run(spawn, *drill, "--check", "exit 1", cwd=tmp_path)
+    assert second.returncode == 1, second.stderr
+    report = json.loads(second.stdout)
+    assert report["totals"]["failed"] == 1 and len(report["failures"]) == 1
+    [entry] = report["sources"]
+    assert entry["drill"] == "failed" and "reused" not in entry
+    assert report["wave"] != json.loads(first.stdout)["wave"]  # each drill its own id
+    triggers = [h["trigger"] for h in sim.history(source)]
+    assert triggers.count("drill_pass") == 1 and triggers.count("drill_fail") == 1
+    # The same drill again: reused, said so, and still failed.
+    third = run(spawn, *drill[:-1], "--check", "exit 1", "--no-progress", cwd=tmp_path)
+    assert third.returncode == 1, third.stderr
+    assert "reused 1 earlier result(s) of this drill" in third.stdout
+    assert f"{source} failed at " in third.stdout
+    assert [h["trigger"] for h in sim.history(source)] == triggers
+
+
 def test_an_unknown_log_level_in_the_environment(
     spawn: Spawner, tmp_path: Path, sim: SimulatorChild
 ) -> None:
