@@ -234,7 +234,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fresh",
         action="store_true",
-        help="embedded simulator only: start over with new simulated sources (the journal keeps its history)",
+        help="embedded simulator only: start this wave's simulated sources over (its own state "
+        "file; other waves' and drills' are left alone; the journal keeps its history)",
     )
     _add_lease_option(p)
     _add_run_options(p)

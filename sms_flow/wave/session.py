@@ -32,8 +32,9 @@ class WaveSession:
 
     ``async with WaveSession(spec) as session: report = await session.runner.run()``.
     With ``endpoint: simulator`` an embedded simulator runs in this process, its sources
-    kept in a state file beside the journal so that a second run finds them (the journal
-    names that endpoint ``simulator:`` and the state file's path). ``lease`` is the run's
+    kept in a state file of the wave's own (:attr:`simulator_state_file`) so that a second
+    run finds them (the journal names that endpoint ``simulator:`` and the state file's
+    path); ``fresh`` starts that file over. ``lease`` is the run's
     lease in seconds (its heartbeat renews it every third); ``look=False`` turns off the
     engine's read before a push whose last read is not fresh. A subclass makes another kind
     of runner by overriding :meth:`make_runner` (the drill session does) and names its kind
@@ -91,8 +92,13 @@ class WaveSession:
 
     @property
     def simulator_state_file(self) -> Path:
+        """Where the embedded simulator keeps this wave's sources: ``simulator.state_file``,
+        else ``simulator/NAME.sqlite`` beside the journal (one file per wave or drill, so
+        that ``--fresh`` starts this one over and no other)."""
         configured = self.spec.simulator.state_file
-        return Path(configured) if configured else self.journal_path.parent / "simulator.sqlite"
+        if configured:
+            return Path(configured)
+        return self.journal_path.parent / "simulator" / f"{self.spec.name}.sqlite"
 
     @property
     def report_path(self) -> Path:

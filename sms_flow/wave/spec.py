@@ -149,7 +149,8 @@ class SimulatorOptions(Faults):
 
     state_file: str | None = Field(
         None,
-        description="Where the simulated sources live across runs (default .sms-flow/simulator.sqlite).",
+        description="Where the simulated sources live across runs (default: the wave's own "
+        "file, .sms-flow/simulator/NAME.sqlite).",
     )
     service_delay: float = Field(0.2, ge=0)
     seed: int | None = None
