@@ -407,16 +407,33 @@ class Journal(Protocol):
         """
         ...
 
-    async def add_members(self, wave: str, source_ids: Sequence[str]) -> None:
-        """Add sources to a wave; idempotent, and the first insertion fixes the order."""
+    async def add_members(
+        self, wave: str, source_ids: Sequence[str], *, endpoint: str = ""
+    ) -> None:
+        """Add sources to a wave on ``endpoint`` (as the journal names it; ``""``: unknown);
+        idempotent, and the first insertion fixes the order.
+
+        Membership is keyed by wave and endpoint: a wave's sources on one endpoint are never
+        its sources on another.
+        """
         ...
 
-    async def members(self, wave: str) -> list[str]:
-        """The sources of a wave in insertion order (empty for an unknown wave)."""
+    async def members(self, wave: str, *, endpoint: str = "") -> list[str]:
+        """The sources of a wave on ``endpoint`` in insertion order (empty when none)."""
         ...
 
-    async def remove_members(self, wave: str) -> int:
-        """Forget a wave's membership (its history entries stay); returns how many went."""
+    async def remove_members(self, wave: str, *, endpoint: str | None = None) -> int:
+        """Forget a wave's membership on ``endpoint`` (``None``: on every endpoint); its
+        history entries stay. Returns how many went."""
+        ...
+
+    async def member_endpoints(self, wave: str) -> list[str]:
+        """The endpoints a wave has members on, in order of first membership (``""`` for
+        members whose endpoint is unknown, from a journal written before it was recorded)."""
+        ...
+
+    async def adopt_members(self, wave: str, *, endpoint: str) -> int:
+        """Give a wave's members of unknown endpoint (``""``) to ``endpoint``; how many."""
         ...
 
     async def waves(self) -> list[str]:

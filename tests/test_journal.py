@@ -413,6 +413,32 @@ async def test_removing_members_forgets_the_membership_and_keeps_the_history(
     assert await journal.waves() == ["w1", "w2"]
 
 
+async def test_members_are_kept_by_wave_and_endpoint(journal: Journal) -> None:
+    await journal.add_members("w1", ["a", "b"], endpoint="simulator:/x/w1.sqlite")
+    await journal.add_members("w1", ["c", "a"], endpoint="https://sms.example")
+
+    assert await journal.members("w1", endpoint="simulator:/x/w1.sqlite") == ["a", "b"]
+    assert await journal.members("w1", endpoint="https://sms.example") == ["c", "a"]
+    assert await journal.members("w1", endpoint="https://other.example") == []
+    assert await journal.member_endpoints("w1") == [
+        "simulator:/x/w1.sqlite",
+        "https://sms.example",
+    ]
+    assert await journal.remove_members("w1", endpoint="simulator:/x/w1.sqlite") == 2
+    assert await journal.member_endpoints("w1") == ["https://sms.example"]
+    assert await journal.remove_members("w1") == 2
+    assert await journal.member_endpoints("w1") == []
+
+
+async def test_members_of_unknown_endpoint_are_adopted(journal: Journal) -> None:
+    await journal.add_members("w1", ["c", "a"])  # endpoint "": from an older journal
+    await journal.add_members("w1", ["a", "d"], endpoint="https://e")
+
+    assert await journal.adopt_members("w1", endpoint="https://e") == 2
+    assert await journal.members("w1", endpoint="https://e") == ["a", "d", "c"]
+    assert await journal.member_endpoints("w1") == ["https://e"]
+
+
 async def test_waves_lists_every_wave_in_order_of_first_appearance(journal: Journal) -> None:
     assert await journal.waves() == []
     await journal.add_members("w2", ["a"])

@@ -234,11 +234,22 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fresh",
         action="store_true",
-        help="embedded simulator only: start this wave's simulated sources over (its own state "
-        "file; other waves' and drills' are left alone; the journal keeps its history)",
+        help="embedded simulator only: start this wave's simulated sources and its membership "
+        "over (its own state file; other waves' and drills' are left alone; the journal keeps "
+        "its history)",
     )
+    _add_membership_option(p)
     _add_lease_option(p)
     _add_run_options(p)
+
+
+def _add_membership_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reset-members",
+        action="store_true",
+        help="start the membership over: forget the sources the journal lists for this name (on "
+        "any endpoint) and find them again; needed to run it on another endpoint than before",
+    )
 
 
 def _drill_options(p: argparse.ArgumentParser) -> None:
@@ -273,6 +284,7 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help="requests per second towards the service, 0.01 or more",
     )
+    _add_membership_option(p)
     _add_lease_option(p)
     _add_run_options(p)
 

@@ -59,6 +59,7 @@ async def _run_wave(args: argparse.Namespace) -> int:
         base_dir=folder_of(args.wave),
         fresh=args.fresh,
         lease=args.lease,
+        reset_members=args.reset_members,
     )
     return await _drive_session(args, session, what="wave")
 
@@ -106,6 +107,7 @@ async def _run_drill(args: argparse.Namespace) -> int:
         journal_path=args.journal,
         base_dir=base_dir,
         lease=args.lease,
+        reset_members=args.reset_members,
     )
     return await _drive_session(args, session, what="drill")
 

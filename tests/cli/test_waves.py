@@ -207,6 +207,39 @@ def test_a_repeated_ad_hoc_drill_with_another_check_is_drilled_again(
     assert [h["trigger"] for h in sim.history(source)] == triggers
 
 
+def test_sources_count_with_an_endpoint_is_refused_before_anything_is_read(
+    spawn: Spawner, tmp_path: Path, sim: SimulatorChild
+) -> None:
+    wave = write_wave(tmp_path / "wave.yaml", name="w", sources={"count": 5})
+    done = run(spawn, "run", str(wave), "--endpoint", sim.url, cwd=tmp_path)
+    assert_refused(done, "wave w: sources.count registers new sources", f"not {sim.url}")
+    assert sim.stats()["requests"] == {}
+    assert not (tmp_path / ".sms-flow").exists()
+
+
+def test_a_wave_rehearsed_elsewhere_is_refused_on_another_endpoint(
+    spawn: Spawner, tmp_path: Path, sim: SimulatorChild
+) -> None:
+    """Defect 4: a wave name rehearsed on one endpoint, then run on another, reused the
+    rehearsal's ids there (every source failed with 404)."""
+    rehearsal = spawn.simulator(*SIMULATOR_ARGS, sources=2)
+    query = {"query": {"state": "WAITING"}}  # the new sources, on either simulator
+    wave = write_wave(tmp_path / "wave.yaml", name="w", sources=query, target="WAITING/setting")
+    first = run(spawn, "run", str(wave), "--endpoint", rehearsal.url, "--no-progress", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run(spawn, "run", str(wave), "--endpoint", sim.url, "--no-progress", cwd=tmp_path)
+    line = assert_refused(again, f"wave w has members on {rehearsal.url}", f"goes to {sim.url}")
+    assert "another name" in line and "--journal FILE" in line and "--reset-members" in line
+    assert sim.stats()["requests"] == {}
+    # Starting the membership over: the query runs on this endpoint, and finds its sources.
+    reset = ("run", str(wave), "--endpoint", sim.url, "--reset-members", "--json")
+    done = run(spawn, *reset, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert sorted(s["source_id"] for s in report["sources"]) == sorted(sim.ids)
+    assert report["totals"]["finished"] == 2
+
+
 def test_an_unknown_log_level_in_the_environment(
     spawn: Spawner, tmp_path: Path, sim: SimulatorChild
 ) -> None:
