@@ -85,6 +85,7 @@ __all__ = [
 ]
 
 _ENV_PATH: Final = "SMS_FLOW_JOURNAL"
+_ENV_HOME: Final = "SMS_FLOW_HOME"
 _log = get_logger("sms_flow.journal")
 
 DEFAULT_LEASE: Final = 30.0
@@ -525,14 +526,18 @@ class Journal(Protocol):
 
 
 def default_journal_path() -> Path:
-    """``$SMS_FLOW_JOURNAL`` if set, else ``.sms-flow/journal.sqlite`` under the current directory.
+    """``$SMS_FLOW_JOURNAL`` if set, else ``journal.sqlite`` in the state folder:
+    ``$SMS_FLOW_HOME`` if set, else ``.sms-flow`` under the current directory.
 
-    The result is absolute, so that messages name the full path.
+    The result is absolute, so that messages name the full path. (Reports and the embedded
+    simulator's states go beside the journal: the state folder is the journal's folder.)
     """
     configured = os.environ.get(_ENV_PATH)
     if configured:
         return Path(configured).expanduser().absolute()
-    return Path.cwd() / ".sms-flow" / "journal.sqlite"
+    home = os.environ.get(_ENV_HOME)
+    folder = Path(home).expanduser().absolute() if home else Path.cwd() / ".sms-flow"
+    return folder / "journal.sqlite"
 
 
 # --- argument checks every back end makes --------------------------------------------------

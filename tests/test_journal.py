@@ -143,8 +143,19 @@ def test_default_journal_path_is_under_the_current_directory(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("SMS_FLOW_JOURNAL", raising=False)
+    monkeypatch.delenv("SMS_FLOW_HOME", raising=False)
     monkeypatch.chdir(tmp_path)
     assert default_journal_path() == tmp_path / ".sms-flow" / "journal.sqlite"
+
+
+def test_default_journal_path_is_in_sms_flow_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SMS_FLOW_JOURNAL", raising=False)
+    monkeypatch.setenv("SMS_FLOW_HOME", str(tmp_path / "state"))
+    assert default_journal_path() == tmp_path / "state" / "journal.sqlite"
+    monkeypatch.setenv("SMS_FLOW_JOURNAL", str(tmp_path / "j.sqlite"))  # the file comes first
+    assert default_journal_path() == tmp_path / "j.sqlite"
 
 
 def test_the_types_load_without_sqlite() -> None:

@@ -45,6 +45,7 @@ from sms_flow.wave.spec import (
     WaveSpec,
     chart_of,
     folder_of,
+    journal_of,
     load_spec,
     load_wave,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "drill_definition",
     "drill_failures",
     "folder_of",
+    "journal_of",
     "limited",
     "load_drill",
     "load_spec",

@@ -22,7 +22,7 @@ from sms_flow.journal import DEFAULT_LEASE, Lease
 from sms_flow.wave.ratelimit import limited
 from sms_flow.wave.report import Event, WaveReport
 from sms_flow.wave.runner import WaveRunner
-from sms_flow.wave.spec import SIMULATOR, WaveSpec, chart_of, folder_of, load_wave
+from sms_flow.wave.spec import SIMULATOR, WaveSpec, chart_of, folder_of, journal_of, load_wave
 
 __all__ = ["WaveSession", "run_session", "run_wave"]
 
@@ -63,12 +63,12 @@ class WaveSession:
         look: bool = True,
         reset_members: bool = False,
     ) -> None:
-        from sms_flow.journal import default_journal_path
-
         self.spec = spec
         self._endpoint = endpoint
         self._region = region
-        self.journal_path = Path(journal_path) if journal_path else default_journal_path()
+        self.journal_path = Path(journal_path) if journal_path else journal_of(spec, base_dir)
+        """``journal_path``, else the file's ``journal:`` (relative to ``base_dir``), else the
+        default (``$SMS_FLOW_JOURNAL``, ``$SMS_FLOW_HOME``, ``./.sms-flow``)."""
         self._base_dir = base_dir
         self._fresh = fresh
         self.on_event = on_event

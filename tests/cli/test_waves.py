@@ -240,6 +240,37 @@ def test_a_wave_rehearsed_elsewhere_is_refused_on_another_endpoint(
     assert report["totals"]["finished"] == 2
 
 
+def test_the_state_folder_does_not_depend_on_the_current_directory(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    """``journal:`` in a wave file is relative to the file's folder, and ``SMS_FLOW_HOME``
+    is where the journal, reports and simulator states go without one."""
+    project, elsewhere, home = tmp_path / "project", tmp_path / "elsewhere", tmp_path / "home"
+    for folder in (project, elsewhere):
+        folder.mkdir()
+    pinned = write_wave(
+        project / "pinned.yaml", name="pinned", sources={"count": 2}, journal="state/j.sqlite"
+    )
+    done = run(spawn, "run", str(pinned), "--no-progress", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    state = project / "state"
+    assert {p.relative_to(state).as_posix() for p in state.rglob("*.*")} >= {
+        "j.sqlite",
+        "reports/pinned.json",
+        "simulator/pinned.sqlite",
+    }
+    roaming = write_wave(project / "roaming.yaml", name="roaming", sources={"count": 2})
+    env = {"SMS_FLOW_HOME": str(home)}
+    done = run(spawn, "run", str(roaming), "--no-progress", cwd=elsewhere, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (home / "journal.sqlite").is_file() and (home / "reports" / "roaming.json").is_file()
+    assert (home / "simulator" / "roaming.sqlite").is_file()
+    assert list(elsewhere.iterdir()) == []
+    shown = run(spawn, "history", "--wave", "roaming", "--json", cwd=project, env=env)
+    assert shown.returncode == 0, shown.stderr  # it found the journal (else exit 2)
+    assert "roaming" in shown.stdout and "finish" in shown.stdout
+
+
 def test_an_unknown_log_level_in_the_environment(
     spawn: Spawner, tmp_path: Path, sim: SimulatorChild
 ) -> None:
