@@ -14,10 +14,11 @@ more to do; without the entry point, add ``pytest_plugins = ["sms_flow.testing"]
 top-level ``conftest.py`` or run ``pytest -p sms_flow.testing``. In pytest-asyncio's
 ``strict`` mode the plugin works too: mark your tests ``@pytest.mark.asyncio``.
 
-Loading the plugin imports nothing but pytest: a test run that uses none of its fixtures is
-not touched, whether pytest-asyncio is installed or not. The fixtures are registered when
-pytest starts (:func:`pytest_configure`, from :mod:`sms_flow.testing._fixtures`); without
-pytest-asyncio, a test that asks for one fails, saying how to install it.
+Loading the plugin (the entry point) imports nothing. When pytest starts, it registers the
+fixtures (:func:`pytest_configure`, from :mod:`sms_flow.testing._fixtures`), which import
+pytest-asyncio only if it is installed and the simulator only when a test asks for one: a
+test run that uses none of them is not touched, whether pytest-asyncio is installed or not.
+Without pytest-asyncio, a test that asks for a fixture fails, saying how to install it.
 
 Fixtures (function scope):
 
