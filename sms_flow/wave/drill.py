@@ -35,6 +35,7 @@ import shlex
 import shutil
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -141,24 +142,28 @@ _ASSIGNMENT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 def check_runnable(command: str, *, cwd: Path | None = None) -> None:
     """Refuse a check command that cannot run, before any source is touched.
 
-    The command's first word (after ``NAME=value`` assignments) is looked at when it is a
-    plain word: a path (it has a ``/``, relative to ``cwd``, the folder the check runs in)
-    must be an executable regular file; a name must be a command the shell ``/bin/sh``
-    knows (a builtin such as ``exit`` or ``test``, a keyword such as ``case``, or a program
-    on ``PATH``). Anything else (quotes, ``$VAR``, ``(``) is left to the shell.
-    Raises :class:`~sms_flow.errors.ConfigError` saying what is wrong and what to do.
+    The shell that runs it (``/bin/sh``) must read it (``sh -n``: its syntax, nothing run).
+    Its first word (after ``NAME=value`` assignments) is looked at when it is a plain word:
+    a path (it has a ``/``, relative to ``cwd``, the folder the check runs in) must be an
+    executable regular file; a name must be a command the shell knows (a builtin such as
+    ``exit`` or ``test``, a keyword such as ``case``, or a program on ``PATH``). Anything
+    else (``$VAR``, ``(``) is left to the shell. Blocks while ``/bin/sh`` answers (call it in
+    a thread from async code). Raises :class:`~sms_flow.errors.ConfigError` saying what is
+    wrong and what to do.
     """
+    shown = f"the check command {command!r}"
+    syntax = _sh("-n", "-c", command)
+    if syntax.returncode != 0:
+        problem = " ".join(syntax.stderr.split()) or f"exit status {syntax.returncode}"
+        raise ConfigError(f"{shown} is not valid shell ({problem}); fix it")
     try:
         words = shlex.split(command, comments=True)
-    except ValueError as exc:
-        raise ConfigError(
-            f"the check command {command!r} cannot be read by the shell ({exc}); fix its quoting"
-        ) from None
+    except ValueError:  # valid for the shell (a here-document, say): left to it
+        return
     words = _without_assignments(words)
     if not words or not _PLAIN_WORD.fullmatch(words[0]):
         return
     word = words[0]
-    shown = f"the check command {command!r}"
     if "/" in word:
         path = Path(word).expanduser()
         if not path.is_absolute() and cwd is not None:
@@ -201,16 +206,18 @@ def _without_assignments(words: list[str]) -> list[str]:
 
 def _shell_knows(word: str) -> bool:
     """Whether ``/bin/sh`` knows ``word`` as a command (``command -v``: builtins, keywords)."""
-    import subprocess
+    return _sh("-c", 'command -v -- "$1" >/dev/null 2>&1', "sh", word).returncode == 0
 
-    done = subprocess.run(
-        ["/bin/sh", "-c", 'command -v -- "$1" >/dev/null 2>&1', "sh", word],
+
+def _sh(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["/bin/sh", *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
+        text=True,
         check=False,
         timeout=10,
     )
-    return done.returncode == 0
 
 
 def _iso(when: float) -> str:

@@ -281,12 +281,13 @@ async def test_a_check_that_cannot_run_is_refused_before_anything_is_pushed(
         f"{tmp_path}/missing.sh --quick": "does not exist",
         str(script): "is not executable; chmod +x",
         "no-such-command-here --flag": "no such command 'no-such-command-here'",
-        "echo 'unbalanced": "cannot be read by the shell",
+        "echo 'unbalanced": "is not valid shell (",
     }
     for command, needle in cases.items():
         with pytest.raises(ConfigError, match=re.escape(needle)):
             await run_drill(drill([sid], command), endpoint=sim.url, journal_path=tmp_path / "j")
     assert len(sim.history(sid)) == before
     assert not (tmp_path / "j").exists()  # nothing was opened either
-    for fine in ("exit 0", "case x in x) true;; esac", "X=1 true", "[ 1 = 1 ]", "$SHELL -c true"):
+    heredoc = "cat <<EOF\nit's here\nEOF"  # valid shell that shlex cannot split
+    for fine in ("exit 0", "case x in x) true;; esac", "X=1 true", "[ 1 = 1 ]", heredoc):
         check_runnable(fine)
