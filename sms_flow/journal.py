@@ -419,8 +419,9 @@ class Journal(Protocol):
         """
         ...
 
-    async def members(self, wave: str, *, endpoint: str = "") -> list[str]:
-        """The sources of a wave on ``endpoint`` in insertion order (empty when none)."""
+    async def members(self, wave: str, *, endpoint: str | None = None) -> list[str]:
+        """The sources of a wave on ``endpoint`` in insertion order (empty when none);
+        ``None``: on every endpoint, each source once."""
         ...
 
     async def remove_members(self, wave: str, *, endpoint: str | None = None) -> int:

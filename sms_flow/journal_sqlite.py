@@ -518,9 +518,15 @@ def _remove_members(conn: sqlite3.Connection, which: tuple[str, str | None]) -> 
     return conn.execute(sql, (wave, endpoint)).rowcount
 
 
-def _members(conn: sqlite3.Connection, which: tuple[str, str]) -> list[str]:
+def _members(conn: sqlite3.Connection, which: tuple[str, str | None]) -> list[str]:
+    wave, endpoint = which
+    if endpoint is None:  # on every endpoint: each source once, where it first appeared
+        sql = (
+            "SELECT source_id FROM wave_members WHERE wave = ? GROUP BY source_id ORDER BY min(seq)"
+        )
+        return [row[0] for row in conn.execute(sql, (wave,))]
     sql = "SELECT source_id FROM wave_members WHERE wave = ? AND endpoint = ? ORDER BY seq"
-    return [row[0] for row in conn.execute(sql, which)]
+    return [row[0] for row in conn.execute(sql, (wave, endpoint))]
 
 
 def _member_endpoints(conn: sqlite3.Connection, wave: str) -> list[str]:
@@ -1029,7 +1035,7 @@ class SqliteJournal(Journal):
         ids = source_id_list(source_ids, "add_members")
         await self._live().submit(_ADD_MEMBERS, (wave, endpoint, ids))
 
-    async def members(self, wave: str, *, endpoint: str = "") -> list[str]:
+    async def members(self, wave: str, *, endpoint: str | None = None) -> list[str]:
         return await self._live().submit(_MEMBERS, (wave, endpoint))
 
     async def remove_members(self, wave: str, *, endpoint: str | None = None) -> int:

@@ -431,6 +431,7 @@ async def test_members_are_kept_by_wave_and_endpoint(journal: Journal) -> None:
     assert await journal.members("w1", endpoint="simulator:/x/w1.sqlite") == ["a", "b"]
     assert await journal.members("w1", endpoint="https://sms.example") == ["c", "a"]
     assert await journal.members("w1", endpoint="https://other.example") == []
+    assert await journal.members("w1") == ["a", "b", "c"]  # on any endpoint
     assert await journal.member_endpoints("w1") == [
         "simulator:/x/w1.sqlite",
         "https://sms.example",
