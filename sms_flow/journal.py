@@ -85,6 +85,7 @@ __all__ = [
 ]
 
 _ENV_PATH: Final = "SMS_FLOW_JOURNAL"
+_ENV_HOME: Final = "SMS_FLOW_HOME"
 _log = get_logger("sms_flow.journal")
 
 DEFAULT_LEASE: Final = 30.0
@@ -407,16 +408,34 @@ class Journal(Protocol):
         """
         ...
 
-    async def add_members(self, wave: str, source_ids: Sequence[str]) -> None:
-        """Add sources to a wave; idempotent, and the first insertion fixes the order."""
+    async def add_members(
+        self, wave: str, source_ids: Sequence[str], *, endpoint: str = ""
+    ) -> None:
+        """Add sources to a wave on ``endpoint`` (as the journal names it; ``""``: unknown);
+        idempotent, and the first insertion fixes the order.
+
+        Membership is keyed by wave and endpoint: a wave's sources on one endpoint are never
+        its sources on another.
+        """
         ...
 
-    async def members(self, wave: str) -> list[str]:
-        """The sources of a wave in insertion order (empty for an unknown wave)."""
+    async def members(self, wave: str, *, endpoint: str | None = None) -> list[str]:
+        """The sources of a wave on ``endpoint`` in insertion order (empty when none);
+        ``None``: on every endpoint, each source once."""
         ...
 
-    async def remove_members(self, wave: str) -> int:
-        """Forget a wave's membership (its history entries stay); returns how many went."""
+    async def remove_members(self, wave: str, *, endpoint: str | None = None) -> int:
+        """Forget a wave's membership on ``endpoint`` (``None``: on every endpoint); its
+        history entries stay. Returns how many went."""
+        ...
+
+    async def member_endpoints(self, wave: str) -> list[str]:
+        """The endpoints a wave has members on, in order of first membership (``""`` for
+        members whose endpoint is unknown, from a journal written before it was recorded)."""
+        ...
+
+    async def adopt_members(self, wave: str, *, endpoint: str) -> int:
+        """Give a wave's members of unknown endpoint (``""``) to ``endpoint``; how many."""
         ...
 
     async def waves(self) -> list[str]:
@@ -508,14 +527,18 @@ class Journal(Protocol):
 
 
 def default_journal_path() -> Path:
-    """``$SMS_FLOW_JOURNAL`` if set, else ``.sms-flow/journal.sqlite`` under the current directory.
+    """``$SMS_FLOW_JOURNAL`` if set, else ``journal.sqlite`` in the state folder:
+    ``$SMS_FLOW_HOME`` if set, else ``.sms-flow`` under the current directory.
 
-    The result is absolute, so that messages name the full path.
+    The result is absolute, so that messages name the full path. (Reports and the embedded
+    simulator's states go beside the journal: the state folder is the journal's folder.)
     """
     configured = os.environ.get(_ENV_PATH)
     if configured:
         return Path(configured).expanduser().absolute()
-    return Path.cwd() / ".sms-flow" / "journal.sqlite"
+    home = os.environ.get(_ENV_HOME)
+    folder = Path(home).expanduser().absolute() if home else Path.cwd() / ".sms-flow"
+    return folder / "journal.sqlite"
 
 
 # --- argument checks every back end makes --------------------------------------------------

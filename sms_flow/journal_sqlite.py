@@ -45,7 +45,8 @@ Schema
     version (``PRAGMA user_version``). Opening a file of an older version migrates it, step
     by step, in one transaction (:data:`_MIGRATIONS`); a newer version is refused. Version 2
     added each entry's endpoint, project, run and fencing token (``NULL``, unknown, in
-    entries written before), the ``unverified`` outcome and the runs and claims.
+    entries written before), the ``unverified`` outcome and the runs and claims. Version 3
+    keys a wave's members by endpoint.
 """
 
 from __future__ import annotations
@@ -172,7 +173,31 @@ INSERT INTO fencing (last) VALUES (0);
 # Version 1 files keep their entries: the new columns are NULL (unknown endpoint, project and
 # run), and their pending entries stay open under the new index.
 
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2)
+_SCHEMA_3: Final = """
+CREATE TABLE wave_members_3 (
+    seq         INTEGER PRIMARY KEY,
+    wave        TEXT    NOT NULL,
+    endpoint    TEXT    NOT NULL,
+    source_id   TEXT    NOT NULL,
+    UNIQUE (wave, endpoint, source_id)
+);
+WITH last AS (
+    SELECT wave, endpoint FROM entries WHERE id IN (
+        SELECT max(id) FROM entries
+        WHERE wave IS NOT NULL AND endpoint IS NOT NULL GROUP BY wave
+    )
+)
+INSERT INTO wave_members_3 (seq, wave, endpoint, source_id)
+    SELECT m.seq, m.wave, COALESCE(last.endpoint, ''), m.source_id
+    FROM wave_members AS m LEFT JOIN last ON last.wave = m.wave;
+DROP TABLE wave_members;
+ALTER TABLE wave_members_3 RENAME TO wave_members
+"""
+# Version 3 keys a wave's members by endpoint too: the sources of a wave run on one endpoint
+# are never taken for its sources on another. Version 2 members get the endpoint of their
+# wave's last entry that names one, else '' (unknown: the next run of the wave adopts them).
+
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3)
 """``_MIGRATIONS[v]`` takes a journal from schema version ``v`` to ``v + 1`` (version 0 is a
 new, empty file). Statements are separated by ``;``."""
 
@@ -476,22 +501,48 @@ def _last_applied(
     return found
 
 
-def _add_members(conn: sqlite3.Connection, members: tuple[str, list[str]]) -> None:
-    wave, source_ids = members
+def _add_members(conn: sqlite3.Connection, members: tuple[str, str, list[str]]) -> None:
+    wave, endpoint, source_ids = members
     conn.execute(_ADD_WAVE, (wave,))
     conn.executemany(
-        "INSERT OR IGNORE INTO wave_members (wave, source_id) VALUES (?, ?)",
-        [(wave, source_id) for source_id in source_ids],
+        "INSERT OR IGNORE INTO wave_members (wave, endpoint, source_id) VALUES (?, ?, ?)",
+        [(wave, endpoint, source_id) for source_id in source_ids],
     )
 
 
-def _remove_members(conn: sqlite3.Connection, wave: str) -> int:
-    return conn.execute("DELETE FROM wave_members WHERE wave = ?", (wave,)).rowcount
+def _remove_members(conn: sqlite3.Connection, which: tuple[str, str | None]) -> int:
+    wave, endpoint = which
+    if endpoint is None:
+        return conn.execute("DELETE FROM wave_members WHERE wave = ?", (wave,)).rowcount
+    sql = "DELETE FROM wave_members WHERE wave = ? AND endpoint = ?"
+    return conn.execute(sql, (wave, endpoint)).rowcount
 
 
-def _members(conn: sqlite3.Connection, wave: str) -> list[str]:
-    sql = "SELECT source_id FROM wave_members WHERE wave = ? ORDER BY seq"
+def _members(conn: sqlite3.Connection, which: tuple[str, str | None]) -> list[str]:
+    wave, endpoint = which
+    if endpoint is None:  # on every endpoint: each source once, where it first appeared
+        sql = (
+            "SELECT source_id FROM wave_members WHERE wave = ? GROUP BY source_id ORDER BY min(seq)"
+        )
+        return [row[0] for row in conn.execute(sql, (wave,))]
+    sql = "SELECT source_id FROM wave_members WHERE wave = ? AND endpoint = ? ORDER BY seq"
+    return [row[0] for row in conn.execute(sql, (wave, endpoint))]
+
+
+def _member_endpoints(conn: sqlite3.Connection, wave: str) -> list[str]:
+    sql = "SELECT endpoint FROM wave_members WHERE wave = ? GROUP BY endpoint ORDER BY min(seq)"
     return [row[0] for row in conn.execute(sql, (wave,))]
+
+
+def _adopt_members(conn: sqlite3.Connection, which: tuple[str, str]) -> int:
+    wave, endpoint = which
+    conn.execute(
+        "INSERT OR IGNORE INTO wave_members (wave, endpoint, source_id) SELECT wave, ?, "
+        "source_id FROM wave_members WHERE wave = ? AND endpoint = '' ORDER BY seq",
+        (endpoint, wave),
+    )
+    sql = "DELETE FROM wave_members WHERE wave = ? AND endpoint = ''"
+    return conn.execute(sql, (wave,)).rowcount
 
 
 def _waves(conn: sqlite3.Connection, _: None) -> list[str]:
@@ -739,6 +790,8 @@ _OPEN_INTENTS: Final = each("open_intents", _open_intents, writes=False)
 _HISTORY: Final = each("history", _history, writes=False)
 _LAST_APPLIED: Final = each("last_applied", _last_applied, writes=False)
 _MEMBERS: Final = each("members", _members, writes=False)
+_MEMBER_ENDPOINTS: Final = each("member_endpoints", _member_endpoints, writes=False)
+_ADOPT_MEMBERS: Final = each("adopt_members", _adopt_members, writes=True)
 _WAVES: Final = each("waves", _waves, writes=False)
 _ADD_MEMBERS: Final = each("add_members", _add_members, writes=True)
 _REMOVE_MEMBERS: Final = each("remove_members", _remove_members, writes=True)
@@ -976,15 +1029,23 @@ class SqliteJournal(Journal):
             return {}
         return await self._live().submit(_LAST_APPLIED, (ids, endpoint))
 
-    async def add_members(self, wave: str, source_ids: Sequence[str]) -> None:
+    async def add_members(
+        self, wave: str, source_ids: Sequence[str], *, endpoint: str = ""
+    ) -> None:
         ids = source_id_list(source_ids, "add_members")
-        await self._live().submit(_ADD_MEMBERS, (wave, ids))
+        await self._live().submit(_ADD_MEMBERS, (wave, endpoint, ids))
 
-    async def members(self, wave: str) -> list[str]:
-        return await self._live().submit(_MEMBERS, wave)
+    async def members(self, wave: str, *, endpoint: str | None = None) -> list[str]:
+        return await self._live().submit(_MEMBERS, (wave, endpoint))
 
-    async def remove_members(self, wave: str) -> int:
-        return await self._live().submit(_REMOVE_MEMBERS, wave)
+    async def remove_members(self, wave: str, *, endpoint: str | None = None) -> int:
+        return await self._live().submit(_REMOVE_MEMBERS, (wave, endpoint))
+
+    async def member_endpoints(self, wave: str) -> list[str]:
+        return await self._live().submit(_MEMBER_ENDPOINTS, wave)
+
+    async def adopt_members(self, wave: str, *, endpoint: str) -> int:
+        return await self._live().submit(_ADOPT_MEMBERS, (wave, endpoint))
 
     async def waves(self) -> list[str]:
         return await self._live().submit(_WAVES, None)

@@ -143,8 +143,19 @@ def test_default_journal_path_is_under_the_current_directory(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("SMS_FLOW_JOURNAL", raising=False)
+    monkeypatch.delenv("SMS_FLOW_HOME", raising=False)
     monkeypatch.chdir(tmp_path)
     assert default_journal_path() == tmp_path / ".sms-flow" / "journal.sqlite"
+
+
+def test_default_journal_path_is_in_sms_flow_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SMS_FLOW_JOURNAL", raising=False)
+    monkeypatch.setenv("SMS_FLOW_HOME", str(tmp_path / "state"))
+    assert default_journal_path() == tmp_path / "state" / "journal.sqlite"
+    monkeypatch.setenv("SMS_FLOW_JOURNAL", str(tmp_path / "j.sqlite"))  # the file comes first
+    assert default_journal_path() == tmp_path / "j.sqlite"
 
 
 def test_the_types_load_without_sqlite() -> None:
@@ -411,6 +422,33 @@ async def test_removing_members_forgets_the_membership_and_keeps_the_history(
     assert await journal.members("w2") == ["a"]
     assert [e.id for e in await journal.history(wave="w1")] == [entry_id]
     assert await journal.waves() == ["w1", "w2"]
+
+
+async def test_members_are_kept_by_wave_and_endpoint(journal: Journal) -> None:
+    await journal.add_members("w1", ["a", "b"], endpoint="simulator:/x/w1.sqlite")
+    await journal.add_members("w1", ["c", "a"], endpoint="https://sms.example")
+
+    assert await journal.members("w1", endpoint="simulator:/x/w1.sqlite") == ["a", "b"]
+    assert await journal.members("w1", endpoint="https://sms.example") == ["c", "a"]
+    assert await journal.members("w1", endpoint="https://other.example") == []
+    assert await journal.members("w1") == ["a", "b", "c"]  # on any endpoint
+    assert await journal.member_endpoints("w1") == [
+        "simulator:/x/w1.sqlite",
+        "https://sms.example",
+    ]
+    assert await journal.remove_members("w1", endpoint="simulator:/x/w1.sqlite") == 2
+    assert await journal.member_endpoints("w1") == ["https://sms.example"]
+    assert await journal.remove_members("w1") == 2
+    assert await journal.member_endpoints("w1") == []
+
+
+async def test_members_of_unknown_endpoint_are_adopted(journal: Journal) -> None:
+    await journal.add_members("w1", ["c", "a"])  # endpoint "": from an older journal
+    await journal.add_members("w1", ["a", "d"], endpoint="https://e")
+
+    assert await journal.adopt_members("w1", endpoint="https://e") == 2
+    assert await journal.members("w1", endpoint="https://e") == ["a", "d", "c"]
+    assert await journal.member_endpoints("w1") == ["https://e"]
 
 
 async def test_waves_lists_every_wave_in_order_of_first_appearance(journal: Journal) -> None:

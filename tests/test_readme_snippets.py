@@ -4,7 +4,8 @@ Each ```python block is a complete program (or a pytest file), run in a child pr
 folder of its own (with a copy of ``examples/``), with ``SMS_FLOW_ENDPOINT`` and
 ``SMS_FLOW_TOKEN`` naming a simulator. A program that reads ``sys.argv`` gets the ids of
 sources registered for it; one that cuts over gets them in ``SYNCING/syncing``, as a cutover
-needs. A block that is a pytest file (it defines ``test_`` functions) is run by pytest.
+needs. A block that is a pytest file (it defines ``test_`` functions) is run by pytest, with
+the README's ``pyproject.toml`` setup for the plugin beside it, and must pass with no warning.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.conftest import REPO, SimulatorChild, Spawner
 
 TOKEN = "readme-snippets-token"
 _BLOCK = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
+_TOML = re.compile(r"^```toml\n(.*?)^```$", re.S | re.M)
 
 
 def _blocks() -> list[tuple[int, str]]:
@@ -30,6 +32,13 @@ def _blocks() -> list[tuple[int, str]]:
 
 
 BLOCKS = _blocks()
+
+
+def _pytest_setup() -> str:
+    """The README's pyproject.toml for testing with the plugin (asyncio_mode and loop scope)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    [setup] = [m.group(1) for m in _TOML.finditer(text) if "asyncio_mode" in m.group(1)]
+    return setup
 
 
 def _move(sim: SimulatorChild, source_id: str, pair: str) -> None:
@@ -62,6 +71,7 @@ def test_a_readme_snippet_runs_as_written(
     env = {"SMS_FLOW_ENDPOINT": sim.url, "SMS_FLOW_TOKEN": TOKEN}
     if re.search(r"^(async )?def test_", code, re.M):
         (tmp_path / "test_snippet.py").write_text(code, encoding="utf-8")
+        (tmp_path / "pyproject.toml").write_text(_pytest_setup(), encoding="utf-8")
         argv: tuple[str, ...] = (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider")
         done = spawn.run(*argv, "test_snippet.py", cwd=tmp_path, env=env, timeout=180)
     else:
@@ -74,4 +84,6 @@ def test_a_readme_snippet_runs_as_written(
         (tmp_path / "snippet.py").write_text(code, encoding="utf-8")
         done = spawn.run(sys.executable, "snippet.py", *args, cwd=tmp_path, env=env, timeout=180)
     assert done.returncode == 0, f"README.md:{line}\n{done.stdout}\n{done.stderr}"
+    if "def test_" in code:
+        assert "warning" not in (done.stdout + done.stderr).lower(), done.stdout
     assert "Traceback" not in done.stderr, f"README.md:{line}\n{done.stderr}"

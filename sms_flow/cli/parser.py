@@ -29,7 +29,8 @@ def _add_journal_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--journal",
         metavar="PATH",
-        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
+        help="journal file (default: $SMS_FLOW_JOURNAL, else journal.sqlite in $SMS_FLOW_HOME, "
+        "else ./.sms-flow/journal.sqlite; a wave or drill file's journal: comes before both)",
     )
 
 
@@ -289,10 +290,22 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fresh",
         action="store_true",
-        help="embedded simulator only: start over with new simulated sources (the journal keeps its history)",
+        help="embedded simulator only: start this wave's simulated sources and its membership "
+        "over (its own state file; other waves' and drills' are left alone; the journal keeps "
+        "its history)",
     )
+    _add_membership_option(p)
     _add_lease_option(p)
     _add_run_options(p)
+
+
+def _add_membership_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reset-members",
+        action="store_true",
+        help="start the membership over: forget the sources the journal lists for this name (on "
+        "any endpoint) and find them again; needed to run it on another endpoint than before",
+    )
 
 
 def _drill_options(p: argparse.ArgumentParser) -> None:
@@ -302,8 +315,8 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ids", metavar="ID,ID", help="sources to drill, without a drill file")
     p.add_argument(
         "--name",
-        default="drill",
-        help="the drill's name in the journal, without a drill file (default: drill)",
+        help="the drill's name in the journal, without a drill file (default: drill-DIGEST, "
+        "from the check and the sources: the same drill resumes, another one is drilled anew)",
     )
     p.add_argument(
         "--check", metavar="COMMAND", help="the check's shell command (overrides the file's)"
@@ -327,6 +340,7 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help="requests per second towards the service, 0.01 or more",
     )
+    _add_membership_option(p)
     _add_lease_option(p)
     _add_run_options(p)
 

@@ -63,12 +63,13 @@ async def _run_wave(args: argparse.Namespace) -> int:
         base_dir=folder_of(args.wave),
         fresh=args.fresh,
         lease=args.lease,
+        reset_members=args.reset_members,
     )
     return await _drive_session(args, session, what="wave")
 
 
 async def _run_drill(args: argparse.Namespace) -> int:
-    from sms_flow.wave import DrillSession, DrillSpec, folder_of, load_drill
+    from sms_flow.wave import DrillSession, DrillSpec, drill_definition, folder_of, load_drill
 
     overrides: dict[str, Any] = {
         "concurrency": args.concurrency,
@@ -90,7 +91,7 @@ async def _run_drill(args: argparse.Namespace) -> int:
                 "without a drill file give --ids ID[,ID...] and --check COMMAND (and --endpoint)"
             )
         raw = {
-            "name": args.name,
+            "name": args.name or "drill",
             "sources": {"ids": [i for i in args.ids.split(",") if i]},
             **overrides,
         }
@@ -100,6 +101,8 @@ async def _run_drill(args: argparse.Namespace) -> int:
             spec = DrillSpec.model_validate({k: v for k, v in raw.items() if v is not None})
         except ValueError as exc:
             raise InputError(f"drill options: {exc}") from None
+        if not args.name:  # its own name: the same drill (check and sources) resumes, no other
+            spec = spec.model_copy(update={"name": f"drill-{drill_definition(spec)}"})
         base_dir = None
     if args.dry_run:
         return await _dry_run(args, spec, base_dir)
@@ -110,6 +113,7 @@ async def _run_drill(args: argparse.Namespace) -> int:
         journal_path=args.journal,
         base_dir=base_dir,
         lease=args.lease,
+        reset_members=args.reset_members,
     )
     return await _drive_session(args, session, what="drill")
 
@@ -270,6 +274,7 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
         screen = console()
         if what == "drill":
             print_drill_summary(screen, report, report_path=str(path))
+            _print_reused(screen, report)
         else:
             print_wave_summary(screen, report, report_path=str(path))
     if report.lease_lost:
@@ -279,11 +284,6 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
         return EXIT_INTERRUPTED
     if report.failed or report.unverified:
         return EXIT_REJECTED
-    if what == "drill":
-        from sms_flow.wave import drill_failures
-
-        if drill_failures(report):
-            return EXIT_REJECTED
     if report.not_ours:
         err(
             f"sms-flow: {len(report.not_ours)} source(s) of {what} {session.spec.name} are held or were "
@@ -370,6 +370,23 @@ async def _end_leftovers(before: set[asyncio.Task[Any]]) -> None:
     for task in leftovers:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: an error in a step cut short is the next run's to see
+
+
+def _print_reused(screen: Any, report: WaveReport) -> None:
+    """Say which results of a drill were reused from an earlier run of the same drill."""
+    reused = [r for r in report.sources.values() if r.detail.get("reused")]
+    if not reused:
+        return
+    shown = ", ".join(
+        f"{r.source_id} {r.detail.get('drill')} at {r.detail.get('checked_at')}" for r in reused[:5]
+    )
+    more = f" and {len(reused) - 5} more" if len(reused) > 5 else ""
+    screen.print(
+        f"reused {len(reused)} earlier result(s) of this drill (the same check and sources), "
+        f"not drilled again: {shown}{more}; to drill them again, give the drill another name",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _write_report(session: Any, report: WaveReport) -> tuple[Path, str | None]:

@@ -137,14 +137,16 @@ class WaveRunner:
 
         ``ids``: the file's list. ``query``: what the first run's query found (kept in the
         journal, since the sources it moved no longer match it). ``count``: the sources
-        registered for this wave in the simulator.
+        registered for this wave in the simulator. The journal keeps them by wave and
+        endpoint (the engine's): the members found on one endpoint are never another's.
         """
         sel = self.spec.sources
+        where = self.engine.endpoint
         if sel.ids is not None:
             self.members = list(sel.ids)
-            await self.journal.add_members(self.spec.name, self.members)
+            await self.journal.add_members(self.spec.name, self.members, endpoint=where)
             return self.members
-        known = await self.journal.members(self.spec.name)
+        known = await self.journal.members(self.spec.name, endpoint=where)
         if sel.query is not None:
             if not known:
                 q = sel.query
@@ -156,12 +158,12 @@ class WaveRunner:
                     found.append(src.id)
                     if q.limit is not None and len(found) >= q.limit:
                         break
-                await self.journal.add_members(self.spec.name, found)
-                known = await self.journal.members(self.spec.name)
+                await self.journal.add_members(self.spec.name, found, endpoint=where)
+                known = await self.journal.members(self.spec.name, endpoint=where)
             self.members = known
             return known
         ids = await self._register(known, sel.count or 0)
-        await self.journal.add_members(self.spec.name, ids)
+        await self.journal.add_members(self.spec.name, ids, endpoint=where)
         self.members = ids
         return ids
 

@@ -56,6 +56,7 @@ __all__ = [
     "WaveSpec",
     "chart_of",
     "folder_of",
+    "journal_of",
     "load_spec",
     "load_wave",
 ]
@@ -149,7 +150,8 @@ class SimulatorOptions(Faults):
 
     state_file: str | None = Field(
         None,
-        description="Where the simulated sources live across runs (default .sms-flow/simulator.sqlite).",
+        description="Where the simulated sources live across runs (default: the wave's own "
+        "file, .sms-flow/simulator/NAME.sqlite).",
     )
     service_delay: float = Field(0.2, ge=0)
     seed: int | None = None
@@ -189,6 +191,12 @@ class WaveSpec(BaseModel):
         description="Wait (up to service_wait) for moves only another API call makes (by: "
         "action, e.g. clear); by default such a source fails at once for this run, saying what "
         "to call, and a later run carries on once someone made the call.",
+    )
+    journal: str | None = Field(
+        None,
+        description="The journal file, relative to the wave file's folder (default: "
+        "$SMS_FLOW_JOURNAL, else journal.sqlite in $SMS_FLOW_HOME, else ./.sms-flow); "
+        "--journal comes first.",
     )
     report: str | None = Field(None, description="Where the JSON report goes.")
     chart: str | None = Field(None, description="A statechart file instead of the default one.")
@@ -275,6 +283,20 @@ def load_spec(
 def folder_of(path: str | Path) -> Path:
     """The folder of a wave or drill file: where the paths it names are relative to."""
     return Path(path).resolve().parent
+
+
+def journal_of(spec: WaveSpec, base: Path | None = None) -> Path:
+    """The journal a wave's run writes to when none is given: the file's ``journal`` (relative
+    to ``base``, the wave file's folder), else the default
+    (:func:`~sms_flow.journal.default_journal_path`)."""
+    if spec.journal is None:
+        from sms_flow.journal import default_journal_path
+
+        return default_journal_path()
+    path = Path(spec.journal).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
+    return path.absolute()
 
 
 def chart_of(spec: WaveSpec, base: Path | None = None) -> Chart | None:

@@ -60,7 +60,7 @@ def test_check_reports_a_sound_journal(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["journal", "check", "--journal", str(path)]) == 0
     shown = capsys.readouterr().out
     assert f"journal {path}: sound" in shown
-    assert "schema version 2" in shown and "entries: 4, open intents: 1" in shown
+    assert "schema version 3" in shown and "entries: 4, open intents: 1" in shown
     assert "wave w1 (run" in shown and "sources held by live runs: 2" in shown
 
     assert main(["journal", "check", "--journal", str(path), "--json"]) == 0
