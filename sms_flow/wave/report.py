@@ -81,7 +81,27 @@ class SourceRecord:
     steps: int = 0
     error: str | None = None
     error_type: str | None = None
+    request_id: str | None = None
+    """The request id of the call that failed it, when the service answered."""
+    attempts: int = 0
+    """HTTP attempts of its pushes (and of the call that failed it), retries included."""
+    retries: int = 0
+    """Of those attempts, the retries."""
     detail: dict[str, Any] = field(default_factory=dict)
+
+    def count_attempts(self, attempts: int) -> None:
+        """Count the attempts of one call (its retries are all but the first)."""
+        self.attempts += attempts
+        self.retries += max(0, attempts - 1)
+
+    def note_error(self, exc: BaseException) -> None:
+        """Keep the request id and the attempts of the call that raised ``exc``."""
+        request_id = getattr(exc, "request_id", None)
+        if isinstance(request_id, str):
+            self.request_id = request_id
+        attempts = getattr(exc, "attempts", None)
+        if isinstance(attempts, int):
+            self.count_attempts(attempts)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from sms_flow.client import SmsClient
 from sms_flow.engine import Engine
 from sms_flow.journal import Outcome
 from sms_flow.journal_sqlite import SqliteJournal
+from sms_flow.retry import RetryPolicy
 from sms_flow.simulator import Faults, Simulator
 from sms_flow.wave import Event, EventKind, SourceOutcome, WaveRunner, WaveSession, run_wave
 from tests.conftest import Spawner, eventually
@@ -318,3 +320,50 @@ async def test_a_push_that_cannot_be_verified_is_reported_and_settled_by_the_nex
     )
     assert again.ok and again.recovery is not None and again.recovery.applied == 1
     assert_clean_history(sim.history(sid), MAIN_PATH)
+
+
+class _OneUnreadable:
+    """The real client; reading ``bad`` meets the simulator's 5xx on every attempt."""
+
+    def __init__(self, client: SmsClient, sim: Simulator, bad: str) -> None:
+        self.client, self.sim, self.bad = client, sim, bad
+        self.endpoint = client.endpoint
+
+    async def change_state(
+        self, source_id: str, copystate: Any = None, migrationcycle: Any = None
+    ) -> Any:
+        return await self.client.change_state(source_id, copystate, migrationcycle)
+
+    async def get_source(self, source_id: str) -> Any:
+        if source_id != self.bad:
+            return await self.client.get_source(source_id)
+        self.sim.set_faults(Faults(error_rate=1.0))
+        try:
+            return await self.client.get_source(source_id)
+        finally:
+            self.sim.set_faults(Faults())
+
+
+async def test_a_failed_first_read_fails_that_source_not_the_wave(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Defect 7: one source whose first read fails (5xx on every attempt) is a failed source
+    in the report, with the error; the others are driven to the target."""
+    ids = await sim.register_many(4, prefix="fr")
+    retry = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, total_time=5.0, timeout=2.0)
+    path = tmp_path / "j.sqlite"
+    async with SqliteJournal(path) as journal, SmsClient(sim.url, retry=retry) as client:
+        reader = _OneUnreadable(client, sim, ids[1])
+        async with Engine(reader, journal=journal, endpoint=sim.url) as engine:
+            runner = WaveRunner(
+                spec(name="fr", sources={"ids": ids}, concurrency=1), engine, journal, client=reader
+            )
+            report = await runner.run()
+    assert [r.source_id for r in report.failed] == [ids[1]]
+    record = report.sources[ids[1]]
+    assert record.error_type == "ServerError"
+    assert "could not be read" in (record.error or "") and "HTTP 5" in (record.error or "")
+    assert report.count(SourceOutcome.FINISHED) == 3
+    assert str(sim.source(ids[1]).pair) == "WAITING/checking", "never pushed"
+    failure = report.to_dict()["failures"][0]
+    assert failure["source_id"] == ids[1] and failure["error_type"] == "ServerError"
