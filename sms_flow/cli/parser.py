@@ -278,10 +278,31 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
 
 def _history_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source_id", nargs="?", metavar="SOURCE_ID", help="a source server's id")
-    p.add_argument("--wave", metavar="NAME", help="every entry of this wave")
+    p.add_argument("--wave", metavar="NAME", help="every entry of this wave (or drill)")
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="entries written at or after WHEN: ISO-8601 (UTC unless an offset is given, "
+        "e.g. 2026-12-02T04:30) or a duration ago (30m, 2h, 7d)",
+    )
+    p.add_argument("--until", metavar="WHEN", help="entries written before WHEN")
+    p.add_argument(
+        "--outcome",
+        action="append",
+        metavar="O[,O]",
+        help="only these outcomes: pending, applied, rejected, failed, ignored, conflict, "
+        "observed, unverified (repeat or separate with commas)",
+    )
+    p.add_argument("--actor", metavar="NAME", help="only entries of this actor (cli, wave:NAME)")
     _add_journal_option(p)
     p.add_argument("--limit", type=int, metavar="N", help="only the last N entries (N >= 0)")
-    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table (default), csv (a header, then one row an entry) or json (an array)",
+    )
+    p.add_argument("--json", action="store_true", help="the same as --format json")
 
 
 def _journal_options(p: argparse.ArgumentParser) -> None:
@@ -482,7 +503,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         handler="sms_flow.cli.journal:history",
         logs=True,
         help="what the journal says happened to a source or a wave",
-        description="Show the journal's entries for one source, or for every source of a wave, oldest first.",
+        description=(
+            "Show the journal's entries, oldest first: of one source, of every source of a "
+            "wave, or of the whole journal, filtered by time, outcome and actor. Entries are "
+            "read and printed a page at a time, so the first come at once whatever the "
+            "journal's size."
+        ),
+        epilog=(
+            "examples: sms-flow history --wave wave-1 --outcome failed,conflict\n"
+            "          sms-flow history --since 2h --actor cli --format csv > changes.csv"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
     _add_command(
