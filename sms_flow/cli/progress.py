@@ -134,7 +134,10 @@ def _print_records(console: Console, title: str, records: Sequence[Any], style: 
     table.add_column("state")
     table.add_column("reason")
     for record in records[:25]:
-        table.add_row(record.source_id, record.state or "?", record.error or "")
+        reason = record.error or ""
+        if record.request_id and record.request_id not in reason:
+            reason += f" (request_id {record.request_id})"
+        table.add_row(record.source_id, record.state or "?", reason)
     if len(records) > 25:
         table.add_row("…", "", f"{len(records) - 25} more in the JSON report")
     console.print(table)
@@ -153,7 +156,7 @@ def print_wave_summary(
         SourceOutcome.FINISHED: "reached the target",
         SourceOutcome.ALREADY: "already at the target (skipped)",
         SourceOutcome.FAILED: "failed",
-        SourceOutcome.STOPPED: "not finished (stopped)",
+        SourceOutcome.STOPPED: "interrupted (run again to resume)",
     }
     rare = {
         SourceOutcome.UNVERIFIED: "last push unverified (may have landed)",
@@ -172,6 +175,11 @@ def print_wave_summary(
         f"transitions applied: {report.applied}, moves made by the service: {report.observed}, "
         f"elapsed {report.elapsed:.1f}s ({rate:,.0f} transitions/s)"
     )
+    if report.retries.get("total"):
+        causes = ", ".join(
+            f"{n} {cause}" for cause, n in report.retries.items() if n and cause != "total"
+        )
+        console.print(f"retries: {report.retries['total']} ({causes})")
     for run in report.took_over:
         console.print(f"took over from a dead run: {run}")
     if report.recovery is not None and (report.recovery.total or report.recovery.left_open):

@@ -198,6 +198,8 @@ class WaveRunner:
         """Claim, recover, read the members' states, and drive them all."""
         report = self.report
         engine = self.engine
+        counted: Any = getattr(self.client, "stats", None)
+        retries_before = counted() if callable(counted) else None
         if engine.lease is not None:
             report.took_over = [run.describe() for run in engine.lease.took_over]
         members = await self.resolve_members()
@@ -307,6 +309,8 @@ class WaveRunner:
                 if record.outcome is None:
                     record.outcome = SourceOutcome.STOPPED
             report.finished_at = time.time()
+            if retries_before is not None:
+                report.retries = _retries_since(retries_before, counted())
             self.emit(EventKind.WAVE_DONE, report=report)
             for q in self._queues:
                 q.put_nowait(None)
@@ -540,6 +544,13 @@ class WaveRunner:
             "no journal entry shows that move: someone outside sms-flow made it (the console, "
             "another tool)"
         )
+
+
+def _retries_since(before: Any, after: Any) -> dict[str, int]:
+    """The retries between two :class:`~sms_flow.client.ClientStats`, by cause and in all."""
+    then = before.by_cause()
+    counts = {cause: n - then.get(cause, 0) for cause, n in after.by_cause().items()}
+    return {**counts, "total": sum(counts.values())}
 
 
 class _FirstRead:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import sms_flow
 from sms_flow.client import SmsClient
 from sms_flow.engine import Engine
 from sms_flow.journal import Outcome
@@ -64,6 +67,23 @@ async def test_every_source_reaches_the_target_through_faults(
     assert report.count(SourceOutcome.FINISHED) == 30
     assert faults.get("drop", 0) > 0 and faults.get("throttle", 0) > 0
     assert faults.get("error_500", 0) + faults.get("error_503", 0) > 0
+    # The report counts the retries by cause, in all and per source.
+    data = report.to_dict()
+    totals = data["totals"]
+    by_cause = totals["retries_by_cause"]
+    assert by_cause["429"] > 0 and by_cause["5xx"] > 0
+    assert by_cause["dropped"] + by_cause["timeout"] + by_cause["connect"] > 0
+    assert totals["retries"] == sum(by_cause.values())
+    per_source = data["sources"]
+    assert sum(r["retries"] for r in per_source) > 0, "some pushes were retried"
+    assert sum(r["retries"] for r in per_source) <= totals["retries"]
+    assert all(r["attempts"] >= 5 for r in per_source), "5 pushes each, at least"
+    assert totals["attempts"] == sum(r["attempts"] for r in per_source)
+    assert data["exit_code"] == 0 and data["sms_flow_version"] == sms_flow.__version__
+    for key in ("started_at", "finished_at"):
+        when = datetime.fromisoformat(data[key].replace("Z", "+00:00"))
+        assert when.tzinfo is not None and when.utcoffset() == timedelta(0)
+        assert abs(when.timestamp() - time.time()) < 600
     steps = await journal_paths(journal)
     for sid in ids:
         assert str(sim.source(sid).pair) == "FINISHED/cutovered"
@@ -365,5 +385,8 @@ async def test_a_failed_first_read_fails_that_source_not_the_wave(
     assert "could not be read" in (record.error or "") and "HTTP 5" in (record.error or "")
     assert report.count(SourceOutcome.FINISHED) == 3
     assert str(sim.source(ids[1]).pair) == "WAITING/checking", "never pushed"
-    failure = report.to_dict()["failures"][0]
+    data = report.to_dict()
+    [failure] = data["failures"]
     assert failure["source_id"] == ids[1] and failure["error_type"] == "ServerError"
+    assert failure["request_id"] and failure["request_id"] in failure["error"]
+    assert data["exit_code"] == 1
