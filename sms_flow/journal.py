@@ -81,6 +81,7 @@ __all__ = [
     "born_settled",
     "default_journal_path",
     "final_outcome",
+    "iso_utc",
     "process_alive",
     "source_id_list",
 ]
@@ -229,6 +230,12 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # it exists, as another user
         return True
     return True
+
+
+def iso_utc(t: float) -> str:
+    """Unix seconds as ISO-8601 in UTC, to the millisecond: ``2026-12-02T04:40:12.345Z``
+    (how reports, ``status`` and ``history --format csv`` write times)."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _when(t: float) -> str:

@@ -739,3 +739,30 @@ async def test_adopting_an_open_entry_is_fenced_too(journal: Journal) -> None:
     await journal.settle(old, Outcome.APPLIED)
     with pytest.raises(JournalError, match="settled as 'applied'"):
         await journal.adopt(old, run)
+
+
+async def test_wave_status_counts_members_by_their_last_known_state(journal: Journal) -> None:
+    await journal.add_members("w", ["a", "b", "c", "d", "e"])
+    moved = intent("a", wave="w", trigger="configure", to_state="WAITING/setting")
+    await journal.record(moved, Outcome.APPLIED)  # a: WAITING/setting
+    await journal.record(intent("b", wave="w"), Outcome.APPLIED)  # b: REPLICATE/replicating
+    failed = await journal.begin(intent("b", wave="w", from_state="REPLICATE/replicating",
+                                        to_state="CUTOVERING/cutovering"))  # fmt: skip
+    await journal.settle(failed, Outcome.FAILED, error="HTTP 503", request_id="r-1")
+    pending = await journal.begin(intent("c", wave="w"))  # c: open, still WAITING/checking
+    await journal.record(intent("d", wave="other"), Outcome.APPLIED)  # d: moved by another
+    found = await journal.wave_status("w")
+    assert found.members == 5 and found.entries == 4
+    assert found.states == {
+        "WAITING/setting": 1,
+        "REPLICATE/replicating": 2,  # b (its last step failed), and d (another wave's move)
+        "WAITING/checking": 1,  # c: where its open step starts
+        "unknown": 1,  # e: nothing journalled
+    }
+    assert found.failed == 1
+    [failure] = found.failures
+    assert (failure.source_id, failure.request_id, failure.error) == ("b", "r-1", "HTTP 503")
+    assert found.open_intents == 1 and [e.id for e in found.open] == [pending]
+    assert found.last_activity is not None
+    empty = await journal.wave_status("nobody")
+    assert (empty.members, empty.entries, empty.states, empty.failures) == (0, 0, {}, [])

@@ -21,10 +21,10 @@ from sms_flow.cli._output import err, out, print_json
 from sms_flow.errors import InputError, JournalError
 from sms_flow.journal import Entry, Outcome
 
-__all__ = ["check", "history", "recover"]
+__all__ = ["check", "did_you_mean", "existing_journal", "history", "recover"]
 
 
-def _existing_journal(args: argparse.Namespace) -> Path:
+def existing_journal(args: argparse.Namespace) -> Path:
     from sms_flow.cli._paths import check_readable_file
     from sms_flow.journal import default_journal_path
 
@@ -108,9 +108,8 @@ def did_you_mean(word: str, choices: Sequence[str]) -> str:
 
 
 def _iso_times() -> Callable[[float | None], str]:
-    """A formatter of unix seconds as ISO-8601 in UTC with milliseconds
-    (``2026-12-02T04:40:12.345Z``; ``""`` for None), each second formatted once (a journal
-    holds many entries a second)."""
+    """:func:`~sms_flow.journal.iso_utc` (``""`` for None), faster: each second is formatted
+    once (a journal holds many entries a second)."""
     last: list[Any] = [None, ""]
 
     def iso(t: float | None) -> str:
@@ -167,7 +166,7 @@ async def _history(args: argparse.Namespace) -> int:
             f"({iso(until)}); give a --since earlier than --until"
         )
     form = "json" if args.json else args.format
-    path = _existing_journal(args)
+    path = existing_journal(args)
     what = " ".join(
         part
         for part in (
@@ -256,7 +255,7 @@ def check(args: argparse.Namespace) -> int:
 async def _check(args: argparse.Namespace) -> int:
     from sms_flow.journal_sqlite import SqliteJournal
 
-    path = _existing_journal(args)
+    path = existing_journal(args)
     try:
         # Opened without the quick check that refuses a damaged file: this reports on it.
         async with SqliteJournal(path, quick_check=False) as journal:
@@ -316,7 +315,7 @@ async def _recover(args: argparse.Namespace) -> int:
     from sms_flow.journal_sqlite import SqliteJournal
     from sms_flow.wave.recovery import recover as settle_open
 
-    path = _existing_journal(args)
+    path = existing_journal(args)
     async with client_from(args) as client, SqliteJournal(path) as journal:
         lease = Lease(
             journal,

@@ -305,6 +305,25 @@ def _history_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="the same as --format json")
 
 
+def _status_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wave", metavar="WAVE", help="the wave's (or drill's) name")
+    _add_journal_option(p)
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def _list_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state", metavar="S", help="only sources in this copystate (e.g. syncing, SYNCING)"
+    )
+    p.add_argument(
+        "--cycle", metavar="C", help="only sources in this migration cycle (e.g. cutovered)"
+    )
+    p.add_argument("--name", metavar="PREFIX", help="only sources whose name starts with PREFIX")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N sources")
+    p.add_argument("--json", action="store_true", help="print the sources as a JSON array")
+    _add_endpoint_options(p)
+
+
 def _journal_options(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="journal_command", metavar="SUBCOMMAND", parser_class=_Parser)
     sub.required = True
@@ -513,6 +532,38 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             "examples: sms-flow history --wave wave-1 --outcome failed,conflict\n"
             "          sms-flow history --since 2h --actor cli --format csv > changes.csv"
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    _add_command(
+        sub,
+        command,
+        "status",
+        _status_options,
+        handler="sms_flow.cli.status:status",
+        logs=True,
+        help="where a wave's sources are, what failed, who drives it (from the journal)",
+        description=(
+            "Show a wave's (or drill's) sources by state, the sources whose latest step "
+            "failed, its open intents and its live driver, all from the journal: no request "
+            "to the service. Works from another terminal while the wave runs. Exit 0, or 2 "
+            "when the journal knows no such wave."
+        ),
+    )
+
+    _add_command(
+        sub,
+        command,
+        "list",
+        _list_options,
+        handler="sms_flow.cli.sources:list_sources",
+        logs=True,
+        help="list the service's source servers and their states",
+        description=(
+            "List the source servers of the service (GET /v3/sources, page by page), "
+            "filtered by copystate, migration cycle and name prefix, each with its state."
+        ),
+        epilog="example: sms-flow list --state syncing --name web-\n\n" + _CREDENTIALS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 

@@ -6,9 +6,10 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from sms_flow.journal import iso_utc
 
 if TYPE_CHECKING:
     from sms_flow.chart import Edge
@@ -22,7 +23,6 @@ __all__ = [
     "SourceOutcome",
     "SourceRecord",
     "WaveReport",
-    "iso_utc",
     "state_counts",
 ]
 
@@ -258,11 +258,6 @@ class WaveReport:
                 for r in self.sources.values()
             ],
         }
-
-
-def iso_utc(t: float) -> str:
-    """Unix seconds as ISO-8601 in UTC, to the millisecond: ``2026-12-02T04:40:12.345Z``."""
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def state_counts(engine: Engine, members: Iterable[str]) -> Counter[str]:
