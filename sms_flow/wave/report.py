@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,9 @@ __all__ = [
 
 class EventKind(StrEnum):
     WAVE_STARTED = "wave_started"
+    QUEUED = "queued"
+    """Once every member was read: ``report.sources`` holds them all, and those without an
+    outcome yet are queued to be driven."""
     SOURCE_STARTED = "source_started"
     STEP = "step"
     WAITING = "waiting"
@@ -128,6 +131,12 @@ class WaveReport:
     retries: dict[str, int] = field(default_factory=dict)
     """The client's retries during the run, by cause (``connect``, ``dropped``, ``timeout``,
     ``429``, ``5xx``) and in all (``total``); empty when the client does not count them."""
+    counting: Callable[[], dict[str, int]] | None = field(default=None, repr=False)
+    """While the run goes on: its retries so far (the runner sets it)."""
+
+    def retries_so_far(self) -> dict[str, int]:
+        """The retries of the run so far (for a live display), as :attr:`retries`."""
+        return self.counting() if self.counting is not None else self.retries
 
     def count(self, outcome: SourceOutcome) -> int:
         return sum(1 for r in self.sources.values() if r.outcome is outcome)

@@ -200,6 +200,8 @@ class WaveRunner:
         engine = self.engine
         counted: Any = getattr(self.client, "stats", None)
         retries_before = counted() if callable(counted) else None
+        if retries_before is not None:
+            report.counting = lambda: _retries_since(retries_before, counted())
         if engine.lease is not None:
             report.took_over = [run.describe() for run in engine.lease.took_over]
         members = await self.resolve_members()
@@ -214,7 +216,7 @@ class WaveRunner:
         conflicts = {
             d["source_id"] for d in report.recovery.details if d.get("result") == "conflict"
         }
-        self.emit(EventKind.WAVE_STARTED)
+        self.emit(EventKind.WAVE_STARTED, report=report)
         mine = [s for s in members if s not in claimed.refused]
         read_at = time.monotonic()
         first = _FirstRead(self.client)
@@ -288,6 +290,8 @@ class WaveRunner:
                 continue
             queue.put_nowait(source_id)
 
+        self.emit(EventKind.QUEUED, report=report)
+
         async def worker() -> None:
             while not self._stop.is_set():
                 try:
@@ -311,6 +315,7 @@ class WaveRunner:
             report.finished_at = time.time()
             if retries_before is not None:
                 report.retries = _retries_since(retries_before, counted())
+                report.counting = None
             self.emit(EventKind.WAVE_DONE, report=report)
             for q in self._queues:
                 q.put_nowait(None)
