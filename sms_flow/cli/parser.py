@@ -324,6 +324,10 @@ def _list_options(p: argparse.ArgumentParser) -> None:
     _add_endpoint_options(p)
 
 
+def _completion_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
+
+
 def _journal_options(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="journal_command", metavar="SUBCOMMAND", parser_class=_Parser)
     sub.required = True
@@ -595,6 +599,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         logs=True,
         help="look after the journal file (journal check)",
         description="Commands on the journal itself: check runs the full integrity check.",
+    )
+
+    _add_command(
+        sub,
+        command,
+        "completion",
+        _completion_options,
+        handler="sms_flow.cli.completion:completion",
+        logs=False,
+        help="print a shell completion script (bash or zsh)",
+        description=(
+            "Print a completion script for bash or zsh: commands, options, option values and "
+            "the chart's states complete with Tab."
+        ),
+        epilog=(
+            "bash: add to ~/.bashrc:  source <(sms-flow completion bash)\n"
+            "zsh:  add to ~/.zshrc:   source <(sms-flow completion zsh)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
     _add_command(

@@ -240,7 +240,7 @@ def print_wave_summary(
     )
     if report.retries.get("total"):
         causes = ", ".join(
-            f"{n} {cause}" for cause, n in report.retries.items() if n and cause != "total"
+            f"{cause}: {n}" for cause, n in report.retries.items() if n and cause != "total"
         )
         console.print(f"retries: {report.retries['total']} ({causes})")
     for run in report.took_over:
