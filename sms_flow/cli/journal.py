@@ -18,10 +18,10 @@ from typing import Any, Final
 
 from sms_flow.cli import EXIT_API, EXIT_OK, EXIT_OWNED
 from sms_flow.cli._output import err, out, print_json
-from sms_flow.errors import InputError, JournalError
+from sms_flow.errors import InputError, JournalError, did_you_mean
 from sms_flow.journal import Entry, Outcome
 
-__all__ = ["check", "did_you_mean", "existing_journal", "history", "recover"]
+__all__ = ["check", "existing_journal", "history", "recover"]
 
 
 def existing_journal(args: argparse.Namespace) -> Path:
@@ -97,14 +97,6 @@ def outcomes(given: Sequence[str]) -> list[Outcome]:
                 )
             found.append(Outcome(name))
     return found
-
-
-def did_you_mean(word: str, choices: Sequence[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices`` (difflib), or ``""``."""
-    import difflib
-
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _iso_times() -> Callable[[float | None], str]:

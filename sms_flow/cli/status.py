@@ -17,7 +17,8 @@ from typing import Any
 
 from sms_flow.cli import EXIT_BAD_INPUT, EXIT_OK
 from sms_flow.cli._output import err, out, print_json
-from sms_flow.cli.journal import did_you_mean, existing_journal
+from sms_flow.cli.journal import existing_journal
+from sms_flow.errors import did_you_mean
 from sms_flow.journal import Entry, Run, iso_utc
 
 __all__ = ["status"]

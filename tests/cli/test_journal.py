@@ -210,7 +210,7 @@ def test_history_refuses_a_mistyped_outcome_with_a_suggestion(
     spawn: Spawner, tmp_path: Path
 ) -> None:
     done = spawn.run(*SMS_FLOW_COMMAND, "history", "--outcome", "aplied", cwd=tmp_path)
-    assert_refused(done, "unknown outcome 'aplied'; did you mean 'applied'?")
+    assert_refused(done, "unknown outcome 'aplied' (did you mean 'applied'?)")
     done = spawn.run(*SMS_FLOW_COMMAND, "history", "--since", "yesterday", cwd=tmp_path)
     assert_refused(done, "'yesterday' is neither an ISO-8601 time")
     done = spawn.run(*SMS_FLOW_COMMAND, "history", "--since", "1h", "--until", "2h", cwd=tmp_path)

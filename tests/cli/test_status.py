@@ -62,7 +62,7 @@ def test_status_of_an_unknown_wave_names_the_known_ones(spawn: Spawner, tmp_path
 
     asyncio.run(fill())
     done = spawn.run(*SMS_FLOW_COMMAND, "status", "wave1", "--journal", str(journal), cwd=tmp_path)
-    assert_refused(done, "no wave or drill named 'wave1'", "did you mean 'wave-1'?", "wave-1")
+    assert_refused(done, "no wave or drill named 'wave1'", "(did you mean 'wave-1'?)", "wave-1")
 
 
 TOKEN = "list-test-token"
