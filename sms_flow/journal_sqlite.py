@@ -272,6 +272,9 @@ def _row(
     ]
 
 
+_OUTCOME_OF: Final = {o.value: o for o in Outcome}
+
+
 def _entry(row: tuple[Any, ...]) -> Entry:
     return Entry(
         row[0],
@@ -283,7 +286,7 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         row[6],
         bool(row[7]),
         row[8],
-        Outcome(row[9]),
+        _OUTCOME_OF[row[9]],
         row[10],
         row[11],
         row[12],

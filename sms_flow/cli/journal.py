@@ -122,25 +122,21 @@ def _table_line(cells: Sequence[str]) -> str:
 
 
 def _table_row(e: Entry, short_source: bool, iso: Callable[[float | None], str]) -> str:
+    """One entry as a line of the table (the widths of :data:`_TABLE_COLUMNS`)."""
     note = e.error or e.reason or ""
     if e.forced:
         note = f"FORCED: {note}"
-    note = " ".join(note.split())
-    if len(note) > _NOTE_MAX:
-        note = note[: _NOTE_MAX - 1] + "… (--format json shows all)"
-    return _table_line(
-        (
-            str(e.id),
-            iso(e.created_at)[:-1].replace("T", " "),
-            e.source_id[:8] if short_source else e.source_id,
-            e.trigger or "-",
-            f"{e.from_state} → {e.to_state}",
-            e.outcome.value,
-            e.actor,
-            e.request_id or "-",
-            note,
-        )
+    if note:
+        note = " ".join(note.split())
+        if len(note) > _NOTE_MAX:
+            note = note[: _NOTE_MAX - 1] + "… (--format json shows all)"
+    moved = f"{e.from_state} → {e.to_state}"
+    line = (
+        f"{e.id:<7}  {iso(e.created_at)[:-1].replace('T', ' '):<23}  "
+        f"{e.source_id[:8] if short_source else e.source_id:<36}  {e.trigger or '-':<14}  "
+        f"{moved:<44}  {e.outcome.value:<10}  {e.actor:<16}  {e.request_id or '-':<32}  {note}"
     )
+    return line.rstrip() if not note else line
 
 
 async def _history(args: argparse.Namespace) -> int:
@@ -224,7 +220,7 @@ async def _history(args: argparse.Namespace) -> int:
                 if lines:
                     stream.write("\n".join(lines) + "\n")
                 if shown:
-                    stream.write(f"{shown:,} entries\n")
+                    stream.write(f"{shown:,} entr{'y' if shown == 1 else 'ies'}\n")
                 else:
                     stream.write(f"no journal entries for {what or 'any source'} in {path}\n")
             stream.flush()

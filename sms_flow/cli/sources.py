@@ -62,5 +62,5 @@ async def _list(args: argparse.Namespace) -> int:
     if args.json:
         stream.write("\n]\n" if shown else "]\n")
     else:
-        stream.write(f"{shown:,} sources\n")
+        stream.write(f"{shown:,} source{'' if shown == 1 else 's'}\n")
     return EXIT_OK

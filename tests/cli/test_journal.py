@@ -201,7 +201,7 @@ def test_history_table_names_what_it_shows(
     assert shown[0] == f"history of wave w1 outcome failed ({path})"
     assert shown[1].split()[:3] == ["#", "time", "(UTC)"]
     assert "s2" in shown[3] and "failed" in shown[3] and "req-1" in shown[3]
-    assert shown[-1] == "1 entries"
+    assert shown[-1] == "1 entry"
     assert main(["history", "--actor", "nobody", "--journal", str(path)]) == 0
     assert capsys.readouterr().out == f"no journal entries for actor nobody in {path}\n"
 

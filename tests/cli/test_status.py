@@ -96,7 +96,7 @@ async def test_list_shows_the_sources_filtered_by_state_and_name_prefix(
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["source", "id", "state", "name"]
     assert web[0] in lines[1] and "SYNCING/syncing" in lines[1] and "web-0" in lines[1]
-    assert lines[-1] == "1 sources"
+    assert lines[-1] == "1 source"
 
     bad = spawn.sms_flow("list", "--state", "synching", cwd=tmp_path, env=env)
     assert await bad.await_exit() == 2
