@@ -54,7 +54,7 @@ the source must be read back before the outcome is known.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -103,6 +103,16 @@ def truncate(text: str, limit: int = _SHOWN_BODY) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` naming the closest of ``choices`` to ``word`` (difflib,
+    ignoring case), or ``""`` when none is close; for a message about a mistyped value."""
+    import difflib  # only when a message needs it: sms-flow check starts without it
+
+    by_folded = {c.casefold(): c for c in choices}
+    close = difflib.get_close_matches(word.casefold(), by_folded, n=1, cutoff=0.6)
+    return f" (did you mean {by_folded[close[0]]!r}?)" if close else ""
 
 
 class SmsFlowError(Exception):

@@ -51,7 +51,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -77,9 +77,11 @@ __all__ = [
     "Outcome",
     "Run",
     "RunStart",
+    "WaveStatus",
     "born_settled",
     "default_journal_path",
     "final_outcome",
+    "iso_utc",
     "process_alive",
     "source_id_list",
 ]
@@ -197,9 +199,12 @@ class Entry:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for JSON output (``outcome`` as its string value)."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data = {name: getattr(self, name) for name in _ENTRY_FIELDS}
         data["outcome"] = self.outcome.value
         return data
+
+
+_ENTRY_FIELDS: Final = tuple(f.name for f in dataclasses.fields(Entry))
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +231,12 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # it exists, as another user
         return True
     return True
+
+
+def iso_utc(t: float) -> str:
+    """Unix seconds as ISO-8601 in UTC, to the millisecond: ``2026-12-02T04:40:12.345Z``
+    (how reports, ``status`` and ``history --format csv`` write times)."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _when(t: float) -> str:
@@ -320,6 +331,31 @@ class JournalCheck:
     """Sources held by live runs. A count the damage made unreadable is -1."""
 
 
+@dataclass(frozen=True, slots=True)
+class WaveStatus:
+    """Where a wave's sources are, as its journal knows it (:meth:`Journal.wave_status`).
+
+    A member's state is the destination of its latest applied or observed entry, else the
+    origin of its latest entry (where it was when a step was tried), else ``"unknown"`` (the
+    journal holds nothing of it yet). A member *fails* while its latest entry is failed,
+    ignored, conflict or unverified.
+    """
+
+    wave: str
+    members: int
+    states: dict[str, int]
+    """How many members are in each state (``COPYSTATE/cycle``, or ``unknown``)."""
+    failed: int
+    failures: list[Entry]
+    """The latest entry of each failing member (the first ones, oldest first)."""
+    open_intents: int
+    open: list[Entry]
+    """The wave's open entries (the first ones, oldest first)."""
+    entries: int
+    last_activity: float | None
+    """When the wave's latest entry was written (unix seconds), if any."""
+
+
 class Journal(Protocol):
     """Where transitions are written down. Every method is a coroutine.
 
@@ -397,6 +433,31 @@ class Journal(Protocol):
         limit: int | None = None,
     ) -> list[Entry]:
         """Entries, oldest first; with ``limit``, the last ``limit`` of them (oldest first)."""
+        ...
+
+    def iter_history(
+        self,
+        *,
+        source_id: str | None = None,
+        wave: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        outcomes: Sequence[Outcome] | None = None,
+        actor: str | None = None,
+        last: int | None = None,
+        page: int = 1000,
+    ) -> AsyncIterator[Entry]:
+        """Entries matching every filter given, oldest first, read ``page`` at a time.
+
+        ``since`` and ``until`` bound when an entry was written (unix seconds; ``until``
+        excluded); ``outcomes`` keeps those outcomes; ``actor`` that actor. With ``last``,
+        only the last ``last`` matching entries. Filters and pages run in the storage, so
+        the first entries come at once and memory stays flat however many match.
+        """
+        ...
+
+    async def wave_status(self, wave: str, *, shown: int = 50) -> WaveStatus:
+        """Where the wave's members are, what failed, what is open (up to ``shown`` each)."""
         ...
 
     async def last_applied(

@@ -51,12 +51,13 @@ Schema
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -81,6 +82,7 @@ from sms_flow.journal import (
     Outcome,
     Run,
     RunStart,
+    WaveStatus,
     born_settled,
     final_outcome,
     process_alive,
@@ -295,6 +297,9 @@ def _row(
     ]
 
 
+_OUTCOME_OF: Final = {o.value: o for o in Outcome}
+
+
 def _entry(row: tuple[Any, ...]) -> Entry:
     return Entry(
         row[0],
@@ -306,7 +311,7 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         row[6],
         bool(row[7]),
         row[8],
-        Outcome(row[9]),
+        _OUTCOME_OF[row[9]],
         row[10],
         row[11],
         row[12],
@@ -476,6 +481,108 @@ def _history(
         return [_entry(row) for row in conn.execute(sql + " ORDER BY id", params)]
     rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*params, limit]).fetchall()
     return [_entry(row) for row in reversed(rows)]
+
+
+_HistoryWhere = tuple[str, list[Any]]
+"""The filters of a history read: `` AND ...`` conditions and their parameters."""
+
+
+def _history_where(
+    source_id: str | None,
+    wave: str | None,
+    since: float | None,
+    until: float | None,
+    outcomes: Sequence[Outcome] | None,
+    actor: str | None,
+) -> _HistoryWhere:
+    sql = ""
+    params: list[Any] = []
+    for column, op, value in (
+        ("source_id", "=", source_id),
+        ("wave", "=", wave),
+        ("created_at", ">=", since),
+        ("created_at", "<", until),
+        ("actor", "=", actor),
+    ):
+        if value is not None:
+            sql += f" AND {column} {op} ?"
+            params.append(value)
+    if outcomes is not None:
+        sql += f" AND outcome IN ({', '.join('?' * len(outcomes))})"
+        params.extend(Outcome(o).value for o in outcomes)
+    return sql, params
+
+
+def _history_page(conn: sqlite3.Connection, query: tuple[_HistoryWhere, int, int]) -> list[Entry]:
+    """The next page of a history read: up to ``size`` entries after entry ``after``.
+
+    Keyed on the id (never an OFFSET): each page starts where the last one ended, through
+    the source's or the wave's index (whose keys end with the id) when one is filtered on.
+    """
+    (where, params), after, size = query
+    sql = f"SELECT {_COLUMNS} FROM entries WHERE id > ?{where} ORDER BY id LIMIT ?"
+    return [_entry(row) for row in conn.execute(sql, [after, *params, size])]
+
+
+def _history_start(conn: sqlite3.Connection, query: tuple[_HistoryWhere, int]) -> int:
+    """The id after which the last ``last`` matching entries begin (0: from the start)."""
+    (where, params), last = query
+    sql = f"SELECT id FROM entries WHERE 1{where} ORDER BY id DESC LIMIT 1 OFFSET ?"
+    row = conn.execute(sql, [*params, last - 1]).fetchone()
+    return int(row[0]) - 1 if row is not None else 0
+
+
+# Each member of a wave with its latest applied or observed entry and its latest entry.
+_MEMBER_LATEST: Final = (
+    "WITH m AS (SELECT w.source_id, "
+    "(SELECT e.id FROM entries AS e WHERE e.source_id = w.source_id "
+    "AND e.outcome IN ('applied', 'observed') ORDER BY e.id DESC LIMIT 1) AS at_id, "
+    "(SELECT e.id FROM entries AS e WHERE e.source_id = w.source_id "
+    "ORDER BY e.id DESC LIMIT 1) AS last_id "
+    "FROM wave_members AS w WHERE w.wave = ?) "
+)
+_FAILING: Final = "('failed', 'ignored', 'conflict', 'unverified')"
+
+
+def _wave_status(conn: sqlite3.Connection, query: tuple[str, int]) -> WaveStatus:
+    wave, shown = query
+    states = {
+        state: count
+        for state, count in conn.execute(
+            _MEMBER_LATEST + "SELECT coalesce(a.to_state, l.from_state, 'unknown') AS state, "
+            "count(*) FROM m LEFT JOIN entries AS a ON a.id = m.at_id "
+            "LEFT JOIN entries AS l ON l.id = m.last_id GROUP BY state ORDER BY state",
+            (wave,),
+        )
+    }
+    failing = f"FROM entries WHERE id IN (SELECT last_id FROM m) AND outcome IN {_FAILING}"
+    failed = conn.execute(_MEMBER_LATEST + f"SELECT count(*) {failing}", (wave,)).fetchone()[0]
+    failures = [
+        _entry(row)
+        for row in conn.execute(
+            _MEMBER_LATEST + f"SELECT {_COLUMNS} {failing} ORDER BY id LIMIT ?", (wave, shown)
+        )
+    ]
+    opened = "FROM entries WHERE outcome IN ('pending', 'unverified') AND wave = ?"
+    open_count = conn.execute(f"SELECT count(*) {opened}", (wave,)).fetchone()[0]
+    open_entries = [
+        _entry(row)
+        for row in conn.execute(f"SELECT {_COLUMNS} {opened} ORDER BY id LIMIT ?", (wave, shown))
+    ]
+    entries, last = conn.execute(
+        "SELECT count(*), max(created_at) FROM entries WHERE wave = ?", (wave,)
+    ).fetchone()
+    return WaveStatus(
+        wave,
+        sum(states.values()),
+        states,
+        failed,
+        failures,
+        open_count,
+        open_entries,
+        entries,
+        last,
+    )
 
 
 def _last_applied(
@@ -788,6 +895,9 @@ def _check(conn: sqlite3.Connection, _: None) -> tuple[list[str], int, int, int,
 
 _OPEN_INTENTS: Final = each("open_intents", _open_intents, writes=False)
 _HISTORY: Final = each("history", _history, writes=False)
+_HISTORY_PAGE: Final = each("history_page", _history_page, writes=False)
+_HISTORY_START: Final = each("history_start", _history_start, writes=False)
+_WAVE_STATUS: Final = each("wave_status", _wave_status, writes=False)
 _LAST_APPLIED: Final = each("last_applied", _last_applied, writes=False)
 _MEMBERS: Final = each("members", _members, writes=False)
 _MEMBER_ENDPOINTS: Final = each("member_endpoints", _member_endpoints, writes=False)
@@ -1020,6 +1130,55 @@ class SqliteJournal(Journal):
         if limit is not None and limit < 0:
             raise JournalError(f"history limit must be 0 or more, got {limit}")
         return await self._live().submit(_HISTORY, (source_id, wave, limit))
+
+    async def iter_history(
+        self,
+        *,
+        source_id: str | None = None,
+        wave: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        outcomes: Sequence[Outcome] | None = None,
+        actor: str | None = None,
+        last: int | None = None,
+        page: int = 1000,
+    ) -> AsyncIterator[Entry]:
+        if last is not None and last < 0:
+            raise JournalError(f"history: last must be 0 or more, got {last}")
+        if page < 1:
+            raise JournalError(f"history: page must be 1 or more, got {page}")
+        try:
+            where = _history_where(source_id, wave, since, until, outcomes, actor)
+        except ValueError:
+            raise JournalError(
+                f"history: unknown outcome in {outcomes!r}; valid: "
+                f"{', '.join(o.value for o in Outcome)}"
+            ) from None
+        if last == 0:
+            return
+        worker = self._live()
+        after = 0 if last is None else await worker.submit(_HISTORY_START, (where, last))
+        entries = await worker.submit(_HISTORY_PAGE, (where, after, page))
+        while True:
+            # The next page is read on the journal's thread while this one is consumed.
+            following = (
+                asyncio.ensure_future(worker.submit(_HISTORY_PAGE, (where, entries[-1].id, page)))
+                if len(entries) == page
+                else None
+            )
+            try:
+                for entry in entries:
+                    yield entry
+            except BaseException:  # the reader stopped early (or failed): read no more
+                if following is not None:
+                    following.cancel()
+                raise
+            if following is None:
+                return
+            entries = await following
+
+    async def wave_status(self, wave: str, *, shown: int = 50) -> WaveStatus:
+        return await self._live().submit(_WAVE_STATUS, (wave, shown))
 
     async def last_applied(
         self, source_ids: Sequence[str], *, endpoint: str | None = None

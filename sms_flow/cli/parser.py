@@ -347,10 +347,54 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
 
 def _history_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source_id", nargs="?", metavar="SOURCE_ID", help="a source server's id")
-    p.add_argument("--wave", metavar="NAME", help="every entry of this wave")
+    p.add_argument("--wave", metavar="NAME", help="every entry of this wave (or drill)")
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="entries written at or after WHEN: ISO-8601 (UTC unless an offset is given, "
+        "e.g. 2026-12-02T04:30) or a duration ago (30m, 2h, 7d)",
+    )
+    p.add_argument("--until", metavar="WHEN", help="entries written before WHEN")
+    p.add_argument(
+        "--outcome",
+        action="append",
+        metavar="O[,O]",
+        help="only these outcomes: pending, applied, rejected, failed, ignored, conflict, "
+        "observed, unverified (repeat or separate with commas)",
+    )
+    p.add_argument("--actor", metavar="NAME", help="only entries of this actor (cli, wave:NAME)")
     _add_journal_option(p)
     p.add_argument("--limit", type=int, metavar="N", help="only the last N entries (N >= 0)")
-    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table (default), csv (a header, then one row an entry) or json (an array)",
+    )
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+
+
+def _status_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wave", metavar="WAVE", help="the wave's (or drill's) name")
+    _add_journal_option(p)
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def _list_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state", metavar="S", help="only sources in this copystate (e.g. syncing, SYNCING)"
+    )
+    p.add_argument(
+        "--cycle", metavar="C", help="only sources in this migration cycle (e.g. cutovered)"
+    )
+    p.add_argument("--name", metavar="PREFIX", help="only sources whose name starts with PREFIX")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N sources")
+    p.add_argument("--json", action="store_true", help="print the sources as a JSON array")
+    _add_endpoint_options(p)
+
+
+def _completion_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
 
 
 def _journal_options(p: argparse.ArgumentParser) -> None:
@@ -566,7 +610,49 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         handler="sms_flow.cli.journal:history",
         logs=True,
         help="what the journal says happened to a source or a wave",
-        description="Show the journal's entries for one source, or for every source of a wave, oldest first.",
+        description=(
+            "Show the journal's entries, oldest first: of one source, of every source of a "
+            "wave, or of the whole journal, filtered by time, outcome and actor. Entries are "
+            "read and printed a page at a time, so the first come at once whatever the "
+            "journal's size."
+        ),
+        epilog=(
+            "examples: sms-flow history --wave wave-1 --outcome failed,conflict\n"
+            "          sms-flow history --since 2h --actor cli --format csv > changes.csv"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    _add_command(
+        sub,
+        command,
+        "status",
+        _status_options,
+        handler="sms_flow.cli.status:status",
+        logs=True,
+        help="where a wave's sources are, what failed, who drives it (from the journal)",
+        description=(
+            "Show a wave's (or drill's) sources by state, the sources whose latest step "
+            "failed, its open intents and its live driver, all from the journal: no request "
+            "to the service. Works from another terminal while the wave runs. Exit 0, or 2 "
+            "when the journal knows no such wave."
+        ),
+    )
+
+    _add_command(
+        sub,
+        command,
+        "list",
+        _list_options,
+        handler="sms_flow.cli.sources:list_sources",
+        logs=True,
+        help="list the service's source servers and their states",
+        description=(
+            "List the source servers of the service (GET /v3/sources, page by page), "
+            "filtered by copystate, migration cycle and name prefix, each with its state."
+        ),
+        epilog="example: sms-flow list --state syncing --name web-\n\n" + _CREDENTIALS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
     _add_command(
@@ -597,6 +683,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         logs=True,
         help="look after the journal file (journal check)",
         description="Commands on the journal itself: check runs the full integrity check.",
+    )
+
+    _add_command(
+        sub,
+        command,
+        "completion",
+        _completion_options,
+        handler="sms_flow.cli.completion:completion",
+        logs=False,
+        help="print a shell completion script (bash or zsh)",
+        description=(
+            "Print a completion script for bash or zsh: commands, options, option values and "
+            "the chart's states complete with Tab."
+        ),
+        epilog=(
+            "bash: add to ~/.bashrc:  source <(sms-flow completion bash)\n"
+            "zsh:  add to ~/.zshrc:   source <(sms-flow completion zsh)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
     _add_command(

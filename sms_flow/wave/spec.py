@@ -21,9 +21,9 @@ Limits, each checked before anything is sent:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -39,7 +39,7 @@ from sms_flow._textfile import NoSuchFile, UnreadableFile, read_text
 from sms_flow._yaml import YamlProblem
 from sms_flow._yaml import load as load_yaml
 from sms_flow.chart import Chart, load_chart
-from sms_flow.errors import ConfigError, SmsFlowError
+from sms_flow.errors import ConfigError, SmsFlowError, did_you_mean
 from sms_flow.simulator.faults import Faults
 from sms_flow.states import StateRequest, parse_request
 from sms_flow.wave.ratelimit import RATE_LIMIT_MIN
@@ -273,11 +273,33 @@ def load_spec(
         problems = "; ".join(
             f"{'.'.join(str(x) for x in err['loc']) or '(file)'}: "
             + " ".join(err["msg"].removeprefix("Value error, ").split())
+            + (
+                did_you_mean(str(err["loc"][-1]), _keys_at(model, err["loc"][:-1]))
+                if err["type"] == "extra_forbidden" and err["loc"]
+                else ""
+            )
             for err in exc.errors()
         )
         raise ConfigError(f"{kind} file {p}: {problems}") from None
     except SmsFlowError as exc:
         raise ConfigError(f"{kind} file {p}: {exc}") from None
+
+
+def _keys_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The keys a wave file may give at ``loc`` (a mistyped key's parent), for a suggestion."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        nested = [
+            t
+            for t in (field.annotation, *get_args(field.annotation))
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if not nested:
+            return []
+        model = nested[0]
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def folder_of(path: str | Path) -> Path:

@@ -37,13 +37,15 @@ def test_every_command_names_a_handler_that_exists() -> None:
     assert isinstance(commands.choices, dict)
     assert set(commands.choices) == {
         "check", "plan", "diagram", "get", "set", "run", "drill", "history", "recover",
-        "journal", "simulator",
+        "journal", "simulator", "status", "list", "completion",
     }  # fmt: skip
     for name, sub in commands.choices.items():
         handler = sub.get_default("handler")
         module, _, function = handler.partition(":")
         assert callable(getattr(importlib.import_module(module), function)), name
-        assert sub.get_default("logs") is (name not in {"check", "plan", "diagram"}), name
+        assert sub.get_default("logs") is (
+            name not in {"check", "plan", "diagram", "completion"}
+        ), name
 
 
 def test_simulator_help_lists_every_fault(capsys: pytest.CaptureFixture[str]) -> None:
