@@ -239,7 +239,7 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
     try:
         async with session:
             signals.runner = session.runner
-            report, stopped = await _drive(args, session, signals, what=what)
+            report, _ = await _drive(args, session, signals, what=what)
             signals.over = True
             path, problem = _write_report(session, report)
     except asyncio.CancelledError:
@@ -277,22 +277,15 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
             _print_reused(screen, report)
         else:
             print_wave_summary(screen, report, report_path=str(path))
+    code = report.exit_code  # the one the report written above says
     if report.lease_lost:
         err(f"sms-flow: {what} {session.spec.name} stopped: {report.lease_lost}")
-        return EXIT_OWNED
-    if stopped:
-        return EXIT_INTERRUPTED
-    if report.failed or report.unverified:
-        return EXIT_REJECTED
-    if report.not_ours:
+    elif code == EXIT_OWNED:
         err(
-            f"sms-flow: {len(report.not_ours)} source(s) of {what} {session.spec.name} are held or were "
-            "taken over by another driver; see the report"
+            f"sms-flow: {len(report.not_ours)} source(s) of {what} {session.spec.name} are held "
+            "or were taken over by another driver; see the report"
         )
-        return EXIT_OWNED
-    if report.interrupted and not report.ok:
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+    return code
 
 
 async def _drive(
@@ -351,6 +344,7 @@ async def _drive(
             report: WaveReport = runner.report
             if not report.finished_at:  # cut short before the runner began its sources
                 report.finished_at = time.time()
+            report.interrupted = report.cut_short = True
             return report, True
     finally:
         if ticker is not None:

@@ -123,6 +123,9 @@ class WaveReport:
     observed: int = 0
     halted: bool = False
     interrupted: bool = False
+    cut_short: bool = False
+    """A signal cut the run short: steps in flight were cancelled, not finished (the second
+    Ctrl-C or SIGTERM, or the first while a request waited for a rate-limit slot)."""
     recovery: RecoveryReport | None = None
     lease_lost: str | None = None
     """Why the run stopped pushing when its lease lapsed or it was taken over, if it did."""
@@ -183,11 +186,14 @@ class WaveReport:
     @property
     def exit_code(self) -> int:
         """The exit status ``sms-flow run`` and ``drill`` give for this report: 5 when the
-        run lost its lease, 1 when a source failed, its drill did not pass or its last push
-        is unverified, 5 when sources are another driver's, 130 when it was interrupted
-        before every source was at the target, else 0 (see :mod:`sms_flow.cli`)."""
+        run lost its lease, 130 when a signal cut it short, 1 when a source failed, its drill
+        did not pass or its last push is unverified, 5 when sources are another driver's, 130
+        when it was interrupted before every source was at the target, else 0 (see
+        :mod:`sms_flow.cli`)."""
         if self.lease_lost:
             return 5
+        if self.cut_short:
+            return 130
         if self.unpassed or self.unverified:
             return 1
         if self.not_ours:
