@@ -29,7 +29,7 @@ from sms_flow.auth import AkSkAuth, Auth
 from sms_flow.chart import Chart, default_chart
 from sms_flow.client import SmsClient
 from sms_flow.errors import ConfigError
-from sms_flow.journal import DEFAULT_LEASE, Journal
+from sms_flow.journal import DEFAULT_LEASE, Journal, default_journal_path
 from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.log import get_logger
 from sms_flow.retry import RetryPolicy
@@ -50,14 +50,15 @@ class ServeConfig:
     ``endpoint`` (or ``region``): where SMS is. ``auth``: the gateway's own credentials
     (``CLOUD_SDK_*`` or ``SMS_FLOW_TOKEN``, as the CLI), used for AK/SK callers; ``None``
     only for a simulator on this machine, or when every caller sends a token. ``journal``:
-    a journal path, or an open-able :class:`~sms_flow.journal.Journal`. ``keys``: the AK/SK
+    a journal path, or an open-able :class:`~sms_flow.journal.Journal` (default:
+    :func:`~sms_flow.journal.default_journal_path`). ``keys``: the AK/SK
     keys callers sign with; ``tokens``: the API tokens of sms-flow's routes.
     """
 
     endpoint: str | None = None
     region: str | None = None
     auth: Auth | None = None
-    journal: Path | str | Journal = field(default_factory=lambda: Path(".sms-flow/journal.sqlite"))
+    journal: Path | str | Journal | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     keys: CallerKeys = field(default_factory=CallerKeys)
@@ -75,16 +76,18 @@ class Service:
         check_binding(config.host, config.tokens)
         self.config = config
         self.metrics = Metrics()
-        self.journal: Journal = (
-            SqliteJournal(config.journal)
-            if isinstance(config.journal, str | Path)
-            else config.journal
-        )
+        given = config.journal if config.journal is not None else default_journal_path()
+        self.journal: Journal = SqliteJournal(given) if isinstance(given, str | Path) else given
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._client: SmsClient | None = None
         self._journal_open = False
         self.url = ""
+
+    @property
+    def endpoint(self) -> str:
+        """The SMS endpoint the gateway forwards to (once started)."""
+        return self._client.endpoint if self._client is not None else ""
 
     async def __aenter__(self) -> Self:
         await self.start()
