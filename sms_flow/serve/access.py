@@ -269,9 +269,14 @@ class ApiTokens:
             )
         role = self._digests.get(_digest(given.strip()))
         if role is None:
-            return Refusal(401, "the API token is not valid: check the token you were given")
+            return Refusal(
+                401,
+                "the API token (Authorization: Bearer ...) is not valid: check the token you were given",
+            )
         if not role.allows(needed):
-            return Refusal(403, f"a {role.value} token may not do this; it needs a {needed.value}")
+            return Refusal(
+                403, f"a {role.value} token may not do this; it needs an {needed.value} token"
+            )
         return None
 
 
