@@ -498,9 +498,17 @@ class Gateway:
             return self._journal_failed(source_id, exc)
         finally:
             _caller_token.reset(token)
-            if outcome not in ("noop", "owned") or verdict is not None:
-                trigger = verdict.trigger if verdict is not None else None
+            trigger = verdict.trigger if verdict is not None else None
+            if outcome != "noop":  # a change to where the source is: no transition
                 self.metrics.transition(trigger, outcome, time.monotonic() - started)
+            _log.info(
+                "serve.change",
+                source_id=source_id,
+                actor=caller.actor,
+                requested=str(requested),
+                trigger=trigger,
+                outcome=outcome,
+            )
 
     def _journal_failed(self, source_id: str, exc: JournalError) -> web.Response:
         _log.error("serve.journal_failed", source_id=source_id, error=str(exc))

@@ -5,6 +5,7 @@ passed through."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -379,3 +380,21 @@ async def test_nothing_secret_in_any_answer_or_log(
             assert secret not in text
             assert secret[:12] not in text
     assert "sync" in journal  # the applied change is there, without its credentials
+
+
+async def test_changes_of_one_source_are_served_one_at_a_time(
+    sim: Simulator, gateway: Service
+) -> None:
+    sid = await sim.register("web-01")
+    await sim.move(sid, pair=("REPLICATE", "replicating"))
+    async with SmsClient(gateway.url, auth=TokenAuth(SIM_TOKEN)) as client:
+        first, second = await asyncio.gather(
+            client.change_state(sid, "SYNCING", "syncing"),
+            client.change_state(sid, "SYNCING", "syncing"),
+        )
+    # The second waited for the first, then found the source already there: nothing to send.
+    assert (first.status, second.status) == (200, 200)
+    assert [e.trigger for e in sim.history(sid)].count("sync") == 1
+    assert pushed_to_sms(sim) == 1
+    entries = await gateway.journal.history(source_id=sid)
+    assert [(e.trigger, e.outcome) for e in entries] == [("sync", Outcome.APPLIED)]
