@@ -9,8 +9,11 @@ which); leaving the block stops serving and closes them.
 Routes:
 
 * ``/v3/...``: the gateway (:mod:`sms_flow.serve.gateway`), with SMS's credentials.
-* ``/metrics``: Prometheus' text format (:mod:`sms_flow.serve.metrics`), a ``viewer``
-  token needed when API tokens are configured (open on loopback when none are).
+* ``/metrics``: Prometheus' text format (:mod:`sms_flow.serve.metrics`).
+* ``/api/v1/check`` and ``/api/v1/sources/{id}/history``: JSON (:mod:`sms_flow.serve.api`).
+
+``/metrics`` and ``/api/v1`` need a ``viewer`` token when API tokens are configured (they
+are open on loopback when none are).
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from sms_flow.errors import ConfigError
 from sms_flow.journal import DEFAULT_LEASE, Journal, default_journal_path
 from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.log import get_logger
+from sms_flow.planner import Planner
 from sms_flow.retry import RetryPolicy
 from sms_flow.serve.access import ApiTokens, CallerKeys, Role, check_binding, is_loopback
+from sms_flow.serve.api import Api
 from sms_flow.serve.gateway import Gateway, PassOnAuth, error_response
 from sms_flow.serve.metrics import CONTENT_TYPE, Metrics
 from sms_flow.wire import BODY_MAX_BYTES
@@ -153,6 +158,11 @@ class Service:
             app = web.Application(client_max_size=BODY_MAX_BYTES + 1)
             app.router.add_routes(gateway.routes())
             app.router.add_get("/metrics", self._guard(Role.VIEWER, self._metrics))
+            api = Api(Planner(gateway.chart), self.journal)
+            app.router.add_get("/api/v1/check", self._guard(Role.VIEWER, api.check))
+            app.router.add_get(
+                "/api/v1/sources/{source_id}/history", self._guard(Role.VIEWER, api.history)
+            )
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             self._runner = runner
