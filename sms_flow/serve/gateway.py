@@ -41,7 +41,8 @@ SMSFLOW.0006   400    the request is malformed (body not JSON or not an object, 
 SMSFLOW.0007   401    no credentials: send ``X-Auth-Token`` or sign with AK/SK.
 SMSFLOW.0008   403    credentials refused: a bad AK/SK signature, an unknown access key, a
                       wrong ``X-Project-Id``, an ``X-Sdk-Date`` over 15 minutes off.
-SMSFLOW.0009   500    the gateway could not journal the change. Nothing sent.
+SMSFLOW.0009   500    the journal failed (nothing is sent when the intent cannot be written;
+                      ``error_msg`` says what failed).
 SMSFLOW.0010   502    SMS could not be reached (no answer); see ``error_msg``.
 SMSFLOW.0011   404    the gateway does not serve this route.
 ============== ====== ====================================================================
@@ -454,7 +455,7 @@ class Gateway:
                     source_id, requested, actor=caller.actor, reason=REASON
                 )
             finally:
-                await lease.end()
+                await self._end(lease)
             if not results:
                 outcome = "noop"
                 return web.Response(
@@ -510,12 +511,21 @@ class Gateway:
                 outcome=outcome,
             )
 
+    @staticmethod
+    async def _end(lease: Lease) -> None:
+        """End the change's run; a journal failure here only delays freeing its claim (the
+        lease runs out by itself), so it is logged, not answered."""
+        try:
+            await lease.end()
+        except JournalError as exc:
+            _log.warning("serve.run_not_ended", run=repr(lease), error=str(exc))
+
     def _journal_failed(self, source_id: str, exc: JournalError) -> web.Response:
         _log.error("serve.journal_failed", source_id=source_id, error=str(exc))
         return self._refused(
             500,
             GatewayCode.JOURNAL,
-            f"the gateway could not journal the change, so nothing was sent: {exc}",
+            f"the journal failed: {exc}; read the source (GET) before trying again",
             [_param("source_id", source_id)],
         )
 
