@@ -556,7 +556,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         command,
         "serve",
         _serve_options,
-        handler="sms_flow.cli.serve:serve",
+        handler="sms_flow.serve.cli:serve",
         logs=True,
         help="a validating gateway in front of SMS, with /metrics (first line of output: its URL)",
         description=(

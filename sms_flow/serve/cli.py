@@ -6,6 +6,10 @@ command (``SMS_FLOW_TOKEN``, or ``CLOUD_SDK_AK``/``CLOUD_SDK_SK``/``CLOUD_SDK_PR
 its callers' AK/SK keys from ``--keys-file`` or ``SMS_FLOW_SERVE_KEYS``, the API tokens from
 ``--tokens-file`` or ``SMS_FLOW_SERVE_TOKENS``. The first line of standard output is the
 service's base URL.
+
+The ``serve`` command of :mod:`sms_flow.cli.parser` names :func:`serve` as its handler (it
+lives here, as the simulator's lives in :mod:`sms_flow.simulator.cli`: ``cli`` and ``serve``
+are front ends of one layer, and neither imports the other).
 """
 
 from __future__ import annotations
@@ -17,9 +21,6 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from sms_flow.cli import EXIT_OK
-from sms_flow.cli._output import err
-from sms_flow.cli.model import chart_from
 from sms_flow.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ __all__ = ["serve"]
 def serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 then (2 for unusable options)."""
     from sms_flow.auth import auth_from_env
+    from sms_flow.chart import default_chart, load_chart
     from sms_flow.client import ENDPOINT_ENV, REGION_ENV
     from sms_flow.retry import RetryPolicy
     from sms_flow.serve import ApiTokens, CallerKeys, ServeConfig
@@ -63,7 +65,7 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         keys=keys,
         tokens=tokens,
-        chart=chart_from(args),
+        chart=load_chart(args.chart) if args.chart else default_chart(),
         retry=retry,
         verify_tls=not args.insecure,
         lease_seconds=args.lease,
@@ -103,4 +105,8 @@ async def _serve(config: ServeConfig) -> int:
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
-    return EXIT_OK
+    return 0
+
+
+def err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
