@@ -1,7 +1,8 @@
-"""``sms-flow serve``: a validating gateway in front of SMS, and its metrics.
+"""``sms-flow serve``: a validating gateway in front of SMS, its metrics and a JSON API.
 
 :mod:`.gateway` (the ``/v3`` routes and their error codes), :mod:`.access` (who may call
-what), :mod:`.metrics` (``/metrics``), :mod:`.app` (the service that holds them together).
+what), :mod:`.metrics` (``/metrics``), :mod:`.api` (``/api/v1``), :mod:`.app` (the service
+that holds them together), :mod:`.cli` (the ``sms-flow serve`` command).
 """
 
 from __future__ import annotations

@@ -398,3 +398,21 @@ async def test_changes_of_one_source_are_served_one_at_a_time(
     assert pushed_to_sms(sim) == 1
     entries = await gateway.journal.history(source_id=sid)
     assert [(e.trigger, e.outcome) for e in entries] == [("sync", Outcome.APPLIED)]
+
+
+async def test_the_answer_names_smss_request_and_the_journal_entry(
+    sim: Simulator, gateway: Service
+) -> None:
+    sid = await sim.register("web-01")
+    await sim.move(sid, pair=("REPLICATE", "replicating"))
+    async with aiohttp.ClientSession() as http:
+        async with http.put(
+            f"{gateway.url}/v3/sources/{sid}/changestate",
+            json={"copystate": "SYNCING", "migrationcycle": "syncing"},
+            headers={"X-Auth-Token": SIM_TOKEN},
+        ) as resp:
+            assert (resp.status, await resp.json()) == (200, {})
+            headers = resp.headers
+    [entry] = await gateway.journal.history(source_id=sid)
+    assert headers["X-Request-Id"] == sim.history(sid)[-1].request_id == entry.request_id
+    assert headers["X-Sms-Flow-Entry"] == str(entry.id)
