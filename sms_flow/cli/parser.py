@@ -719,4 +719,56 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ),
     )
 
+    _add_command(
+        sub,
+        command,
+        "serve",
+        _serve_options,
+        handler="sms_flow.serve.cli:serve",
+        logs=True,
+        help="a validating gateway in front of SMS, with /metrics (first line of output: its URL)",
+        description=(
+            "Serve SMS's changestate API, validated: a legal change goes through the engine "
+            "(claimed, journalled with the caller, pushed, read back), an illegal one is refused "
+            "in SMS's error shape (SMSFLOW.0001 ...) before SMS sees it; GET /v3/sources passes "
+            "through. Callers send an IAM token (passed on) or sign with an AK/SK of "
+            "--keys-file; the gateway signs its own requests with its own credentials. "
+            "Prometheus metrics at /metrics. It serves until interrupted."
+        ),
+        epilog=_CREDENTIALS_HELP,
+    )
+
     return parser
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    _add_journal_option(p)
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1); any other needs API tokens",
+    )
+    p.add_argument(
+        "--port", type=int, default=8080, help="port to listen on (default 8080; 0: any)"
+    )
+    p.add_argument(
+        "--keys-file",
+        metavar="FILE",
+        help="AK/SK keys of the gateway's callers, AK:SK:PROJECT a line "
+        "(default: $SMS_FLOW_SERVE_KEYS, comma-separated)",
+    )
+    p.add_argument(
+        "--tokens-file",
+        metavar="FILE",
+        help="API tokens for /metrics, ROLE:TOKEN a line, roles viewer and operator "
+        "(default: $SMS_FLOW_SERVE_TOKENS, comma-separated)",
+    )
+    p.add_argument("--chart", metavar="FILE", help=_CHART_HELP)
+    _add_lease_option(p)
+    p.add_argument(
+        "--log-level",
+        default=None,
+        choices=("debug", "info", "warning", "error"),
+        help="log level (stderr)",
+    )
+    _add_endpoint_options(p)

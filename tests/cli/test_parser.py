@@ -37,7 +37,7 @@ def test_every_command_names_a_handler_that_exists() -> None:
     assert isinstance(commands.choices, dict)
     assert set(commands.choices) == {
         "check", "plan", "diagram", "get", "set", "run", "drill", "history", "recover",
-        "journal", "simulator", "status", "list", "completion",
+        "journal", "simulator", "status", "list", "completion", "serve",
     }  # fmt: skip
     for name, sub in commands.choices.items():
         handler = sub.get_default("handler")
