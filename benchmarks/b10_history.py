@@ -69,8 +69,8 @@ def fill_journal(path: Path, entries: int, *, wave: str = WAVE, per_source: int 
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT OR IGNORE INTO waves (name) VALUES (?)", (wave,))
         conn.executemany(
-            "INSERT INTO wave_members (wave, source_id) VALUES (?, ?)",
-            ((wave, _source(i)) for i in range(sources)),
+            "INSERT INTO wave_members (wave, endpoint, source_id) VALUES (?, ?, ?)",
+            ((wave, _ENDPOINT, _source(i)) for i in range(sources)),
         )
         conn.executemany(
             "INSERT INTO entries (source_id, trigger, from_state, to_state, actor, reason, "
@@ -88,12 +88,15 @@ def fill_journal(path: Path, entries: int, *, wave: str = WAVE, per_source: int 
                     f"{n:032x}",
                     now + n * 0.001,
                     now + n * 0.001 + 0.0005,
-                    "https://sms.cn-north-4.myhuaweicloud.com",
+                    _ENDPOINT,
                     "5f2c0f7e-0000-4000-8000-000000000001",
                 )
                 for n in range(entries)
             ),
         )
+
+
+_ENDPOINT = "https://sms.cn-north-4.myhuaweicloud.com"
 
 
 def _source(i: int) -> str:
