@@ -57,6 +57,7 @@ from pydantic import ValidationError
 from yarl import URL
 
 from sms_flow._answers import Answer, Redactor, api_error
+from sms_flow._guard import send_guard
 from sms_flow.auth import Auth, _secrets_of, auth_from_env
 from sms_flow.errors import (
     AnswerTooLargeError,
@@ -107,6 +108,7 @@ __all__ = [
     "endpoint_for_region",
     "read_sources",
 ]
+
 
 ENDPOINT_ENV: Final = "SMS_FLOW_ENDPOINT"
 """The environment variable :meth:`SmsClient.from_env` reads the endpoint from."""
@@ -880,6 +882,9 @@ class SmsClient:
         auth = self._auth
         sent = auth.sign(method, url, headers, body or b"") if auth is not None else headers
         redact = self._redact
+        guard = send_guard()
+        if guard is not None and method != "GET":
+            guard()  # the last check before the request leaves (raises to stop it)
         try:
             async with session.request(
                 method,

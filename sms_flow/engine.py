@@ -62,6 +62,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
+from sms_flow._guard import guarded
 from sms_flow.chart import By, Chart, Edge, default_chart
 from sms_flow.errors import (
     ActionNeededError,
@@ -932,9 +933,19 @@ class Engine:
                 error=error[:_ERROR_MAX],
             )
         except JournalError as exc:
-            if not quiet:
-                raise
-            _log.warning("not settled", entry=entry_id, error=str(exc))
+            if quiet:
+                _log.warning("not settled", entry=entry_id, error=str(exc))
+                return
+            if self.lease is not None:
+                # A run that lost its lease (paused past it, or taken over) finds its entries
+                # settled by the run that took over: it is the lease that is lost, not the
+                # journal that failed.
+                try:
+                    self.lease.check()
+                except OwnedError as lost:
+                    _log.warning("not settled", entry=entry_id, error=str(exc))
+                    raise lost from None
+            raise
 
     async def _deliver(
         self,
@@ -957,10 +968,14 @@ class Engine:
         pushed: _Pushed
         try:
             if lease is not None:
-                async with lease.watch():
-                    pushed = await self.client.change_state(
-                        source_id, dest.copystate, dest.migrationcycle
-                    )
+                # The watch cuts a push off when the lease lapses while it is out; the guard
+                # checks the lease once more just before each attempt leaves (a process
+                # paused between its check and the send must not send on waking).
+                with guarded(lease.check):
+                    async with lease.watch():
+                        pushed = await self.client.change_state(
+                            source_id, dest.copystate, dest.migrationcycle
+                        )
             else:
                 pushed = await self.client.change_state(
                     source_id, dest.copystate, dest.migrationcycle

@@ -1238,3 +1238,24 @@ async def test_a_wave_rides_out_an_outage_and_every_source_reaches_the_target(
     assert report.ok, report.to_dict()["failures"]
     for source_id in ids:
         assert sim.source(source_id).pair == (CopyState.FINISHED, MigrationCycle.CUTOVERED)
+
+
+async def test_a_guarded_push_is_stopped_unsent_when_the_guard_raises(sim: Simulator) -> None:
+    """The engine's lease check runs just before each push leaves: what it raises stops the
+    push before anything is sent (a process paused past its lease sends nothing on waking)."""
+    from sms_flow._guard import guarded
+    from sms_flow.errors import LeaseLostError
+
+    [source_id] = await sim.register_many(1)
+
+    def lost() -> None:
+        raise LeaseLostError("lease lapsed")
+
+    async with client_for(sim) as client:
+        with guarded(lost):
+            assert (await client.get_source(source_id)).id == source_id  # reads are not guarded
+            with pytest.raises(LeaseLostError, match="lease lapsed"):
+                await client.change_state(source_id, "WAITING", "setting")
+        await client.change_state(source_id, "WAITING", "setting")  # outside: sent
+    assert count(sim, "PUT /v3/sources/{source_id}/changestate") == 1
+    assert [str(h.to_pair) for h in sim.history(source_id)] == ["WAITING/setting"]

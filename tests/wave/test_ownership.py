@@ -180,7 +180,7 @@ async def test_a_wave_stopped_past_its_lease_pushes_nothing_when_it_wakes(
     finally:
         stopped.send_signal(signal.SIGCONT)
 
-    assert await stopped.await_exit() == 5, stopped.stderr
+    assert await stopped.await_exit() == 5, stopped.stdout + stopped.stderr
     assert "lease" in stopped.stderr
     assert sim.stats()["puts_per_source"] == puts_after_takeover, "it pushed after waking"
     report = json.loads(stopped.stdout)
