@@ -45,6 +45,7 @@ from sms_flow.chart import Chart
 from sms_flow.errors import InputError
 from sms_flow.journal import Census, Entry, Journal, WaveStatus, iso_utc
 from sms_flow.journal_sqlite import SqliteJournal
+from sms_flow.log import get_logger
 from sms_flow.serve.access import ApiTokens, Role
 from sms_flow.wire import validate_source_id
 
@@ -59,6 +60,8 @@ _HISTORY_SHOWN: Final = 500
 _THRESHOLDS_KEPT: Final = 8  # stuck thresholds with a snapshot kept
 _STUCK_MAX: Final = 366 * 86_400
 _STATIC: Final = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+
+_log = get_logger("sms_flow.serve")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -233,6 +236,7 @@ from <code>SMS_FLOW_SERVE_TOKENS</code>), not a cloud credential.</p>
             return known
         if task is None:
             task = self._taking[stuck] = asyncio.ensure_future(self._take(stuck))
+            task.add_done_callback(_log_failure)
         if known is not None:
             return known
         return await asyncio.shield(task)
@@ -482,6 +486,11 @@ def _page(title: str, body: str, *, status: int = 200, script: bool = True) -> w
             "Referrer-Policy": "no-referrer",
         },
     )
+
+
+def _log_failure(task: asyncio.Future[_Snapshot]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        _log.warning("dashboard.counts_failed", error=str(exc))
 
 
 def _see_other(target: str) -> web.Response:
