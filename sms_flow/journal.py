@@ -66,6 +66,7 @@ __all__ = [
     "DEFAULT_LEASE",
     "HOST",
     "OPEN_OUTCOMES",
+    "Census",
     "Claimed",
     "Entry",
     "Intent",
@@ -77,6 +78,7 @@ __all__ = [
     "Outcome",
     "Run",
     "RunStart",
+    "StuckSource",
     "WaveStatus",
     "born_settled",
     "default_journal_path",
@@ -356,6 +358,40 @@ class WaveStatus:
     """When the wave's latest entry was written (unix seconds), if any."""
 
 
+@dataclass(frozen=True, slots=True)
+class StuckSource:
+    """A source that has stayed in one state since ``since`` (:attr:`Census.stuck`)."""
+
+    source_id: str
+    state: str
+    since: float
+    """When it entered ``state``: the latest applied or observed entry (settled, else
+    written), else when its latest entry was written (unix seconds)."""
+    outcome: Outcome
+    """The outcome of its latest entry (failed, pending, ... when a step out was tried)."""
+    wave: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Census:
+    """Where every source of the journal is (:meth:`Journal.census`), counted in storage.
+
+    A source's state is as in :class:`WaveStatus` (its latest applied or observed entry's
+    destination, else its latest entry's origin); it *fails* while its latest entry is
+    failed, ignored, conflict or unverified.
+    """
+
+    sources: int
+    states: dict[str, int]
+    """How many sources are in each state (``COPYSTATE/cycle``)."""
+    failing: dict[str, int]
+    """How many of each state's sources fail (states with none are absent)."""
+    stuck_count: int
+    stuck: list[StuckSource]
+    """Sources in a state since before the census' ``stuck_before``, longest first (the
+    first ones)."""
+
+
 class Journal(Protocol):
     """Where transitions are written down. Every method is a coroutine.
 
@@ -572,6 +608,14 @@ class Journal(Protocol):
 
     async def check(self) -> JournalCheck:
         """Check the storage in full (SQLite: ``integrity_check``) and count what it holds."""
+        ...
+
+    async def census(
+        self, *, stuck_before: float, settled: Sequence[str] = (), shown: int = 50
+    ) -> Census:
+        """Every source's state counted (and its failures), and the sources in a state since
+        before ``stuck_before`` (unix seconds), longest first, up to ``shown``; sources in a
+        state of ``settled`` (e.g. the chart's final states) are never stuck."""
         ...
 
     async def __aenter__(self) -> Self:

@@ -73,6 +73,7 @@ from sms_flow.errors import (
 from sms_flow.journal import (
     DEFAULT_LEASE,
     HOST,
+    Census,
     Claimed,
     Entry,
     Intent,
@@ -82,6 +83,7 @@ from sms_flow.journal import (
     Outcome,
     Run,
     RunStart,
+    StuckSource,
     WaveStatus,
     born_settled,
     final_outcome,
@@ -585,6 +587,35 @@ def _wave_status(conn: sqlite3.Connection, query: tuple[str, int]) -> WaveStatus
     )
 
 
+# Every source with its state, since when, its latest entry's outcome and wave (:class:`Census`).
+_PER_SOURCE: Final = (
+    "WITH s AS (SELECT source_id, max(id) AS last_id, "
+    "max(CASE WHEN outcome IN ('applied', 'observed') THEN id END) AS at_id "
+    "FROM entries GROUP BY source_id), "
+    "p AS MATERIALIZED (SELECT s.source_id, coalesce(a.to_state, l.from_state) AS state, "
+    "coalesce(a.settled_at, a.created_at, l.created_at) AS since, l.outcome AS outcome, "
+    "l.wave AS wave FROM s JOIN entries AS l ON l.id = s.last_id "
+    "LEFT JOIN entries AS a ON a.id = s.at_id) "
+)
+
+
+def _census(
+    conn: sqlite3.Connection, query: tuple[float, list[str], int]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    stuck_before, settled, shown = query
+    marks = ", ".join("?" * len(settled))
+    stuck = f"since < ? AND state NOT IN ({marks})"
+    # One statement, so that the per-source table is built once for both parts.
+    rows = conn.execute(
+        _PER_SOURCE + "SELECT 0, state, count(*), "
+        f"sum(outcome IN {_FAILING}), sum({stuck}), NULL, NULL FROM p GROUP BY state "
+        "UNION ALL SELECT * FROM (SELECT 1, state, source_id, since, outcome, wave, NULL "
+        f"FROM p WHERE {stuck} ORDER BY since, source_id LIMIT ?)",
+        [stuck_before, *settled, stuck_before, *settled, shown],
+    ).fetchall()
+    return [r for r in rows if r[0] == 0], [r for r in rows if r[0] == 1]
+
+
 def _last_applied(
     conn: sqlite3.Connection, query: tuple[list[str], str | None]
 ) -> dict[str, Entry]:
@@ -912,6 +943,7 @@ _CLAIM: Final = each("claim", _claim, writes=True)
 _ADOPT: Final = each("adopt", _adopt, writes=True)
 _RUNS: Final = each("runs", _runs, writes=False)
 _CHECK: Final = each("check", _check, writes=False)
+_CENSUS: Final = each("census", _census, writes=False)
 
 
 def _raised(value: Any) -> Any:
@@ -1262,6 +1294,26 @@ class SqliteJournal(Journal):
         problems, version, entries, open_, runs, claims = await self._live().submit(_CHECK, None)
         return JournalCheck(
             str(self._path), not problems, problems, version, entries, open_, runs, claims
+        )
+
+    async def census(
+        self, *, stuck_before: float, settled: Sequence[str] = (), shown: int = 50
+    ) -> Census:
+        if shown < 0:
+            raise JournalError(f"census: shown must be 0 or more, got {shown}")
+        counts, stuck = await self._live().submit(
+            _CENSUS, (float(stuck_before), list(settled), shown)
+        )
+        states = {state: n for _, state, n, _, _, _, _ in counts}
+        return Census(
+            sources=sum(states.values()),
+            states=states,
+            failing={state: f for _, state, _, f, _, _, _ in counts if f},
+            stuck_count=sum(s for _, _, _, _, s, _, _ in counts),
+            stuck=[
+                StuckSource(source_id, state, since, _OUTCOME_OF[outcome], wave)
+                for _, state, source_id, since, outcome, wave, _ in stuck
+            ],
         )
 
 

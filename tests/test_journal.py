@@ -804,3 +804,38 @@ async def test_wave_status_counts_members_by_their_last_known_state(journal: Jou
     assert found.last_activity is not None
     empty = await journal.wave_status("nobody")
     assert (empty.members, empty.entries, empty.states, empty.failures) == (0, 0, {}, [])
+
+
+async def test_census_counts_every_source_by_state_and_lists_the_stuck_longest_first(
+    journal: Journal,
+) -> None:
+    before = time.time()
+    assert (await journal.census(stuck_before=before)).sources == 0
+    await journal.record(intent("a", to_state="WAITING/setting"), Outcome.APPLIED)
+    await journal.record(intent("b", wave="w"), Outcome.APPLIED)  # b: REPLICATE/replicating
+    failed = await journal.begin(intent("b", wave="w", from_state="REPLICATE/replicating",
+                                        to_state="CUTOVERING/cutovering"))  # fmt: skip
+    await journal.settle(failed, Outcome.FAILED, error="HTTP 503")
+    await journal.begin(intent("c"))  # c: open, still WAITING/checking
+    done = intent("d", from_state="CUTOVERING/cutovering", to_state="FINISHED/cutovered")
+    await journal.record(done, Outcome.APPLIED)
+    now = await journal.census(stuck_before=before, settled=["FINISHED/cutovered"])
+    assert now.sources == 4 and now.stuck_count == 0 and now.stuck == []
+    assert now.states == {
+        "WAITING/setting": 1,
+        "REPLICATE/replicating": 1,  # b: its step out failed, it stays
+        "WAITING/checking": 1,  # c: where its open step starts
+        "FINISHED/cutovered": 1,
+    }
+    assert now.failing == {"REPLICATE/replicating": 1}
+    later = await journal.census(
+        stuck_before=time.time() + 60, settled=["FINISHED/cutovered"], shown=2
+    )
+    # Everyone has been in a state since before then, but d is in a final state.
+    assert later.stuck_count == 3
+    assert [s.source_id for s in later.stuck] == ["a", "b"]  # the longest first, 2 shown
+    b = later.stuck[1]
+    assert (b.state, b.outcome, b.wave) == ("REPLICATE/replicating", Outcome.FAILED, "w")
+    assert before <= later.stuck[0].since <= b.since
+    with pytest.raises(JournalError, match="shown must be 0 or more, got -1"):
+        await journal.census(stuck_before=0, shown=-1)

@@ -11,9 +11,10 @@ Routes:
 * ``/v3/...``: the gateway (:mod:`sms_flow.serve.gateway`), with SMS's credentials.
 * ``/metrics``: Prometheus' text format (:mod:`sms_flow.serve.metrics`).
 * ``/api/v1/check`` and ``/api/v1/sources/{id}/history``: JSON (:mod:`sms_flow.serve.api`).
+* ``/``, ``/sources/{id}``: the live dashboard (:mod:`sms_flow.serve.dashboard`).
 
-``/metrics`` and ``/api/v1`` need a ``viewer`` token when API tokens are configured (they
-are open on loopback when none are).
+``/metrics``, ``/api/v1`` and the dashboard need a ``viewer`` token when API tokens are
+configured (they are open on loopback when none are).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sms_flow.planner import Planner
 from sms_flow.retry import RetryPolicy
 from sms_flow.serve.access import ApiTokens, CallerKeys, Role, check_binding, is_loopback
 from sms_flow.serve.api import Api
+from sms_flow.serve.dashboard import Dashboard
 from sms_flow.serve.gateway import Gateway, PassOnAuth, error_response
 from sms_flow.serve.metrics import CONTENT_TYPE, Metrics
 from sms_flow.wire import BODY_MAX_BYTES
@@ -163,6 +165,7 @@ class Service:
             app.router.add_get(
                 "/api/v1/sources/{source_id}/history", self._guard(Role.VIEWER, api.history)
             )
+            Dashboard(self.journal, gateway.chart, config.tokens).add_to(app)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             self._runner = runner

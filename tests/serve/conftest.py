@@ -10,20 +10,29 @@ which token callers send and the gateway passes on) and the gateway's own AK/SK
 :class:`~sms_flow.serve.ServeConfig` over those defaults; every service is stopped at
 teardown. ``gateway`` is one with the defaults. ``sdk_client(url)`` is the official
 ``huaweicloudsdksms`` client pointed at ``url`` (the caller's key unless told otherwise);
-``in_thread`` runs its synchronous calls off the event loop.
+``in_thread`` runs its synchronous calls off the event loop. ``browser`` is a headless
+Chromium driven by Selenium (:class:`Browser`; skipped with the reason "no browser" where
+none is installed, a failure then when ``SMS_FLOW_REQUIRE_BROWSER=1``); its calls go through
+``in_thread`` too, since the pages it loads are served by the test's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdksms.v3 import SmsClient as SdkClient
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from sms_flow.auth import AkSkAuth
 from sms_flow.retry import RetryPolicy
@@ -89,3 +98,60 @@ def sdk_client(
 
 async def in_thread(call: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(call, *args)
+
+
+BROWSER_REQUIRED_ENV = "SMS_FLOW_REQUIRE_BROWSER"
+"""Set to ``1`` (``.ci/run`` does) to make a missing browser a failure instead of a skip."""
+SCREENSHOTS_ENV = "SMS_FLOW_SCREENSHOTS"
+"""A folder for the browser tests' screenshots (default: the test's ``tmp_path``)."""
+
+
+@dataclass
+class Browser:
+    """A headless Chromium (``driver``: Selenium's WebDriver) and where screenshots go.
+
+    Its calls block: from a test's event loop (which serves the pages), make them through
+    :func:`in_thread`."""
+
+    driver: WebDriver
+    screenshots: Path
+
+    def screenshot(self, name: str) -> Path:
+        path = self.screenshots / name
+        assert self.driver.save_screenshot(str(path)), f"no screenshot saved at {path}"
+        return path
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """Chromium driven by Selenium through Debian's ``chromium-driver`` (``apt-get install
+    -y chromium chromium-driver``), headless, quit at teardown. Skipped with the reason "no
+    browser" where either is missing; a failure instead when ``SMS_FLOW_REQUIRE_BROWSER=1``."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        missing = "chromium" if chromium is None else "chromedriver"
+        if os.environ.get(BROWSER_REQUIRED_ENV) == "1":
+            pytest.fail(
+                f"no browser: {missing} is not on PATH and {BROWSER_REQUIRED_ENV}=1; "
+                "install it with apt-get install -y chromium chromium-driver"
+            )
+        pytest.skip("no browser")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1400",
+        "--no-proxy-server",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=ChromeService(executable_path=driver_path))
+    folder = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield Browser(driver, folder)
+    finally:
+        driver.quit()
