@@ -98,12 +98,17 @@ def test_check_without_a_journal_is_bad_input(
     assert "no journal at" in capsys.readouterr().err
 
 
+# Peak RSS as VmHWM (this process's own high-water mark since its exec), not ru_maxrss, which
+# Linux carries over from the parent across fork and exec: a child of a large pytest process
+# would report the parent's size.
 _PEAK_RSS = """
-import contextlib, os, resource, sys
+import contextlib, os, sys
 from sms_flow.cli import main
 with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
     code = main(sys.argv[1:])
-print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+with open("/proc/self/status") as status:
+    kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(code, kb // 1024)
 """
 
 
