@@ -10,10 +10,10 @@ Routes:
 
 * ``/v3/...``: the gateway (:mod:`sms_flow.serve.gateway`), with SMS's credentials.
 * ``/metrics``: Prometheus' text format (:mod:`sms_flow.serve.metrics`).
-* ``/api/v1/check`` and ``/api/v1/sources/{id}/history``: JSON (:mod:`sms_flow.serve.api`).
+* ``/api/v1/...``: sms-flow's JSON API and its OpenAPI document (:mod:`sms_flow.serve.api`).
 
-``/metrics`` and ``/api/v1`` need a ``viewer`` token when API tokens are configured (they
-are open on loopback when none are).
+``/metrics`` and ``/api/v1`` need a ``viewer`` token when API tokens are configured (a change
+through ``/api/v1`` an ``operator`` token); they are open on loopback when none are.
 """
 
 from __future__ import annotations
@@ -158,11 +158,19 @@ class Service:
             app = web.Application(client_max_size=BODY_MAX_BYTES + 1)
             app.router.add_routes(gateway.routes())
             app.router.add_get("/metrics", self._guard(Role.VIEWER, self._metrics))
-            api = Api(Planner(gateway.chart), self.journal)
-            app.router.add_get("/api/v1/check", self._guard(Role.VIEWER, api.check))
-            app.router.add_get(
-                "/api/v1/sources/{source_id}/history", self._guard(Role.VIEWER, api.history)
+            journal_path = getattr(self.journal, "path", None)
+            api = Api(
+                Planner(gateway.chart),
+                self.journal,
+                client,
+                project=project,
+                reports=journal_path.parent / "reports" if isinstance(journal_path, Path) else None,
+                tokens=config.tokens.enabled,
+                lease_seconds=config.lease_seconds,
             )
+            for method, path, role, handler in api.routes():
+                app.router.add_route(method, path, self._guard(role, handler))
+            app.router.add_route("*", "/api/v1/{tail:.*}", self._guard(Role.VIEWER, api.unmatched))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             self._runner = runner
