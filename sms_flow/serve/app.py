@@ -142,6 +142,7 @@ class Service:
                     "CLOUD_SDK_PROJECT_ID (or SMS_FLOW_TOKEN)"
                 )
             self.metrics.watch_client(client.stats)
+            self.metrics.watch_journal(self.journal)
             project = config.auth.project_id if isinstance(config.auth, AkSkAuth) else None
             gateway = Gateway(
                 client,
