@@ -66,7 +66,7 @@ async def _run_wave(args: argparse.Namespace) -> int:
         metrics = None
         options: dict[str, Any] = {}
         if port is not None:
-            from sms_flow.serve.metrics import Metrics, traced_session
+            from sms_flow.metrics import Metrics, traced_session
 
             metrics = Metrics()
             http = traced_session(metrics)
@@ -92,7 +92,7 @@ async def _run_wave(args: argparse.Namespace) -> int:
 @contextlib.asynccontextmanager
 async def _serve_metrics(metrics: Any, session: Any, port: int) -> AsyncIterator[None]:
     """``/metrics`` on loopback for the run's length (``run --metrics-port``)."""
-    from sms_flow.serve.metrics import metrics_server
+    from sms_flow.metrics import metrics_server
 
     try:
         server = metrics_server(metrics, lambda: session.journal, port)

@@ -43,13 +43,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
 
-from sms_flow.cli.journal import moment, outcomes
 from sms_flow.client import SmsClient
 from sms_flow.engine import Engine, StepResult
 from sms_flow.errors import (
@@ -65,6 +66,7 @@ from sms_flow.errors import (
     TransitionRejected,
     TransportError,
     UnverifiedError,
+    did_you_mean,
     truncate,
 )
 from sms_flow.journal import DEFAULT_LEASE, Entry, Journal, Lease, Outcome, iso_utc
@@ -152,6 +154,43 @@ def _pair_and_request(given: Mapping[str, object]) -> tuple[StatePair, StateRequ
         return parse_pair(current), parse_request(requested)
     except InputError as exc:
         raise _bad(str(exc)) from None
+
+
+# ``since``/``until`` and ``outcome`` read as ``sms-flow history`` reads its options (cli and
+# serve are one layer and import nothing of each other, so the few lines are here too).
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def _moment(text: str, name: str) -> float:
+    """ISO-8601 (UTC unless it names an offset), or a duration ago (``90s``, ``2h``, ``7d``)."""
+    raw = text.strip()
+    unit = _DURATION_UNITS.get(raw[-1:].lower())
+    if unit is not None and raw[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(raw[:-1]) * unit
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _bad(
+            f"{name} {truncate(text, 60)!r} is neither an ISO-8601 time (2026-12-02, "
+            "2026-12-02T04:30:00+08:00; UTC unless an offset is given) nor a duration ago "
+            "(90s, 30m, 2h, 7d, 1w)"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _outcomes(given: list[str]) -> list[Outcome]:
+    valid = [o.value for o in Outcome]
+    found: list[Outcome] = []
+    for name in (part.strip().lower() for text in given for part in text.split(",")):
+        if not name:
+            continue
+        if name not in valid:
+            raise _bad(
+                f"unknown outcome {truncate(name, 40)!r}{did_you_mean(name, valid)}; valid: "
+                f"{', '.join(valid)}"
+            )
+        found.append(Outcome(name))
+    return found
 
 
 def _source_id(request: web.Request) -> str:
@@ -316,12 +355,9 @@ class Api:
                     raise _bad(
                         f"limit must be an integer from 1 to {_LIMIT_MAX:,}, not {raw[:40]!r}"
                     )
-            try:
-                since = moment(query["since"], "since") if "since" in query else None
-                until = moment(query["until"], "until") if "until" in query else None
-                wanted = outcomes(query.getall("outcome")) if "outcome" in query else None
-            except InputError as exc:
-                raise _bad(str(exc)) from None
+            since = _moment(query["since"], "since") if "since" in query else None
+            until = _moment(query["until"], "until") if "until" in query else None
+            wanted = _outcomes(query.getall("outcome")) if "outcome" in query else None
             if since is not None and until is not None and since >= until:
                 raise _bad(
                     f"since {query['since']!r} is not before until {query['until']!r}; give a "

@@ -9,7 +9,7 @@ which); leaving the block stops serving and closes them.
 Routes:
 
 * ``/v3/...``: the gateway (:mod:`sms_flow.serve.gateway`), with SMS's credentials.
-* ``/metrics``: Prometheus' text format (:mod:`sms_flow.serve.metrics`).
+* ``/metrics``: Prometheus' text format (:mod:`sms_flow.metrics`).
 * ``/api/v1/...``: sms-flow's JSON API and its OpenAPI document (:mod:`sms_flow.serve.api`).
 
 ``/metrics`` and ``/api/v1`` need a ``viewer`` token when API tokens are configured (a change
@@ -35,12 +35,12 @@ from sms_flow.errors import ConfigError
 from sms_flow.journal import DEFAULT_LEASE, Journal, default_journal_path
 from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.log import get_logger
+from sms_flow.metrics import CONTENT_TYPE, Metrics
 from sms_flow.planner import Planner
 from sms_flow.retry import RetryPolicy
 from sms_flow.serve.access import ApiTokens, CallerKeys, Role, check_binding, is_loopback
 from sms_flow.serve.api import Api
 from sms_flow.serve.gateway import Gateway, PassOnAuth, error_response
-from sms_flow.serve.metrics import CONTENT_TYPE, Metrics
 from sms_flow.wire import BODY_MAX_BYTES
 
 __all__ = ["ServeConfig", "Service"]
@@ -171,7 +171,9 @@ class Service:
             )
             for method, path, role, handler in api.routes():
                 app.router.add_route(method, path, self._guard(role, handler))
-            app.router.add_route("*", "/api/v1/{tail:.*}", self._guard(Role.VIEWER, api.unmatched))
+            app.router.add_route(
+                "*", "/api/v1/{tail:[\\s\\S]*}", self._guard(Role.VIEWER, api.unmatched)
+            )
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             self._runner = runner

@@ -10,9 +10,9 @@ from sms_flow import __version__
 from sms_flow.auth import TokenAuth
 from sms_flow.client import SmsClient
 from sms_flow.errors import ApiError, ServerError
+from sms_flow.metrics import operation_of
 from sms_flow.retry import RetryPolicy
 from sms_flow.serve import Service
-from sms_flow.serve.metrics import operation_of
 from sms_flow.simulator import Faults, Simulator
 from tests.serve.conftest import SERVE_SIMULATOR, SIM_TOKEN
 

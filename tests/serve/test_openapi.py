@@ -125,6 +125,7 @@ def written_calls(sid: str, frozen: str) -> list[Call]:
         Call(src, "GET", f"/api/v1/sources/{sid}"),
         Call(src, "GET", "/api/v1/sources/no-such-source"),
         Call(src, "GET", "/api/v1/sources/" + "x" * 300),
+        Call(src, "GET", "/api/v1/sources/%0A%7B"),  # no route matches: 404 in the same shape
         Call(hist, "GET", f"/api/v1/sources/{sid}/history?limit=5&outcome=applied"),
         Call(hist, "GET", f"/api/v1/sources/{sid}/history?limit=0"),
         Call(changes, "POST", f"/api/v1/sources/{sid}/changes", {"to": "SYNCING"}, VIEWER),

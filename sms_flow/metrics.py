@@ -1,9 +1,12 @@
-"""``/metrics``: what ``sms-flow serve`` did and where the sources stand, in Prometheus' format.
+"""``/metrics``: what ``sms-flow serve`` (or a wave run) did and where the sources stand, in
+Prometheus' format.
 
-Names follow Prometheus' conventions: an ``smsflow_`` prefix, base units (seconds), counters
-ending in ``_total``; no metric is labelled by source id (a label per source would make a
-series per source). Every metric lives in the service's own registry (never the process-wide
-default one), so two services in one process do not mix.
+Both front ends use it (``sms-flow serve``'s ``/metrics``, ``sms-flow run --metrics-port``),
+so it lives below them, beside the wave layer. Names follow Prometheus' conventions: an
+``smsflow_`` prefix, base units (seconds), counters ending in ``_total``; no metric is
+labelled by source id (a label per source would make a series per source). Every metric lives
+in its :class:`Metrics`' own registry (never the process-wide default one), so two services in
+one process do not mix.
 
 ======================================================= ========= ===========================
 metric                                                  type      labels
