@@ -29,7 +29,7 @@ from typing import Any
 from benchmarks._common import SHARED_CORES_NOTE, Figure, load_average, machine_info
 
 _DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
-_IDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B10")
+_IDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B9", "B10")
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -57,6 +57,12 @@ def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         },
         "B5": {"intents": 600 if quick else 10_000, "repeat": repeat or 1},
         "B6": {"runs": 10 if quick else 30, "cold_runs": 1 if quick else 3},
+        "B9": {
+            "checks": 2_000 if quick else 20_000,
+            "sources": 64 if quick else 400,
+            "concurrency": args.concurrency,
+            "repeat": repeat or (1 if quick else 3),
+        },
         "B10": {"entries": 10_000 if quick else 100_000, "repeat": repeat or 1},
     }
     overrides = {
@@ -67,6 +73,8 @@ def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         ("B4", "sources"): args.b4_sources,
         ("B5", "intents"): args.b5_intents,
         ("B6", "runs"): args.b6_runs,
+        ("B9", "checks"): args.b9_checks,
+        ("B9", "sources"): args.b9_sources,
         ("B10", "entries"): args.b10_entries,
     }
     for (bench, key), value in overrides.items():
@@ -89,6 +97,8 @@ def _runner(bench: str) -> Callable[..., list[Figure]]:
         from benchmarks.b5_recovery import run
     elif bench == "B6":
         from benchmarks.b6_startup import run
+    elif bench == "B9":
+        from benchmarks.b9_gateway import run
     else:
         from benchmarks.b10_history import run
     return run
@@ -164,7 +174,10 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="exit 1 when a target is missed (default: exit 0)"
     )
     p.add_argument(
-        "--concurrency", type=int, default=64, help="sources in flight in B3 and B4 (default 64)"
+        "--concurrency",
+        type=int,
+        default=64,
+        help="sources (requests) in flight in B3, B4 and B9 (default 64)",
     )
     p.add_argument(
         "--sdk-threads",
@@ -180,6 +193,12 @@ def _parser() -> argparse.ArgumentParser:
     sizes.add_argument("--b4-sources", type=int, metavar="N")
     sizes.add_argument("--b5-intents", type=int, metavar="N")
     sizes.add_argument("--b6-runs", type=int, metavar="N", help="timed runs of each side")
+    sizes.add_argument(
+        "--b9-checks", type=int, metavar="N", help="POST /api/v1/check requests per side"
+    )
+    sizes.add_argument(
+        "--b9-sources", type=int, metavar="N", help="sources walked through the gateway"
+    )
     sizes.add_argument("--b10-entries", type=int, metavar="N", help="journal entries of the wave")
     return p
 

@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"planner", "diagram", "auth", "_answers"},
     {"machine", "client", "journal", "_sqlite"},
     {"journal_sqlite", "engine", "simulator"},
-    {"wave", "testing"},
+    {"wave", "testing", "metrics"},
     {"cli", "serve"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

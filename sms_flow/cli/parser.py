@@ -296,6 +296,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     )
     _add_membership_option(p)
     _add_lease_option(p)
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus metrics of the run at http://127.0.0.1:N/metrics while it runs "
+        "(0: any free port, printed on stderr)",
+    )
     _add_run_options(p)
 
 

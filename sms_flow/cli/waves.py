@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,17 +57,56 @@ async def _run_wave(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         return await _dry_run(args, spec, folder_of(args.wave))
-    session = WaveSession(
-        spec,
-        endpoint=args.endpoint,
-        region=args.region,
-        journal_path=args.journal,
-        base_dir=folder_of(args.wave),
-        fresh=args.fresh,
-        lease=args.lease,
-        reset_members=args.reset_members,
-    )
-    return await _drive_session(args, session, what="wave")
+    port = args.metrics_port
+    if port is not None and not 0 <= port <= 65535:
+        raise InputError(
+            f"--metrics-port {port}: give a TCP port from 1 to 65535 (0: any free one)"
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        metrics = None
+        options: dict[str, Any] = {}
+        if port is not None:
+            from sms_flow.metrics import Metrics, traced_session
+
+            metrics = Metrics()
+            http = traced_session(metrics)
+            stack.push_async_callback(http.close)
+            options["session"] = http
+        session = WaveSession(
+            spec,
+            endpoint=args.endpoint,
+            region=args.region,
+            journal_path=args.journal,
+            base_dir=folder_of(args.wave),
+            fresh=args.fresh,
+            lease=args.lease,
+            reset_members=args.reset_members,
+            client_options=options,
+        )
+        if metrics is not None:
+            assert port is not None
+            await stack.enter_async_context(_serve_metrics(metrics, session, port))
+        return await _drive_session(args, session, what="wave", metrics=metrics)
+
+
+@contextlib.asynccontextmanager
+async def _serve_metrics(metrics: Any, session: Any, port: int) -> AsyncIterator[None]:
+    """``/metrics`` on loopback for the run's length (``run --metrics-port``)."""
+    from sms_flow.metrics import metrics_server
+
+    try:
+        server = metrics_server(metrics, lambda: session.journal, port)
+        url = await server.__aenter__()
+    except OSError as exc:
+        raise InputError(
+            f"--metrics-port {port}: cannot listen on 127.0.0.1:{port} "
+            f"({(exc.strerror or str(exc)).lower()}); give a free port, or 0 for any"
+        ) from None
+    err(f"metrics: {url}")
+    try:
+        yield
+    finally:
+        await server.__aexit__(None, None, None)
 
 
 async def _run_drill(args: argparse.Namespace) -> int:
@@ -218,7 +259,9 @@ class _Signals:
         return self.count >= 2
 
 
-async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -> int:
+async def _drive_session(
+    args: argparse.Namespace, session: Any, *, what: str, metrics: Any = None
+) -> int:
     from sms_flow.cli._paths import check_writable_file
 
     check_writable_file(
@@ -239,6 +282,10 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
     try:
         async with session:
             signals.runner = session.runner
+            if metrics is not None:  # run --metrics-port: the run's client, journal and steps
+                metrics.watch_client(session.client.stats)
+                metrics.watch_journal(session.journal)
+                session.runner.subscribe(metrics.on_event)
             report, _ = await _drive(args, session, signals, what=what)
             signals.over = True
             path, problem = _write_report(session, report)

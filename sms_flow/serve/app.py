@@ -9,12 +9,13 @@ which); leaving the block stops serving and closes them.
 Routes:
 
 * ``/v3/...``: the gateway (:mod:`sms_flow.serve.gateway`), with SMS's credentials.
-* ``/metrics``: Prometheus' text format (:mod:`sms_flow.serve.metrics`).
-* ``/api/v1/check`` and ``/api/v1/sources/{id}/history``: JSON (:mod:`sms_flow.serve.api`).
+* ``/metrics``: Prometheus' text format (:mod:`sms_flow.metrics`).
+* ``/api/v1/...``: sms-flow's JSON API and its OpenAPI document (:mod:`sms_flow.serve.api`).
 * ``/``, ``/sources/{id}``: the live dashboard (:mod:`sms_flow.serve.dashboard`).
 
 ``/metrics``, ``/api/v1`` and the dashboard need a ``viewer`` token when API tokens are
-configured (they are open on loopback when none are).
+configured (a change through ``/api/v1`` an ``operator`` token); they are open on loopback
+when none are.
 """
 
 from __future__ import annotations
@@ -36,13 +37,13 @@ from sms_flow.errors import ConfigError
 from sms_flow.journal import DEFAULT_LEASE, Journal, default_journal_path
 from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.log import get_logger
+from sms_flow.metrics import CONTENT_TYPE, Metrics
 from sms_flow.planner import Planner
 from sms_flow.retry import RetryPolicy
 from sms_flow.serve.access import ApiTokens, CallerKeys, Role, check_binding, is_loopback
 from sms_flow.serve.api import Api
 from sms_flow.serve.dashboard import Dashboard
 from sms_flow.serve.gateway import Gateway, PassOnAuth, error_response
-from sms_flow.serve.metrics import CONTENT_TYPE, Metrics
 from sms_flow.wire import BODY_MAX_BYTES
 
 __all__ = ["ServeConfig", "Service"]
@@ -144,6 +145,7 @@ class Service:
                     "CLOUD_SDK_PROJECT_ID (or SMS_FLOW_TOKEN)"
                 )
             self.metrics.watch_client(client.stats)
+            self.metrics.watch_journal(self.journal)
             project = config.auth.project_id if isinstance(config.auth, AkSkAuth) else None
             gateway = Gateway(
                 client,
@@ -160,10 +162,20 @@ class Service:
             app = web.Application(client_max_size=BODY_MAX_BYTES + 1)
             app.router.add_routes(gateway.routes())
             app.router.add_get("/metrics", self._guard(Role.VIEWER, self._metrics))
-            api = Api(Planner(gateway.chart), self.journal)
-            app.router.add_get("/api/v1/check", self._guard(Role.VIEWER, api.check))
-            app.router.add_get(
-                "/api/v1/sources/{source_id}/history", self._guard(Role.VIEWER, api.history)
+            journal_path = getattr(self.journal, "path", None)
+            api = Api(
+                Planner(gateway.chart),
+                self.journal,
+                client,
+                project=project,
+                reports=journal_path.parent / "reports" if isinstance(journal_path, Path) else None,
+                tokens=config.tokens.enabled,
+                lease_seconds=config.lease_seconds,
+            )
+            for method, path, role, handler in api.routes():
+                app.router.add_route(method, path, self._guard(role, handler))
+            app.router.add_route(
+                "*", "/api/v1/{tail:[\\s\\S]*}", self._guard(Role.VIEWER, api.unmatched)
             )
             Dashboard(self.journal, gateway.chart, config.tokens).add_to(app)
             runner = web.AppRunner(app, access_log=None)

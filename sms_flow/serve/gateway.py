@@ -85,9 +85,9 @@ from sms_flow.errors import (
 )
 from sms_flow.journal import DEFAULT_LEASE, Journal, Lease
 from sms_flow.log import get_logger
+from sms_flow.metrics import Metrics
 from sms_flow.planner import ReasonCode, Verdict
 from sms_flow.serve.access import Caller, CallerKeys, Refusal
-from sms_flow.serve.metrics import Metrics
 from sms_flow.states import StateRequest
 from sms_flow.wire import (
     BODY_MAX_BYTES,

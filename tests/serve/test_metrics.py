@@ -10,9 +10,9 @@ from sms_flow import __version__
 from sms_flow.auth import TokenAuth
 from sms_flow.client import SmsClient
 from sms_flow.errors import ApiError, ServerError
+from sms_flow.metrics import operation_of
 from sms_flow.retry import RetryPolicy
 from sms_flow.serve import Service
-from sms_flow.serve.metrics import operation_of
 from sms_flow.simulator import Faults, Simulator
 from tests.serve.conftest import SERVE_SIMULATOR, SIM_TOKEN
 
@@ -97,6 +97,42 @@ async def test_retries_and_5xx_answers_are_counted(sim: Simulator, gateway: Serv
     assert failed == 3  # the gateway's three attempts at its first read
     retries = value(samples, "smsflow_sms_retries_total", cause="5xx")
     assert retries == 2
+    # SMS's error code, read from each 5xx answer's body
+    assert value(samples, "smsflow_sms_errors_total", operation="show", error_code="SMS.2007") == 3
+
+
+async def test_sources_by_wave_and_state_the_oldest_in_each_and_the_journal_batches(
+    sim: Simulator, gateway: Service
+) -> None:
+    a, b, outside = [await sim.register(f"db-{n}") for n in range(3)]
+    for sid in (a, b, outside):
+        await sim.move(sid, pair=("REPLICATE", "replicating"))
+    await gateway.journal.add_members("w1", [a, b], endpoint=sim.url)
+    async with SmsClient(gateway.url, auth=TokenAuth(SIM_TOKEN)) as client:
+        await client.change_state(a, "SYNCING", "syncing")
+        await client.change_state(b, "SYNCING", "syncing")
+        await client.change_state(a, "CUTOVERING", "cutovering")
+        await client.change_state(outside, "SYNCING", "syncing")
+    text, samples = await scrape(gateway)
+    assert value(samples, "smsflow_wave_sources", wave="w1", state="SYNCING/syncing") == 1
+    assert value(samples, "smsflow_wave_sources", wave="w1", state="CUTOVERING/cutovering") == 1
+    assert value(samples, "smsflow_sources", state="SYNCING/syncing") == 2
+    # The oldest in SYNCING is b (a moved on): the ages differ by the time between b's entry
+    # and a's move to CUTOVERING, both read at one scrape.
+    entries = {(e.source_id, e.to_state): e for e in await gateway.journal.history()}
+    b_since = entries[b, "SYNCING/syncing"].settled_at
+    a_since = entries[a, "CUTOVERING/cutovering"].settled_at
+    assert b_since is not None and a_since is not None
+    syncing = value(samples, "smsflow_sources_oldest_age_seconds", state="SYNCING/syncing")
+    cutovering = value(samples, "smsflow_sources_oldest_age_seconds", state="CUTOVERING/cutovering")
+    assert syncing - cutovering == pytest.approx(a_since - b_since, abs=1e-3)
+    # Four changes: an intent and an outcome each, committed in batches.
+    operations = value(samples, "smsflow_journal_operations_total")
+    commits = value(samples, "smsflow_journal_commits_total")
+    assert operations >= 8 and 1 <= commits <= operations
+    assert value(samples, "smsflow_journal_batch_size_max") >= 1
+    for sid in (a, b, outside):
+        assert sid not in text
 
 
 def test_operations_are_named_from_the_route_never_the_source() -> None:
