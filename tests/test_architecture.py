@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"chart", "wire", "_signing", "retry"},
     {"planner", "diagram", "auth", "_answers"},
     {"machine", "client", "journal", "_sqlite"},
-    {"journal_sqlite", "engine", "simulator"},
+    {"journal_sqlite", "journal_postgres", "engine", "simulator"},
     {"wave", "testing"},
     {"cli", "serve"},
 ]

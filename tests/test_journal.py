@@ -65,13 +65,21 @@ def intent(source_id: str = "s1", *, wave: str | None = None, **overrides: Any) 
     return Intent(**fields)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         path = tmp_path / "state" / "journal.sqlite"
         return Backend(
             lambda: SqliteJournal(path),
             f"__import__('sms_flow.journal_sqlite').journal_sqlite.SqliteJournal({str(path)!r})",
+        )
+    if request.param == "postgresql":
+        dsn: str = request.getfixturevalue("pg_dsn")
+        from sms_flow.journal_postgres import PostgresJournal
+
+        return Backend(
+            lambda: PostgresJournal(dsn),
+            f"__import__('sms_flow.journal_postgres').journal_postgres.PostgresJournal({dsn!r})",
         )
     raise AssertionError(f"no such back end {request.param!r}")  # pragma: no cover
 
