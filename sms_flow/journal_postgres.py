@@ -540,7 +540,7 @@ class PostgresJournal(Journal):
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn,
-                min_size=1,
+                min_size=0,  # no background reconnects while the database is away
                 max_size=self._pool_size,
                 timeout=self._connect_timeout,
                 command_timeout=None,

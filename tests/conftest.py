@@ -508,9 +508,7 @@ class PostgresServer:
         if self._spare:
             return self._spare.pop()
         name = f"sms_flow_test_{os.getpid()}_{next(_databases)}"
-        _pg_admin(
-            self.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE template0 STRATEGY FILE_COPY'
-        )
+        _pg_admin(self.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE template0 STRATEGY FILE_COPY')
         self._made.append(name)
         return self.dsn(name)
 
@@ -565,7 +563,11 @@ class PostgresServer:
         """``pg_ctl restart -m fast``: every connection is cut; back once it accepts them."""
         if self.data is None:
             pytest.skip(f"{PG_DSN_ENV} names a server this session did not start: not restarted")
-        done = self.pg_ctl("-w", "-t", "60", "-m", "fast", "-o", self._options, "restart")
+        assert self.data is not None
+        log = str(self.data.parent / "server.log")  # not our pipe: pg_ctl would never end
+        done = self.pg_ctl(
+            "-l", log, "-w", "-t", "60", "-m", "fast", "-o", self._options, "restart"
+        )
         assert done.returncode == 0, done.stderr
 
     def stop(self) -> None:
