@@ -140,7 +140,6 @@ CREATE TABLE sms_flow.entries (
 CREATE INDEX entries_source ON sms_flow.entries (source_id, id);
 CREATE INDEX entries_wave ON sms_flow.entries (wave, id) WHERE wave IS NOT NULL;
 CREATE INDEX entries_open ON sms_flow.entries (id) WHERE outcome IN ('pending', 'unverified');
-CREATE INDEX entries_settle_key ON sms_flow.entries (settle_key) WHERE settle_key IS NOT NULL;
 CREATE TABLE sms_flow.waves (
     seq          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name         text NOT NULL UNIQUE
@@ -180,6 +179,16 @@ CREATE TABLE sms_flow.claims (
 );
 CREATE INDEX claims_run ON sms_flow.claims (run_id);
 CREATE SEQUENCE sms_flow.fencing;
+CREATE FUNCTION sms_flow.settled(written bigint, given bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF written <> given THEN
+        RAISE EXCEPTION 'sms-flow: % of % outcomes found their entry open', written, given
+            USING ERRCODE = 'SMSF1';
+    END IF;
+    RETURN written;
+END
+$$;
 """
 
 _MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1,)
@@ -203,20 +212,6 @@ _RUN_COLUMNS: Final = (
     "run_id, kind, name, endpoint, project, host, pid, actor, exclusive, started_at, "
     "heartbeat_at, expires_at, ended_at, end_reason"
 )
-_INSERT: Final = (
-    "INSERT INTO sms_flow.entries (source_id, trigger, from_state, to_state, actor, reason, "
-    "forced, wave, outcome, request_id, attempts, error, created_at, settled_at, endpoint, "
-    "project, run_id, fence, write_key) "
-    "SELECT source_id, trigger, from_state, to_state, actor, reason, forced, wave, outcome, "
-    "request_id, attempts, error, created_at, settled_at, endpoint, project, run_id, fence, "
-    "write_key FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
-    "$6::text[], $7::bool[], $8::text[], $9::text[], $10::text[], $11::int[], $12::text[], "
-    "$13::float8[], $14::float8[], $15::text[], $16::text[], $17::text[], $18::int8[], "
-    "$19::uuid[]) WITH ORDINALITY AS i(source_id, trigger, from_state, to_state, actor, reason, "
-    "forced, wave, outcome, request_id, attempts, error, created_at, settled_at, endpoint, "
-    "project, run_id, fence, write_key, ord) ORDER BY ord "
-    "ON CONFLICT (write_key) DO NOTHING RETURNING id, write_key"
-)
 _ADD_WAVES: Final = (
     "INSERT INTO sms_flow.waves (name) SELECT name FROM unnest($1::text[]) WITH ORDINALITY "
     "AS w(name, ord) ORDER BY ord ON CONFLICT (name) DO NOTHING"
@@ -231,17 +226,53 @@ _CLAIMS_OF: Final = (
     "LEFT JOIN sms_flow.runs AS r ON r.run_id = c.run_id "
     "ORDER BY c.endpoint, c.source_id FOR SHARE OF c"
 )
-# An open entry is settled once by a final outcome; a pending one may first be marked
-# unverified (still open).
-_SETTLE: Final = (
-    "UPDATE sms_flow.entries AS e SET outcome = s.outcome, request_id = s.request_id, "
+# The claim of one source as it is now, unlocked: to say why an intent was refused.
+_CLAIM_NOW: Final = (
+    "SELECT run_id, token, reason FROM sms_flow.claims WHERE endpoint = $1 AND source_id = $2"
+)
+# A whole batch in one statement, so one round trip: the fenced intents' claims read and
+# share-locked (only those their run holds while live), the waves first named, the entries
+# (a fenced one only with its claim's token), the outcomes. A statement is atomic: when an
+# outcome finds its entry not open, sms_flow.settled raises and nothing of it is written.
+# It is idempotent, for a retry after a lost connection: an entry whose key is there already
+# is not inserted again (its id is looked up), and an outcome whose key is on its entry
+# already is written again, the same.
+_BATCH: Final = (
+    "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::text[], $6::text[], $7::bool[], $8::text[], $9::text[], $10::text[], $11::int[], "
+    "$12::text[], $13::float8[], $14::float8[], $15::text[], $16::text[], $17::text[], "
+    "$18::int8[], $19::uuid[], $20::bool[]) WITH ORDINALITY AS i(source_id, trigger, "
+    "from_state, to_state, actor, reason, forced, wave, outcome, request_id, attempts, error, "
+    "created_at, settled_at, endpoint, project, run_id, fence, write_key, fenced, ord)), "
+    "c AS (SELECT c.endpoint, c.source_id, c.run_id, c.token FROM sms_flow.claims AS c "
+    "JOIN sms_flow.runs AS r ON r.run_id = c.run_id "
+    "WHERE (c.endpoint, c.source_id, c.run_id) IN "
+    "(SELECT endpoint, source_id, run_id FROM i WHERE fenced) "
+    f"AND r.ended_at IS NULL AND r.expires_at > {_NOW} FOR SHARE OF c), "
+    "w AS (INSERT INTO sms_flow.waves (name) SELECT name FROM unnest($21::text[]) "
+    "WITH ORDINALITY AS w(name, ord) ORDER BY ord ON CONFLICT (name) DO NOTHING), "
+    "ins AS (INSERT INTO sms_flow.entries (source_id, trigger, from_state, to_state, actor, "
+    "reason, forced, wave, outcome, request_id, attempts, error, created_at, settled_at, "
+    "endpoint, project, run_id, fence, write_key) "
+    "SELECT i.source_id, i.trigger, i.from_state, i.to_state, i.actor, i.reason, i.forced, "
+    "i.wave, i.outcome, i.request_id, i.attempts, i.error, i.created_at, i.settled_at, "
+    "i.endpoint, i.project, i.run_id, c.token, i.write_key FROM i LEFT JOIN c "
+    "ON i.fenced AND c.endpoint = i.endpoint AND c.source_id = i.source_id "
+    "AND c.run_id = i.run_id WHERE NOT i.fenced OR c.token IS NOT NULL ORDER BY i.ord "
+    "ON CONFLICT (write_key) DO NOTHING RETURNING id, write_key), "
+    "s AS (UPDATE sms_flow.entries AS e SET outcome = s.outcome, request_id = s.request_id, "
     "attempts = s.attempts, error = s.error, settled_at = s.settled_at, "
     "settle_key = s.settle_key "
-    "FROM unnest($1::int8[], $2::text[], $3::text[], $4::int[], $5::text[], $6::float8[], "
-    "$7::uuid[]) AS s(id, outcome, request_id, attempts, error, settled_at, settle_key) "
-    "WHERE e.id = s.id AND (e.outcome = 'pending' "
-    "OR (e.outcome = 'unverified' AND s.outcome <> 'unverified')) RETURNING e.id"
+    "FROM unnest($22::int8[], $23::text[], $24::text[], $25::int[], $26::text[], "
+    "$27::float8[], $28::uuid[]) AS s(id, outcome, request_id, attempts, error, settled_at, "
+    "settle_key) WHERE e.id = s.id AND (e.outcome = 'pending' "
+    "OR (e.outcome = 'unverified' AND s.outcome <> 'unverified') "
+    "OR e.settle_key = s.settle_key) RETURNING e.id) "
+    "SELECT id, write_key FROM ins UNION ALL "
+    "SELECT sms_flow.settled(count(*), cardinality($22::int8[])), NULL FROM s"
 )
+_NOT_OPEN: Final = "SMSF1"
+"""The SQLSTATE sms_flow.settled raises."""
 
 _ENTRY_FIELDS: Final = len(dataclasses.fields(Entry))
 _RUN_FIELDS: Final = len(dataclasses.fields(Run))
@@ -327,8 +358,9 @@ class _Replay(Exception):
 class _Write:
     """One queued write: an entry to insert, an outcome to write, or a barrier.
 
-    ``row`` is an entry's values (the columns of :data:`_INSERT`, ``fence`` filled in when the
-    claim is read); ``settlement`` an outcome's (the columns of :data:`_SETTLE`). A barrier
+    ``row`` is an entry's values (the columns of :data:`_BATCH`'s entries, ``fence`` left
+    ``None``: the statement takes the claim's); ``settlement`` an outcome's (id, outcome,
+    request id, attempts, error, settled at, key). A barrier
     writes nothing: it is resolved once every write queued before it is done.
     """
 
@@ -343,7 +375,6 @@ _SOURCE: Final = 0
 _WAVE: Final = 7
 _ENDPOINT: Final = 14
 _RUN: Final = 16
-_FENCE: Final = 17
 _KEY: Final = 18
 
 
@@ -700,20 +731,17 @@ class PostgresJournal(Journal):
         _resolve(write, result)
 
     async def _transaction(self, conn: Any, writes: list[_Write], retry: bool) -> list[Any]:
-        """Write a batch in one transaction; one result (an id, None, or an error) a write.
+        """Write a batch in one statement (:data:`_BATCH`); one result (an id, None, or an
+        error) a write.
 
         A settle that finds its entry not open raises :class:`_Replay` in a batch of several
-        (it is replayed alone) and is given its error when alone. ``retry``: the last attempt
-        lost its connection, and may have committed: what it wrote is found by its keys.
+        (each write is then replayed alone) and is given its error when alone. The statement
+        is idempotent (``retry`` changes nothing): an entry already written under its key is
+        found again, an outcome already written under its key counts as written.
         """
-        results: dict[int, Any] = {}
-        async with conn.transaction():
-            inserts = [w for w in writes if w.kind == "insert"]
-            settles = [w for w in writes if w.kind == "settle"]
-            if inserts:
-                results.update(await self._insert(conn, inserts, retry))
-            if settles:
-                results.update(await self._settle(conn, settles, retry))
+        inserts = [w for w in writes if w.kind == "insert"]
+        settles = [w for w in writes if w.kind == "settle"]
+        results = await self._at_once(conn, inserts, settles)
         for write in inserts:
             row = write.row
             assert row is not None
@@ -721,92 +749,60 @@ class PostgresJournal(Journal):
                 self._waves_known.add(row[_WAVE])
         return [results[id(w)] for w in writes]
 
-    async def _insert(self, conn: Any, inserts: list[_Write], retry: bool) -> dict[int, Any]:
-        results: dict[int, Any] = {}
-        if retry:  # the last attempt may have committed: its entries are there, keep them
-            keys = [w.row[_KEY] for w in inserts if w.row is not None]
-            found = dict(
-                await conn.fetch(
-                    "SELECT write_key, id FROM sms_flow.entries WHERE write_key = ANY($1::uuid[])",
-                    keys,
-                )
-            )
-            for write in inserts:
-                assert write.row is not None
-                if write.row[_KEY] in found:
-                    results[id(write)] = found[write.row[_KEY]]
-            inserts = [w for w in inserts if id(w) not in results]
-        fenced = [w for w in inserts if w.fenced]
-        if fenced:
-            rows = [w.row for w in fenced if w.row is not None]
-            claims = {
-                (c["endpoint"], c["source_id"]): c
-                for c in await conn.fetch(
-                    _CLAIMS_OF, [r[_ENDPOINT] for r in rows], [r[_SOURCE] for r in rows]
-                )
-            }
-            now: float | None = None
-            for write in fenced:
-                row = write.row
-                assert row is not None
-                claim = claims.get((row[_ENDPOINT], row[_SOURCE]))
-                if claim is not None and claim["run_id"] == row[_RUN] and claim["live"]:
-                    row[_FENCE] = claim["token"]
-                    continue
-                if now is None:
-                    now = await _clock(conn)
-                results[id(write)] = await _fence_error(
-                    conn, row[_RUN], row[_ENDPOINT], row[_SOURCE], claim, now
-                )
-            inserts = [w for w in inserts if id(w) not in results]
-        if not inserts:
-            return results
+    async def _at_once(
+        self, conn: Any, inserts: list[_Write], settles: list[_Write]
+    ) -> dict[int, Any]:
+        """The batch in one statement; a fenced intent refused gets its error."""
         rows = [w.row for w in inserts if w.row is not None]
+        values = [w.settlement for w in settles if w.settlement is not None]
+        columns: list[list[Any]] = (
+            [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 19
+        )
         waves = [
             wave
             for wave in dict.fromkeys(r[_WAVE] for r in rows)
             if wave is not None and wave not in self._waves_known
         ]
-        if waves:
-            await conn.execute(_ADD_WAVES, waves)
-        ids = dict(
-            (row["write_key"], row["id"])
-            for row in await conn.fetch(
-                _INSERT, *(list(column) for column in zip(*rows, strict=True))
-            )
+        outcomes: list[list[Any]] = (
+            [list(column) for column in zip(*values, strict=True)] if values else [[]] * 7
         )
-        for write in inserts:
-            assert write.row is not None
-            results[id(write)] = ids[write.row[_KEY]]
-        return results
-
-    async def _settle(self, conn: Any, settles: list[_Write], retry: bool) -> dict[int, Any]:
-        results: dict[int, Any] = {}
-        if retry:
-            keys = [w.settlement[6] for w in settles if w.settlement is not None]
-            done = {
-                r[0]
+        try:
+            written = await conn.fetch(
+                _BATCH, *columns, [w.fenced for w in inserts], waves, *outcomes
+            )
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) != _NOT_OPEN:
+                raise
+            if len(settles) > 1 or inserts:
+                raise _Replay(str(exc)) from None
+            return {id(settles[0]): await self._not_open(conn, values[0])}
+        ids = {r["write_key"]: r["id"] for r in written if r["write_key"] is not None}
+        missing = [r[_KEY] for r in rows if r[_KEY] not in ids]
+        if missing:  # refused (fenced), or written already by an attempt that lost its answer
+            ids.update(
+                (r["write_key"], r["id"])
                 for r in await conn.fetch(
-                    "SELECT settle_key FROM sms_flow.entries WHERE settle_key = ANY($1::uuid[])",
-                    keys,
+                    "SELECT write_key, id FROM sms_flow.entries WHERE write_key = ANY($1::uuid[])",
+                    missing,
                 )
-            }
-            for write in settles:
-                assert write.settlement is not None
-                if write.settlement[6] in done:
-                    results[id(write)] = None
-            settles = [w for w in settles if id(w) not in results]
-        if not settles:
-            return results
-        values = [w.settlement for w in settles if w.settlement is not None]
-        updated = await conn.fetch(_SETTLE, *(list(column) for column in zip(*values, strict=True)))
-        if len(updated) != len(settles):
-            if len(settles) > 1:
-                raise _Replay(f"{len(settles)} outcomes include an unknown or settled entry")
-            results[id(settles[0])] = await self._not_open(conn, values[0])
-            return results
-        for write in settles:
-            results[id(write)] = None
+            )
+        results: dict[int, Any] = {id(w): None for w in settles}
+        now: float | None = None
+        for write in inserts:
+            row = write.row
+            assert row is not None
+            if row[_KEY] in ids:
+                results[id(write)] = ids[row[_KEY]]
+                continue
+            # refused: its run does not hold the claim (or is not live); say why
+            if now is None:
+                now = await _clock(conn)
+            claim = None
+            if row[_ENDPOINT] is not None:
+                claim = await conn.fetchrow(_CLAIM_NOW, row[_ENDPOINT], row[_SOURCE])
+            results[id(write)] = await _fence_error(
+                conn, row[_RUN], row[_ENDPOINT], row[_SOURCE], claim, now
+            )
         return results
 
     @staticmethod
