@@ -37,11 +37,14 @@ Runs and claims: who drives what
 
 Back ends
     This module holds the :class:`Journal` protocol and the types every back end shares.
-    The back end today is :class:`~sms_flow.journal_sqlite.SqliteJournal`: one SQLite file
-    (WAL mode), written by one dedicated thread with group commit. The protocol is small so
-    that a PostgreSQL journal shared by several workers can follow, with the same
-    semantics; the contract tests (``tests/test_journal.py``) run against every back end.
-    Importing the types loads neither :mod:`sqlite3` nor a thread.
+    Two back ends keep it, with the same semantics (the contract tests,
+    ``tests/test_journal.py``, run against both):
+    :class:`~sms_flow.journal_sqlite.SqliteJournal`, one SQLite file (WAL mode) written by
+    one dedicated thread with group commit, and
+    :class:`~sms_flow.journal_postgres.PostgresJournal`, a PostgreSQL database that workers
+    on several machines share (``pip install 'sms-flow[postgres]'``); :func:`is_dsn` tells
+    which one a journal location names. Importing the types loads neither :mod:`sqlite3`,
+    a thread, nor a database driver.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ __all__ = [
     "born_settled",
     "default_journal_path",
     "final_outcome",
+    "is_dsn",
     "process_alive",
     "source_id_list",
 ]
@@ -784,3 +788,16 @@ def _reschedule(watch: asyncio.Timeout, when: float) -> None:
 
 def _log_heartbeat(lease: Lease, exc: BaseException) -> None:
     _log.warning("heartbeat failed", run=lease.run.run_id if lease.run else None, error=str(exc))
+
+
+# --- where a journal is ----------------------------------------------------------------------
+
+DSN_SCHEMES: Final = ("postgresql://", "postgres://")
+"""How a journal location that is a PostgreSQL DSN begins; any other location is a path."""
+
+
+def is_dsn(location: str | os.PathLike[str]) -> bool:
+    """Whether a journal location (``--journal``, ``SMS_FLOW_JOURNAL``) is a PostgreSQL DSN,
+    for :class:`~sms_flow.journal_postgres.PostgresJournal`, rather than the path of an
+    SQLite file."""
+    return isinstance(location, str) and location.startswith(DSN_SCHEMES)

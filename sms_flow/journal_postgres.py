@@ -62,9 +62,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-import asyncpg  # type: ignore[import-untyped]
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from sms_flow.errors import (
     ClaimLostError,
@@ -88,12 +86,21 @@ from sms_flow.journal import (
     RunStart,
     born_settled,
     final_outcome,
+    is_dsn,
     process_alive,
     source_id_list,
 )
 from sms_flow.log import get_logger
 
-__all__ = ["SCHEMA_VERSION", "PostgresJournal", "is_dsn", "redact_dsn"]
+try:
+    import asyncpg  # type: ignore[import-untyped]
+except ImportError as exc:  # pragma: no cover - asyncpg is installed wherever tests run
+    raise ConfigError(
+        "a PostgreSQL journal needs the asyncpg package, which is not installed: "
+        "pip install 'sms-flow[postgres]' (or give --journal the path of an SQLite file)"
+    ) from exc
+
+__all__ = ["SCHEMA_VERSION", "PostgresJournal", "redact_dsn"]
 
 _log = get_logger("sms_flow.journal")
 
@@ -102,7 +109,6 @@ _T = TypeVar("_T")
 MAX_BATCH: Final = 4096
 """The most writes the writer takes into one transaction."""
 
-_SCHEMES: Final = ("postgresql", "postgres")
 _LOCK_SPACE: Final = 0x534D5346  # "SMSF": the first key of this journal's advisory locks
 _SCHEMA_LOCK: Final = 0  # the second key of the schema's advisory lock
 
@@ -307,21 +313,17 @@ def redact_dsn(dsn: str) -> str:
         return "the PostgreSQL DSN given (unreadable, shown without it)"
 
 
-def _password(dsn: str) -> str | None:
+def _passwords(dsn: str) -> list[str]:
+    """The DSN's password as written in it and as decoded (to scrub both)."""
+    found: list[str] = []
     try:
         parts = urlsplit(dsn)
-        found = parts.password
-        for key, value in parse_qsl(parts.query):
-            if key == "password":
-                found = value
+        if parts.password:
+            found += [parts.password, unquote(parts.password)]
+        found += [value for key, value in parse_qsl(parts.query) if key == "password" and value]
     except ValueError:
-        return None
-    return found or None
-
-
-def is_dsn(location: str | os.PathLike[str]) -> bool:
-    """Whether a journal location is a PostgreSQL DSN (``postgresql://`` or ``postgres://``)."""
-    return isinstance(location, str) and location.startswith(tuple(f"{s}://" for s in _SCHEMES))
+        pass
+    return sorted(set(found), key=len, reverse=True)
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -525,7 +527,7 @@ class PostgresJournal(Journal):
             raise ConfigError(f"a pool of {pool_size!r} connections; give 1 or more")
         self._dsn = dsn
         self._shown = redact_dsn(dsn)
-        self._secret = _password(dsn)
+        self._secrets = _passwords(dsn)
         self._pool_size = pool_size
         self._reconnect_for = float(reconnect_for)
         self._connect_timeout = float(connect_timeout)
@@ -554,9 +556,10 @@ class PostgresJournal(Journal):
         return JournalStats(self.operations, self.batches, self.largest_batch, self._in_flight)
 
     def _scrub(self, text: str) -> str:
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return text.replace(self._dsn, self._shown)
+        text = text.replace(self._dsn, self._shown)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _error(self, doing: str, exc: BaseException) -> JournalError:
         error = JournalError(f"journal {self._shown}: could not {doing}: {self._scrub(str(exc))}")
@@ -568,38 +571,39 @@ class PostgresJournal(Journal):
         if self._state != "new":
             raise JournalError(f"journal {self._shown} is already {self._state}; open it once")
         self._state = "opening"
+        pool = asyncpg.create_pool(
+            self._dsn,
+            min_size=0,  # no background reconnects while the database is away
+            max_size=self._pool_size,
+            timeout=self._connect_timeout,
+            command_timeout=None,
+        )
         try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=0,  # no background reconnects while the database is away
-                max_size=self._pool_size,
-                timeout=self._connect_timeout,
-                command_timeout=None,
-            )
-        except Exception as exc:
-            self._state = "new"
-            raise ConfigError(
-                f"cannot connect to journal {self._shown}: {self._scrub(str(exc)) or type(exc).__name__}; "
-                "check that the database is up and reachable, and the user, password and "
-                "database name of the DSN (or choose another journal with --journal or "
-                "SMS_FLOW_JOURNAL)"
-            ) from None
-        try:
-            async with self._pool.acquire() as conn:
+            await pool
+            try:
+                conn = await pool.acquire()
+            except Exception as exc:
+                raise ConfigError(
+                    f"cannot connect to journal {self._shown}: "
+                    f"{self._scrub(str(exc)) or type(exc).__name__}; check that the database "
+                    "is up and reachable, and the user, password and database name of the "
+                    "DSN (or choose another journal with --journal or SMS_FLOW_JOURNAL)"
+                ) from None
+            try:
                 await self._prepare(conn)
-        except BaseException as exc:
-            await self._pool.close()
-            self._pool = None
-            self._state = "new"
-            if isinstance(exc, SmsFlowError):
-                raise
-            if isinstance(exc, asyncpg.PostgresError | OSError):
+            except (asyncpg.PostgresError, OSError) as exc:
                 raise ConfigError(
                     f"journal {self._shown}: could not set up its schema: "
                     f"{self._scrub(str(exc))}; the user needs the right to create the schema "
                     "sms_flow in that database (or one made for it beforehand)"
                 ) from None
+            finally:
+                await pool.release(conn)
+        except BaseException:
+            await pool.close()
+            self._state = "new"
             raise
+        self._pool = pool
         self._writer = asyncio.create_task(self._write_loop(), name=f"sms-flow-journal:{self}")
         self._state = "open"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import traceback
@@ -23,7 +24,7 @@ import pytest
 import structlog
 
 from sms_flow.errors import ClaimLostError, ConfigError, JournalError
-from sms_flow.journal import Intent, Outcome
+from sms_flow.journal import Intent, Outcome, is_dsn
 from sms_flow.journal_postgres import SCHEMA_VERSION, PostgresJournal, redact_dsn
 from tests.conftest import REPO, PostgresServer, eventually
 
@@ -270,6 +271,29 @@ def test_redact_dsn_drops_the_password_wherever_it_is() -> None:
         == "postgres://db/sms?sslmode=require"
     )
     assert redact_dsn("postgresql://db/sms") == "postgresql://db/sms"
+
+
+def test_a_dsn_is_told_from_a_path() -> None:
+    assert is_dsn("postgresql://alice@db/sms") and is_dsn("postgres://db/sms")
+    assert not is_dsn("journal.sqlite")
+    assert not is_dsn("./postgresql:/x.sqlite")
+
+
+async def test_a_database_that_cannot_be_reached_is_refused_at_open_with_a_fix(
+    pg_dsn: str,
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    parts = urlsplit(pg_dsn)
+    nowhere = urlunsplit(parts._replace(netloc=f"alice:pa%40ss-zz@127.0.0.1:{port}"))
+    journal = PostgresJournal(nowhere, connect_timeout=5)
+    with pytest.raises(ConfigError, match="check that the database is up") as info:
+        await journal.open()
+    assert f"postgresql://alice@127.0.0.1:{port}/" in str(info.value)
+    assert "pa%40ss" not in str(info.value) and "pa@ss" not in str(info.value)
+    with pytest.raises(JournalError, match="is not open"):
+        await journal.begin(intent())
 
 
 def test_a_location_that_is_no_dsn_is_refused() -> None:
