@@ -11,13 +11,14 @@ Same protocol, same semantics
 Group commit
     ``begin``, ``record`` and ``settle`` are queued; one writer task takes everything queued
     (everything submitted in one turn of the event loop, and whatever came while the last
-    batch was being written) and writes it in one transaction: the fenced intents' claims
-    read (and share-locked) with one query, the entries inserted with one multi-row
-    statement, the outcomes with one ``UPDATE ... FROM unnest(...)``. Under load one commit
-    serves many transitions. A batch that fails is replayed one write at a time, each in its
-    own transaction, so that a bad write (a settle of an entry already settled, a text
-    PostgreSQL cannot store) fails for its caller alone. Reads and the other operations wait
-    for the writes queued before them, so a caller reads what it wrote.
+    batch was being written) and writes it with one statement, so in one transaction and one
+    round trip (:data:`_BATCH`): the fenced intents' claims read and share-locked, the
+    waves first named, the entries as one multi-row ``INSERT``, the outcomes as one
+    ``UPDATE ... FROM unnest(...)``. Under load one commit serves many transitions. A batch
+    that fails is replayed one write at a time, each in a statement of its own, so that a
+    bad write (a settle of an entry already settled, a text PostgreSQL cannot store) fails
+    for its caller alone. Reads and the other operations wait for the writes queued before
+    them, so a caller reads what it wrote.
 
 The database's clock
     Leases are stamped and compared with the database's ``clock_timestamp()`` (as unix
@@ -340,6 +341,11 @@ _LOST: Final = (
     asyncpg.exceptions.DeadlockDetectedError,
 )
 """Errors after which the same call is retried on a (new) connection."""
+_CONTENDED: Final = (
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+)
+"""Of those, the ones that mean another worker's transaction came in the way (not logged)."""
 
 
 def _lost(exc: BaseException) -> bool:
@@ -538,9 +544,9 @@ class PostgresJournal(Journal):
         self._writer: asyncio.Task[None] | None = None
         self._busy = False
         self._waves_known: set[str] = set()
-        self.operations = 0
-        self.batches = 0
-        self.largest_batch = 0
+        self._operations = 0
+        self._batches = 0
+        self._largest_batch = 0
         self._in_flight = 0
 
     @property
@@ -553,7 +559,7 @@ class PostgresJournal(Journal):
 
     def stats(self) -> JournalStats:
         """Counters since open: writes, batches (transactions), largest batch, in flight."""
-        return JournalStats(self.operations, self.batches, self.largest_batch, self._in_flight)
+        return JournalStats(self._operations, self._batches, self._largest_batch, self._in_flight)
 
     def _scrub(self, text: str) -> str:
         text = text.replace(self._dsn, self._shown)
@@ -693,9 +699,9 @@ class PostgresJournal(Journal):
 
     async def _write(self, writes: list[_Write]) -> None:
         """Write a batch in one transaction; replay it write by write when one is refused."""
-        self.operations += len(writes)
-        self.batches += 1
-        self.largest_batch = max(self.largest_batch, len(writes))
+        self._operations += len(writes)
+        self._batches += 1
+        self._largest_batch = max(self._largest_batch, len(writes))
         try:
             results = await self._retrying(
                 "write", lambda conn, retry: self._transaction(conn, writes, retry)
@@ -849,7 +855,7 @@ class PostgresJournal(Journal):
                         f"{self._scrub(str(exc)) or type(exc).__name__}; check that the "
                         "database is up; what was not written is not pushed"
                     ) from None
-                if not retry:
+                if not retry and not isinstance(exc, _CONTENDED):
                     _log.warning(
                         "journal connection lost, retrying",
                         journal=self._shown,
