@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import structlog
 from sms_flow.errors import ClaimLostError, ConfigError, JournalError
 from sms_flow.journal import Intent, Outcome, is_dsn
 from sms_flow.journal_postgres import SCHEMA_VERSION, PostgresJournal, redact_dsn
-from tests.conftest import REPO, PostgresServer, eventually
+from tests.conftest import REPO, PostgresServer, Spawner, eventually
 
 ENDPOINT = "https://sms.example.com"
 
@@ -374,6 +375,45 @@ async def test_a_restart_of_the_database_mid_stream_loses_nothing_and_repeats_no
     assert await rows(
         pg_dsn, "SELECT count(*) FROM sms_flow.entries WHERE outcome = 'pending'"
     ) == [(0,)]
+
+
+_CHILD_STREAM = """
+import asyncio, sys
+from sms_flow.journal import Intent, Outcome
+from sms_flow.journal_postgres import PostgresJournal
+
+async def worker(journal, k):
+    while True:
+        entry_id = await journal.begin(Intent(f"s{k}", None, "A", "B", "wave:w1", None))
+        print(f"begun {entry_id}", flush=True)
+        if k % 2 == 0:
+            await journal.settle(entry_id, Outcome.APPLIED)
+            print(f"settled {entry_id}", flush=True)
+
+async def main(dsn):
+    async with PostgresJournal(dsn) as journal:
+        await asyncio.gather(*(worker(journal, k) for k in range(8)))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_sigkill_mid_stream_loses_nothing_acknowledged(pg_dsn: str, spawn: Spawner) -> None:
+    child = spawn.python("-c", _CHILD_STREAM, pg_dsn)
+    begun: set[int] = set()
+    settled: set[int] = set()
+    while len(settled) < 300:  # killed mid-stream, once 300 settles have returned
+        word, number = (await child.areadline()).split()
+        (begun if word == "begun" else settled).add(int(number))
+    assert child.kill() == -signal.SIGKILL
+
+    async with PostgresJournal(pg_dsn) as journal:
+        history = await journal.history()
+    outcomes = {e.id: e.outcome for e in history}
+    assert begun <= outcomes.keys()
+    assert all(outcomes[i] is Outcome.APPLIED for i in settled)
+    odd = [e.outcome for e in history if int(e.source_id[1:]) % 2]
+    assert odd and all(outcome is Outcome.PENDING for outcome in odd)
 
 
 # --- the fixture ---------------------------------------------------------------------------
