@@ -35,9 +35,10 @@ Fencing and row locks
     come from one sequence.
 
 A lost connection
-    A call that loses its connection (the database restarted, the network dropped) is
-    retried on a new one, with growing pauses, for up to ``reconnect_for`` seconds (60 by
-    default), then fails with a :class:`~sms_flow.errors.JournalError`. Nothing is lost or
+    A call that loses its connection (the database restarted, the network dropped, or a
+    statement went unanswered for 30 s) is retried on a new one, with growing pauses, for
+    up to ``reconnect_for`` seconds (60 by default), then fails with a
+    :class:`~sms_flow.errors.JournalError`. Nothing is lost or
     written twice: every entry carries a key made by this process (``write_key``), and every
     outcome another (``settle_key``), so a retry after a commit whose answer was lost finds
     what it already wrote instead of writing it again.
@@ -106,6 +107,10 @@ __all__ = ["SCHEMA_VERSION", "PostgresJournal", "redact_dsn"]
 _log = get_logger("sms_flow.journal")
 
 _T = TypeVar("_T")
+
+_UNANSWERED: Final = 30.0
+"""Seconds a statement may go unanswered before its connection counts as lost (a network
+that drops packets without a word); the call is then retried like any other."""
 
 MAX_BATCH: Final = 4096
 """The most writes the writer takes into one transaction."""
@@ -582,7 +587,7 @@ class PostgresJournal(Journal):
             min_size=0,  # no background reconnects while the database is away
             max_size=self._pool_size,
             timeout=self._connect_timeout,
-            command_timeout=None,
+            command_timeout=_UNANSWERED,
         )
         try:
             await pool
