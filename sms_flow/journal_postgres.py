@@ -26,6 +26,12 @@ The database's clock
     entry's ``created_at`` and ``settled_at`` are the writing worker's :func:`time.time`,
     as in every back end: they tell a person when, they decide nothing.
 
+Claims made together
+    Claims queued in one turn of the event loop (a wave's workers each claiming the source
+    it is about to push, say) are made together: those of one run and endpoint (and the same
+    ``steal`` and ``reason``) in one transaction, each caller getting the answer for its own
+    sources. A source two callers of one run ask for at once is granted to both alike.
+
 Fencing and row locks
     A fenced ``begin`` share-locks its source's claim row (``FOR SHARE``) while it checks the
     run holds it and is live and inserts the intent; a claim that takes the row over locks
@@ -549,6 +555,9 @@ class PostgresJournal(Journal):
         self._writer: asyncio.Task[None] | None = None
         self._busy = False
         self._waves_known: set[str] = set()
+        self._claims: dict[tuple[str, str, bool, str | None], list[tuple[list[str], Any]]] = {}
+        """Claims queued: by run, endpoint, steal and reason, each asker's sources and future."""
+        self._claimer: asyncio.Task[None] | None = None
         self._operations = 0
         self._batches = 0
         self._largest_batch = 0
@@ -650,6 +659,8 @@ class PostgresJournal(Journal):
         self._wake.set()
         if self._writer is not None:
             await self._writer  # finishes every queued write first
+        if self._claimer is not None:
+            await self._claimer  # and answers every claim asked before
         await self._pool.close()
 
     def _live(self) -> None:
@@ -870,9 +881,15 @@ class PostgresJournal(Journal):
             await asyncio.sleep(pause)  # back off while the database comes back
             pause = min(pause * 2, 1.0)
 
-    async def _call(self, doing: str, call: Callable[[Any, bool], Awaitable[_T]]) -> _T:
-        """A read or an operation outside the batches: after the writes queued before it."""
-        await self._barrier()
+    async def _call(
+        self, doing: str, call: Callable[[Any, bool], Awaitable[_T]], *, after_writes: bool = True
+    ) -> _T:
+        """A read or an operation outside the batches: after the writes queued before it
+        (unless not ``after_writes``: a claim or a heartbeat, which none of them changes)."""
+        if after_writes:
+            await self._barrier()
+        else:
+            self._live()
         try:
             return await self._retrying(doing, call)
         except SmsFlowError:
@@ -1142,7 +1159,7 @@ class PostgresJournal(Journal):
                 owner=run,
             )
 
-        run: Run = _raised(await self._call("renew a lease", beat))
+        run: Run = _raised(await self._call("renew a lease", beat, after_writes=False))
         return run
 
     async def end_run(self, run_id: str, *, reason: str = "ended") -> None:
@@ -1168,13 +1185,52 @@ class PostgresJournal(Journal):
         ids = list(dict.fromkeys(source_id_list(source_ids, "claim")))
         if not ids:
             return Claimed()
+        self._live()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._claims.setdefault((run_id, endpoint, bool(steal), reason), []).append((ids, future))
+        if self._claimer is None or self._claimer.done():
+            self._claimer = asyncio.create_task(
+                self._claim_queued(), name=f"sms-flow-claims:{self}"
+            )
+        claimed: Claimed = _raised(await future)
+        return claimed
+
+    async def _claim_queued(self) -> None:
+        """Make the queued claims, those of one run, endpoint and mind (steal, reason) in one
+        transaction; and again, while more were queued meanwhile."""
+        while self._claims:
+            queued, self._claims = self._claims, {}
+            await asyncio.gather(*(self._claim_together(key, asks) for key, asks in queued.items()))
+
+    async def _claim_together(
+        self, key: tuple[str, str, bool, str | None], asks: list[tuple[list[str], Any]]
+    ) -> None:
+        run_id, endpoint, steal, reason = key
+        every = list(dict.fromkeys(source_id for ids, _ in asks for source_id in ids))
 
         async def claim(conn: Any, retry: bool) -> Claimed | LeaseLostError:
             async with conn.transaction():
-                return await _claim(conn, run_id, endpoint, ids, steal, reason)
+                return await _claim(conn, run_id, endpoint, every, steal, reason)
 
-        claimed: Claimed = _raised(await self._call("claim sources", claim))
-        return claimed
+        try:
+            claimed: Claimed | Exception = await self._call(
+                "claim sources", claim, after_writes=False
+            )
+        except Exception as exc:
+            claimed = exc
+        for ids, future in asks:
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(claimed, Exception):
+                future.set_result(claimed)
+                continue
+            future.set_result(
+                Claimed(
+                    {s: claimed.granted[s] for s in ids if s in claimed.granted},
+                    {s: claimed.refused[s] for s in ids if s in claimed.refused},
+                    {s: claimed.taken_from[s] for s in ids if s in claimed.taken_from},
+                )
+            )
 
     async def adopt(self, entry_id: int, run_id: str) -> None:
         async def adopt(conn: Any, retry: bool) -> SmsFlowError | None:

@@ -197,6 +197,28 @@ async def test_two_workers_claiming_the_same_sources_at_once_never_both_get_one(
     assert {s for s, r in holders.items() if r == runs[0]} == got_a
 
 
+async def test_claims_asked_at_once_each_get_the_answer_for_their_own_sources(
+    journal: PostgresJournal,
+) -> None:
+    wave = (await journal.start_run("wave", name="w1", endpoint=ENDPOINT, actor="w")).run
+    other = (await journal.start_run("set", name=None, endpoint=ENDPOINT, actor="cli")).run
+    await journal.claim(other.run_id, ENDPOINT, ["held"])
+
+    a, b, c, elsewhere = await asyncio.gather(
+        journal.claim(wave.run_id, ENDPOINT, ["s1", "s2"]),
+        journal.claim(wave.run_id, ENDPOINT, ["s2", "s3", "held"]),
+        journal.claim(wave.run_id, ENDPOINT, ["s4"], steal=True, reason="mine now"),
+        journal.claim(wave.run_id, "https://other", ["s1"]),
+    )
+
+    assert list(a.granted) == ["s1", "s2"] and a.refused == {}
+    assert list(b.granted) == ["s2", "s3"] and b.granted["s2"] == a.granted["s2"]
+    assert {s: r.run_id for s, r in b.refused.items()} == {"held": other.run_id}
+    assert list(c.granted) == ["s4"] and list(elsewhere.granted) == ["s1"]
+    tokens = [a.granted["s1"], a.granted["s2"], b.granted["s3"], c.granted["s4"]]
+    assert len(set(tokens)) == 4 and elsewhere.granted["s1"] not in tokens
+
+
 async def test_a_takeover_sees_every_intent_written_under_the_claim_it_took(
     pg_dsn: str,
 ) -> None:
