@@ -234,7 +234,7 @@ _ADD_WAVES: Final = (
     "INSERT INTO sms_flow.waves (name) SELECT name FROM unnest($1::text[]) WITH ORDINALITY "
     "AS w(name, ord) ORDER BY ord ON CONFLICT (name) DO NOTHING"
 )
-# The claims of fenced intents, share-locked until the intents are in: a takeover waits.
+# The claim of an entry adopted, share-locked until the entry is the run's: a takeover waits.
 _CLAIMS_OF: Final = (
     "SELECT c.endpoint, c.source_id, c.run_id, c.token, c.reason, "
     f"(r.ended_at IS NULL AND r.expires_at > {_NOW}) AS live "
