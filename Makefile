@@ -38,7 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 diagram: $(STAMP)
-	$(BIN)/sms-flow diagram --format mermaid --output statecharts/sms-source.md
+	$(BIN)/sms-flow diagram --format markdown --output statecharts/sms-source.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -14,5 +14,7 @@ B2     :mod:`benchmarks.b2_tracking`         tracking 100,000 sources in the eng
 B3     :mod:`benchmarks.b3_push`             10,000 signed, journalled pushes
 B4     :mod:`benchmarks.b4_wave`             a 2,000-source wave to FINISHED/cutovered
 B5     :mod:`benchmarks.b5_recovery`         settling 10,000 open intents
+B6     :mod:`benchmarks.b6_startup`          ``sms-flow check`` start-up
+B10    :mod:`benchmarks.b10_history`         ``history --wave`` of 100,000 entries
 =====  ====================================  ==========================================
 """

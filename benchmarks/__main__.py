@@ -10,7 +10,8 @@
 Each benchmark's module docstring says what it measures. The table gives, per figure, the
 baselines measured in the same run and the ratio figure / baseline, the target and whether it
 is met. Figures of a scaled-down run are judged against the target after scaling linearly
-where the target is per source (B2, B5); rates are judged as measured.
+where the target is per source (B2, B5) or per entry (B10's time); rates are judged as
+measured.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 from benchmarks._common import SHARED_CORES_NOTE, Figure, load_average, machine_info
 
 _DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
-_IDS = ("B1", "B2", "B3", "B4", "B5", "B6")
+_IDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B10")
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -56,6 +57,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         },
         "B5": {"intents": 600 if quick else 10_000, "repeat": repeat or 1},
         "B6": {"runs": 10 if quick else 30, "cold_runs": 1 if quick else 3},
+        "B10": {"entries": 10_000 if quick else 100_000, "repeat": repeat or 1},
     }
     overrides = {
         ("B1", "checks"): args.b1_checks,
@@ -65,6 +67,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         ("B4", "sources"): args.b4_sources,
         ("B5", "intents"): args.b5_intents,
         ("B6", "runs"): args.b6_runs,
+        ("B10", "entries"): args.b10_entries,
     }
     for (bench, key), value in overrides.items():
         if value is not None:
@@ -84,8 +87,10 @@ def _runner(bench: str) -> Callable[..., list[Figure]]:
         from benchmarks.b4_wave import run
     elif bench == "B5":
         from benchmarks.b5_recovery import run
-    else:
+    elif bench == "B6":
         from benchmarks.b6_startup import run
+    else:
+        from benchmarks.b10_history import run
     return run
 
 
@@ -175,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     sizes.add_argument("--b4-sources", type=int, metavar="N")
     sizes.add_argument("--b5-intents", type=int, metavar="N")
     sizes.add_argument("--b6-runs", type=int, metavar="N", help="timed runs of each side")
+    sizes.add_argument("--b10-entries", type=int, metavar="N", help="journal entries of the wave")
     return p
 
 

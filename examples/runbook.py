@@ -5,7 +5,8 @@ Run: python examples/runbook.py
 
 Against the simulator (a stand-in for the service), some sources start out stuck:
   - STOPPED by someone: the service ignores changestate there; the task must be started
-    again (POST /v3/tasks/{task_id}/action "start"). The runbook does that, then resumes.
+    again (POST /v3/tasks/{task_id}/action "start"). The wave fails such a source at once
+    (ActionNeededError, saying what to call); the runbook makes the call, then resumes.
   - gone (404): nothing to do but tell a person.
 and the service throws 5xx and 429 answers now and then, which retries absorb.
 """
@@ -42,7 +43,6 @@ async def main() -> int:
                 "endpoint": sim.url,
                 "sources": {"ids": [*ids, MISSING]},
                 "concurrency": 8,
-                "service_wait": 0.5,  # a stopped task never starts by itself: do not wait long
             }
         )
         for attempt in range(1, 4):
@@ -55,8 +55,8 @@ async def main() -> int:
             by_kind: dict[str, list[str]] = defaultdict(list)
             for record in report.failed:
                 by_kind[record.error_type or "?"].append(record.source_id)
-            for source_id in by_kind.pop("WaitTimeoutError", []):
-                print(f"  {source_id}: waiting for a task action; starting the task again")
+            for source_id in by_kind.pop("ActionNeededError", []):
+                print(f"  {source_id}: needs a task action; starting the task again")
                 await start_task_again(sim, source_id)
             for kind in ("ServerError", "ConnectError", "RequestTimeoutError", "ThrottledError"):
                 for source_id in by_kind.pop(kind, []):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sms_flow.chart import Basis, By, Chart, Edge, StateInfo, default_chart, load_chart
 from sms_flow.errors import (
+    ActionNeededError,
     ApiError,
     AuthError,
     ChartError,
@@ -135,6 +136,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ActionNeededError",
     "AkSkAuth",
     "ApiError",
     "AuthError",

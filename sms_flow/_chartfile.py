@@ -20,7 +20,7 @@ from sms_flow._yaml import YamlProblem
 from sms_flow._yaml import load as load_yaml
 from sms_flow.errors import ChartError
 
-__all__ = ["ChartData", "StateData", "TransitionData", "parse"]
+__all__ = ["ChartData", "StateData", "TransitionData", "ViewData", "parse"]
 
 
 # -- what a checked file holds ----------------------------------------------------------
@@ -46,6 +46,16 @@ class TransitionData(TypedDict):
     by: Literal["client", "service", "action"]
     basis: Literal["documented", "inferred"]
     note: str
+    irreversible: bool
+    call: str | None
+
+
+class ViewData(TypedDict):
+    """One entry of ``views``: a picture of part of the chart, the edges of ``triggers``."""
+
+    title: str
+    note: str
+    triggers: list[str]
 
 
 class ChartData(TypedDict):
@@ -56,6 +66,7 @@ class ChartData(TypedDict):
     initial: str
     states: dict[str, StateData]
     transitions: list[TransitionData]
+    views: dict[str, ViewData]
 
 
 # -- the file's schema ------------------------------------------------------------------
@@ -81,6 +92,8 @@ class _TransitionSpec(BaseModel):
     by: Literal["client", "service", "action"] = "client"
     basis: Literal["documented", "inferred"]
     note: str = ""
+    irreversible: bool = False
+    call: str | None = Field(None, min_length=1, max_length=500)
 
     @field_validator("from_", mode="before")
     @classmethod
@@ -97,6 +110,14 @@ class _TransitionSpec(BaseModel):
         return value
 
 
+class _ViewSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str = Field(min_length=1)
+    note: str = ""
+    triggers: list[str] = Field(min_length=1)
+
+
 class _ChartSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -105,6 +126,7 @@ class _ChartSpec(BaseModel):
     initial: str
     states: dict[str, _StateSpec] = Field(min_length=1)
     transitions: list[_TransitionSpec] = Field(min_length=1)
+    views: dict[str, _ViewSpec] = Field(default_factory=dict)
 
 
 def _pydantic_entry(loc: tuple[int | str, ...], raw: Any) -> str:

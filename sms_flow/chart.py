@@ -12,7 +12,7 @@ Loading reports every mistake it finds with the file name and the offending entr
 that cannot be read (not a regular file, over 1 MiB: :mod:`sms_flow._textfile`), YAML that
 does not parse, a duplicated key, collections nested too deep, a field of the wrong type, an
 unknown state, a cycle not permitted for a state, an edge pushed out of a frozen state, a
-trigger that is ambiguous from one state, an unreachable state, and a non-final state with
+``call`` on a move that is not ``by: action``, a trigger that is ambiguous from one state, an unreachable state, and a non-final state with
 no way out or no way to a final state. The YAML and the fields are the file's schema, in
 :mod:`sms_flow._chartfile` (with :mod:`sms_flow._yaml` and pydantic, imported only when a
 chart's text is read); the rest are made here.
@@ -45,7 +45,7 @@ from sms_flow.states import (
 )
 
 if TYPE_CHECKING:
-    from sms_flow._chartfile import ChartData, TransitionData
+    from sms_flow._chartfile import ChartData, TransitionData, ViewData
 
 __all__ = [
     "Basis",
@@ -53,6 +53,7 @@ __all__ = [
     "Chart",
     "Edge",
     "StateInfo",
+    "View",
     "cache_dir",
     "default_chart",
     "default_chart_path",
@@ -105,6 +106,12 @@ class Edge:
     note: str
     entry: int
     """Index of the transition in the chart file that this edge comes from."""
+    irreversible: bool = False
+    """True when the move cannot be undone (a launched target, cleared snapshots, a deleted
+    record): ``set --path`` takes it only when asked for it (its destination requested, or
+    ``--allow TRIGGER``)."""
+    call: str | None = None
+    """For a ``by: action`` move: what makes it (the API call an operator makes)."""
 
     @property
     def pushable(self) -> bool:
@@ -113,6 +120,18 @@ class Edge:
 
     def __str__(self) -> str:
         return f"{self.trigger}: {self.source} → {self.dest}"
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A named picture of part of the chart: the edges of ``triggers`` and the states they
+    join (``sms-flow diagram --view NAME``). The view named ``overview`` is the one a newcomer
+    sees first (the README's)."""
+
+    name: str
+    title: str
+    note: str
+    triggers: tuple[str, ...]
 
 
 # -- the chart ------------------------------------------------------------------------
@@ -138,6 +157,7 @@ class Chart:
         "states",
         "triggers",
         "version",
+        "views",
     )
 
     name: str
@@ -149,6 +169,7 @@ class Chart:
     pairs: tuple[StatePair, ...]
     edges: tuple[Edge, ...]
     triggers: tuple[str, ...]
+    views: Mapping[str, View]
 
     def __init__(self, data: ChartData, *, source: str, digest: str) -> None:
         problems: list[tuple[str, str]] = []
@@ -222,6 +243,7 @@ class Chart:
         self._edge_of = edge_of
         self._out = {p: tuple(es) for p, es in out.items()}
         self.triggers = tuple(dict.fromkeys(e.trigger for e in self.edges))
+        self.views = self._views(data.get("views", {}), problems)
 
         if initial is not None:
             self.initial = initial
@@ -230,6 +252,34 @@ class Chart:
             raise ChartError(source, problems)
 
     # -- construction helpers ---------------------------------------------------------
+
+    def _views(
+        self, raw: Mapping[str, ViewData], problems: list[tuple[str, str]]
+    ) -> dict[str, View]:
+        """The file's ``views``, each trigger checked against the chart's."""
+        views: dict[str, View] = {}
+        known = set(self.triggers)
+        for name, view in raw.items():
+            entry = f"views.{name}"
+            if not name.isidentifier() or name == "all":
+                problems.append(
+                    (entry, f"a view's name is a word (letters, digits, _), not {name!r} or 'all'")
+                )
+                continue
+            unknown = [t for t in view["triggers"] if t not in known]
+            if unknown:
+                problems.append(
+                    (
+                        f"{entry}.triggers",
+                        f"no transition has the trigger(s) {', '.join(map(repr, unknown))}; "
+                        f"the chart's triggers: {', '.join(self.triggers)}",
+                    )
+                )
+                continue
+            views[name] = View(
+                name, view["title"], view["note"].strip(), tuple(dict.fromkeys(view["triggers"]))
+            )
+        return views
 
     def _resolve_pair(
         self, text: str, entry: str, problems: list[tuple[str, str]]
@@ -318,6 +368,16 @@ class Chart:
                     sources.append(pair)
 
         by, basis, note = By(tr["by"]), Basis(tr["basis"]), tr["note"].strip().rstrip(".")
+        irreversible = bool(tr.get("irreversible", False))
+        call = (tr.get("call") or "").strip() or None
+        if call is not None and by is not By.ACTION:
+            problems.append(
+                (
+                    f"{entry}.call",
+                    f"call {call!r} is for moves another API makes; this one is by: {by.value}: "
+                    "remove call, or set by: action",
+                )
+            )
         edges: list[Edge] = []
         for src in dict.fromkeys(sources):
             src_info = self.states[src.copystate]
@@ -343,7 +403,7 @@ class Chart:
             if dest == src:
                 problems.append((entry, f"the move from {src} leads back to itself"))
                 continue
-            edges.append(Edge(trigger, src, dest, by, basis, note, index))
+            edges.append(Edge(trigger, src, dest, by, basis, note, index, irreversible, call))
         return edges
 
     def _check_graph(self, problems: list[tuple[str, str]]) -> None:

@@ -2,7 +2,9 @@
 
 Nodes are copystates; each carries the migration cycles it may be paired with. Edges are
 labelled with their trigger, the cycle they set when they change it, and who makes them
-when it is not a changestate call. Frozen states (the service ignores changestate in them)
+when it is not a changestate call; moves that cannot be undone (``irreversible``) are marked
+⚠. A view (the chart file's ``views``) draws the edges of its triggers and the states they
+join. Frozen states (the service ignores changestate in them)
 are drawn dashed and marked ❄; final states lead to the end marker. Copystates are grouped
 by the chart's ``group``: one colour each in Mermaid (whose state diagrams cannot draw an
 edge between states inside two different composite states), one cluster each in dot.
@@ -12,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sms_flow.chart import By, Chart, Edge, StateInfo
+from sms_flow.chart import By, Chart, Edge, StateInfo, View
+from sms_flow.errors import InputError
 from sms_flow.states import CopyState
 
-__all__ = ["to_dot", "to_markdown", "to_mermaid"]
+__all__ = ["select_view", "to_dot", "to_markdown", "to_mermaid"]
 
 # Group colours (fill, stroke), in the order groups are first met in the chart.
 _PALETTE = (
@@ -36,17 +39,57 @@ def _node_id(cs: CopyState) -> str:
     return f"s_{cs.value}"
 
 
-def _groups(chart: Chart) -> dict[str, list[StateInfo]]:
-    groups: dict[str, list[StateInfo]] = {}
-    for info in chart.states.values():
-        groups.setdefault(info.group, []).append(info)
-    return groups
+def select_view(chart: Chart, name: str | None) -> View | None:
+    """The chart's view called ``name``; None for ``None`` or ``"all"`` (the whole chart).
+
+    Raises :class:`~sms_flow.errors.InputError` naming the views there are.
+    """
+    if name is None or name == "all":
+        return None
+    view = chart.views.get(name)
+    if view is None:
+        there = ", ".join([*chart.views, "all"])
+        raise InputError(f"the chart {chart.name!r} has no view {name!r}; its views: {there}")
+    return view
 
 
-def _merged_edges(chart: Chart) -> list[tuple[CopyState, CopyState, str, By, str]]:
-    """Edges between copystates: (from, to, trigger, by, cycle text), in chart order."""
+class _Picture:
+    """What one diagram draws: the edges (of a view, or all) and the copystates they join."""
+
+    def __init__(self, chart: Chart, view: View | None) -> None:
+        if view is None:
+            self.edges = list(chart.edges)
+            shown = set(chart.states)
+        else:
+            wanted = set(view.triggers)
+            self.edges = [e for e in chart.edges if e.trigger in wanted]
+            shown = {e.source.copystate for e in self.edges} | {
+                e.dest.copystate for e in self.edges
+            }
+        self.states = [info for cs, info in chart.states.items() if cs in shown]
+        self.groups: dict[str, list[StateInfo]] = {}
+        for info in self.states:
+            self.groups.setdefault(info.group, []).append(info)
+        # Colours stay those of the whole chart, so a group looks the same in every view.
+        order = list(dict.fromkeys(info.group for info in chart.states.values()))
+        self.colour = {g: _PALETTE[order.index(g) % len(_PALETTE)] for g in self.groups}
+        # The start marker where the picture shows a move out of the initial state.
+        starts = view is None or any(e.source == chart.initial for e in self.edges)
+        self.initial = chart.initial if starts else None
+        # The end marker after a final state the picture shows a move into.
+        entered = {e.dest.copystate for e in self.edges}
+        self.finals = [
+            i for i in self.states if i.final and (view is None or i.copystate in entered)
+        ]
+
+
+def _merged_edges(
+    edges: Iterable[Edge],
+) -> list[tuple[CopyState, CopyState, str, By, str, bool]]:
+    """Edges between copystates: (from, to, trigger, by, cycle text, irreversible), in chart
+    order."""
     merged: dict[tuple[CopyState, CopyState, str], tuple[By, list[Edge]]] = {}
-    for edge in chart.edges:
+    for edge in edges:
         key = (edge.source.copystate, edge.dest.copystate, edge.trigger)
         merged.setdefault(key, (edge.by, []))[1].append(edge)
     out = []
@@ -54,7 +97,7 @@ def _merged_edges(chart: Chart) -> list[tuple[CopyState, CopyState, str, By, str
         changed = [e for e in edges if e.dest.migrationcycle != e.source.migrationcycle]
         cycles = sorted({e.dest.migrationcycle.value for e in changed})
         cycle_text = f"→ {', '.join(cycles)}" if changed else ""
-        out.append((src, dst, trigger, by, cycle_text))
+        out.append((src, dst, trigger, by, cycle_text, any(e.irreversible for e in edges)))
     return out
 
 
@@ -67,18 +110,18 @@ def _label(trigger: str, by: By, cycle_text: str) -> str:
     return " ".join(parts)
 
 
-def to_mermaid(chart: Chart) -> str:
-    """The chart as a Mermaid ``stateDiagram-v2``."""
+def to_mermaid(chart: Chart, view: View | None = None) -> str:
+    """The chart (or one of its views, :func:`select_view`) as a Mermaid ``stateDiagram-v2``."""
+    pic = _Picture(chart, view)
     lines = [
         "stateDiagram-v2",
         "    direction LR",
     ]
-    groups = _groups(chart)
-    for i, group in enumerate(groups):
-        fill, stroke = _PALETTE[i % len(_PALETTE)]
+    for group in pic.groups:
+        fill, stroke = pic.colour[group]
         lines.append(f"    classDef {group} fill:{fill},stroke:{stroke},color:#111")
     lines.append("    classDef frozen stroke-dasharray:6 4,stroke-width:2px")
-    for group, infos in groups.items():
+    for group, infos in pic.groups.items():
         lines.append(f"    %% group: {group}")
         for info in infos:
             cs = info.copystate
@@ -87,24 +130,25 @@ def to_mermaid(chart: Chart) -> str:
             lines.append(
                 f'    state "{cs.value}{flag}<br/><small>{cycles}</small>" as {_node_id(cs)}'
             )
-    initial = chart.initial
-    lines.append(
-        f"    [*] --> {_node_id(initial.copystate)} : registered ({initial.migrationcycle.value})"
-    )
+    initial = pic.initial
+    if initial is not None:
+        lines.append(
+            f"    [*] --> {_node_id(initial.copystate)} : registered ({initial.migrationcycle.value})"
+        )
     # One arrow per pair of copystates, its label listing every move between them: Mermaid
     # draws parallel arrows on top of each other, and keeps only one loop on a state.
     labels: dict[tuple[CopyState, CopyState], list[str]] = {}
-    for src, dst, trigger, by, cycle_text in _merged_edges(chart):
-        labels.setdefault((src, dst), []).append(_label(trigger, by, cycle_text))
+    for src, dst, trigger, by, cycle_text, irreversible in _merged_edges(pic.edges):
+        mark = " ⚠" if irreversible else ""
+        labels.setdefault((src, dst), []).append(_label(trigger, by, cycle_text) + mark)
     for (src, dst), texts in labels.items():
         lines.append(f"    {_node_id(src)} --> {_node_id(dst)} : {' / '.join(texts)}")
-    for info in chart.states.values():
-        if info.final:
-            lines.append(f"    {_node_id(info.copystate)} --> [*]")
-    for group, infos in groups.items():
+    for info in pic.finals:
+        lines.append(f"    {_node_id(info.copystate)} --> [*]")
+    for group, infos in pic.groups.items():
         ids = ",".join(_node_id(i.copystate) for i in infos)
         lines.append(f"    class {ids} {group}")
-    frozen = ",".join(_node_id(i.copystate) for i in chart.states.values() if i.frozen)
+    frozen = ",".join(_node_id(i.copystate) for i in pic.states if i.frozen)
     if frozen:
         lines.append(f"    class {frozen} frozen")
     return "\n".join(lines) + "\n"
@@ -114,18 +158,23 @@ def _dot_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def to_dot(chart: Chart) -> str:
-    """The chart as Graphviz dot, one cluster per group."""
+def to_dot(chart: Chart, view: View | None = None) -> str:
+    """The chart (or one of its views) as Graphviz dot, one cluster per group."""
+    pic = _Picture(chart, view)
     lines = [
         f"digraph {_dot_quote(chart.name)} {{",
         "  rankdir=TB;",
         '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize=10];',
-        '  start [shape=point, width=0.15, label=""];',
-        '  end [shape=doublecircle, width=0.2, label="", style=filled, fillcolor=black];',
     ]
-    for i, (group, infos) in enumerate(_groups(chart).items()):
-        fill, stroke = _PALETTE[i % len(_PALETTE)]
+    if pic.initial is not None:
+        lines.append('  start [shape=point, width=0.15, label=""];')
+    if pic.finals:
+        lines.append(
+            '  end [shape=doublecircle, width=0.2, label="", style=filled, fillcolor=black];'
+        )
+    for group, infos in pic.groups.items():
+        fill, stroke = pic.colour[group]
         lines.append(f"  subgraph {_dot_quote('cluster_' + group)} {{")
         lines.append(f"    label={_dot_quote(group)}; color={_dot_quote(stroke)};")
         for info in infos:
@@ -139,17 +188,18 @@ def to_dot(chart: Chart) -> str:
                 f"color={_dot_quote(stroke)}, style={style}];"
             )
         lines.append("  }")
-    initial = chart.initial
-    lines.append(
-        f"  start -> {_node_id(initial.copystate)} [label={_dot_quote(initial.migrationcycle.value)}];"
-    )
-    for src, dst, trigger, by, cycle_text in _merged_edges(chart):
+    initial = pic.initial
+    if initial is not None:
+        lines.append(
+            f"  start -> {_node_id(initial.copystate)} "
+            f"[label={_dot_quote(initial.migrationcycle.value)}];"
+        )
+    for src, dst, trigger, by, cycle_text, irreversible in _merged_edges(pic.edges):
         style = "" if by is By.CLIENT else ", style=dashed"
-        label = _dot_quote(_label(trigger, by, cycle_text))
+        label = _dot_quote(_label(trigger, by, cycle_text) + (" ⚠" if irreversible else ""))
         lines.append(f"  {_node_id(src)} -> {_node_id(dst)} [label={label}{style}];")
-    for info in chart.states.values():
-        if info.final:
-            lines.append(f"  {_node_id(info.copystate)} -> end;")
+    for info in pic.finals:
+        lines.append(f"  {_node_id(info.copystate)} -> end;")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -175,8 +225,33 @@ def _from_text(chart: Chart, edges: list[Edge]) -> str:
     return ", ".join(parts)
 
 
+def _views_markdown(chart: Chart) -> list[str]:
+    """The overview first, then every other view, then the whole chart: a title, the view's
+    note, how to draw it, and its Mermaid diagram."""
+    lines: list[str] = []
+    views = sorted(chart.views.values(), key=lambda v: v.name != "overview")
+    for view in [*views, None]:
+        if view is None:
+            title, note, name = "The whole chart", "Every state and every move at once.", "all"
+        else:
+            title, note, name = view.title, view.note, view.name
+        lines += [
+            f"## {title}",
+            "",
+            *([note, ""] if note else []),
+            f"`sms-flow diagram --view {name}`",
+            "",
+            "```mermaid",
+            to_mermaid(chart, view).rstrip("\n"),
+            "```",
+            "",
+        ]
+    return lines
+
+
 def to_markdown(chart: Chart) -> str:
-    """A Markdown page: the Mermaid diagram, then every state and every transition."""
+    """A Markdown page: the overview, each view and the whole chart as Mermaid diagrams, then
+    every state and every transition."""
     lines = [
         f"# Statechart `{chart.name}` (version {chart.version})",
         "",
@@ -186,13 +261,12 @@ def to_markdown(chart: Chart) -> str:
         "they may be paired with; colours are groups. **❄ frozen**: the service ignores "
         "changestate there (it answers 200 and changes nothing), so the moves out of it are "
         "made by the service. Edge labels: the trigger, `→ cycle` when the move sets another "
-        "migration cycle, `[by service]` when the service makes the move by itself and "
-        "`[by action]` when it makes it in answer to another API call (a task action, a delete).",
+        "migration cycle, `[by service]` when the service makes the move by itself, "
+        "`[by action]` when it makes it in answer to another API call (a task action, a "
+        "delete; the table's `call` says which). **⚠** marks a move that cannot be undone "
+        "(irreversible: `set --path` takes it only when asked for it).",
         "",
-        "```mermaid",
-        to_mermaid(chart).rstrip("\n"),
-        "```",
-        "",
+        *_views_markdown(chart),
         "## States",
         "",
     ]
@@ -224,10 +298,12 @@ def to_markdown(chart: Chart) -> str:
                 _from_text(chart, edges),
                 ", ".join(dests),
                 first.by.value,
+                "⚠ yes" if first.irreversible else "",
+                f"`{first.call}`" if first.call else "",
                 first.basis.value,
                 first.note,
             )
         )
-    lines += _table(("trigger", "from", "to", "by", "basis", "note"), rows)
+    lines += _table(("trigger", "from", "to", "by", "irreversible", "call", "basis", "note"), rows)
     lines.append("")
     return "\n".join(lines)

@@ -46,7 +46,10 @@ caller with a note saying so. :mod:`sms_flow.machine` describes the callbacks in
 Transitions for one source are serialized (first come, first served); different sources run
 concurrently. Moves the service makes itself (``by: service`` or ``by: action`` edges) are
 waited for by polling, never pushed; when one is seen, its state change and ``after``
-callbacks run through the machine too (there is nothing to gate: it has happened).
+callbacks run through the machine too (there is nothing to gate: it has happened). A move
+only another API call makes (``by: action``) is not waited for on a path unless the caller
+asks (:meth:`Engine.take`): nothing would make it by itself, so the step fails at once with
+:class:`~sms_flow.errors.ActionNeededError`, which says what to call.
 """
 
 from __future__ import annotations
@@ -59,8 +62,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
-from sms_flow.chart import Chart, Edge, default_chart
+from sms_flow.chart import By, Chart, Edge, default_chart
 from sms_flow.errors import (
+    ActionNeededError,
     ApiError,
     ClaimLostError,
     ConfigError,
@@ -89,7 +93,15 @@ from sms_flow.planner import Planner, Reason, ReasonCode, RequestLike, Verdict
 from sms_flow.states import StatePair, StateRequest, parse_pair
 from sms_flow.wire import SourceServer
 
-__all__ = ["DEFAULT_MAX_AGE", "Engine", "Resettled", "SmsApi", "StepResult", "WaitPolicy"]
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "Engine",
+    "Resettled",
+    "SmsApi",
+    "StepResult",
+    "WaitPolicy",
+    "what_to_call",
+]
 
 _log = get_logger("sms_flow.engine")
 
@@ -970,19 +982,12 @@ class Engine:
             return pushed
         try:
             await self.verify_applied(source_id, origin, dest, pushed.request_id)
-        except IgnoredByServiceError as exc:
+        except (IgnoredByServiceError, ReadBackMismatchError) as exc:
+            # Ignored: frozen, the service took no notice; a mismatch: someone else's state.
+            ignored = isinstance(exc, IgnoredByServiceError)
             await self._settle(
                 entry_id,
-                Outcome.IGNORED,
-                error=str(exc),
-                request_id=pushed.request_id,
-                attempts=pushed.attempts,
-            )
-            raise
-        except ReadBackMismatchError as exc:
-            await self._settle(
-                entry_id,
-                Outcome.CONFLICT,
+                Outcome.IGNORED if ignored else Outcome.CONFLICT,
                 error=str(exc),
                 request_id=pushed.request_id,
                 attempts=pushed.attempts,
@@ -1173,12 +1178,18 @@ class Engine:
         *,
         wave: str | None = None,
         within: float | None = None,
+        wait_for_action: bool = True,
     ) -> StepResult:
         """Poll the source, with backoff, until the service moves it out of its state.
 
         ``edge`` is the move expected (for the message); any move is accepted and recorded
         as ``observed`` in the journal. A move the chart does not permit is recorded too,
-        with a note saying so. Raises :class:`~sms_flow.errors.WaitTimeoutError`.
+        with a note saying so. Raises :class:`~sms_flow.errors.WaitTimeoutError` after
+        ``within`` seconds (default: the wait policy's timeout).
+
+        With ``wait_for_action=False`` and a ``by: action`` edge (a move only another API call
+        makes), the source is read once: moved, it is recorded as above; else
+        :class:`~sms_flow.errors.ActionNeededError` says at once what to call.
         """
         await self._locks.acquire(source_id)
         try:
@@ -1191,6 +1202,8 @@ class Engine:
                 observed = await self._read(source_id)
                 if observed != current:
                     return await self._observed(source_id, current, observed, edge, wave, started)
+                if edge is not None and edge.by is By.ACTION and not wait_for_action:
+                    raise _action_needed(source_id, current, edge)
                 left = limit - (time.monotonic() - started)
                 if left <= 0:
                     expected = f" ({edge.trigger} → {edge.dest})" if edge is not None else ""
@@ -1198,8 +1211,9 @@ class Engine:
                         f"source {source_id}: waited {limit:.0f}s for the service to move it out of "
                         f"{current}{expected}; it did not. "
                         + (
-                            f"This move happens when another API is called: {edge.note}"
-                            if edge and edge.note
+                            f"This move happens when another API is called: {edge.note}; "
+                            f"call {what_to_call(edge, source_id)}"
+                            if edge is not None and edge.by is By.ACTION
                             else ""
                         ),
                         source_id=source_id,
@@ -1401,13 +1415,18 @@ class Engine:
         reason: str | None = None,
         force: bool = False,
         wave: str | None = None,
+        within: float | None = None,
+        wait_for_actions: bool = False,
     ) -> list[StepResult]:
         """Move a source to a requested state (``StateRequest``, pair or ``"COPYSTATE/cycle"``).
 
         Without ``follow_path`` the change must be one permitted move, else
         :class:`~sms_flow.errors.TransitionRejected` carries the reasons and the shortest
-        legal path. With it, that path is pushed step by step, waiting for the service
-        where it makes a move. Returns the steps done (empty when already there).
+        legal path. With it, that path is taken step by step (:meth:`take`): pushed, or
+        waited for where the service makes a move by itself (``within`` seconds at most,
+        default the wait policy's); a move only another API call makes (``by: action``)
+        raises :class:`~sms_flow.errors.ActionNeededError` saying what to call, unless
+        ``wait_for_actions``. Returns the steps done (empty when already there).
         """
         _check_text(source_id, "source_id")
         current = await self._current(source_id)
@@ -1462,13 +1481,70 @@ class Engine:
                     "it was changed meanwhile",
                     source_id=source_id,
                 )
-            if step.pushable and not self.chart.is_frozen(step.source):
-                results.append(
-                    await self.fire(source_id, step.trigger, actor=actor, reason=reason, wave=wave)
+            results.append(
+                await self.take(
+                    source_id,
+                    step,
+                    actor=actor,
+                    reason=reason,
+                    wave=wave,
+                    within=within,
+                    wait_for_action=wait_for_actions,
                 )
-            else:
-                results.append(await self.wait_for_service(source_id, step, wave=wave))
+            )
         return results
+
+    async def take(
+        self,
+        source_id: str,
+        step: Edge,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        wave: str | None = None,
+        within: float | None = None,
+        wait_for_action: bool = False,
+    ) -> StepResult:
+        """Make one step of a path: push it, or wait for the service to make it.
+
+        A ``by: client`` step out of a state that is not frozen is pushed (:meth:`fire`);
+        any other is waited for (:meth:`wait_for_service`, ``within`` seconds at most), and
+        one only another API call makes (``by: action``) only with ``wait_for_action``:
+        else the source is read once and, unmoved,
+        :class:`~sms_flow.errors.ActionNeededError` says what to call.
+        """
+        if step.pushable and not self.chart.is_frozen(step.source):
+            return await self.fire(source_id, step.trigger, actor=actor, reason=reason, wave=wave)
+        return await self.wait_for_service(
+            source_id, step, wave=wave, within=within, wait_for_action=wait_for_action
+        )
+
+
+def what_to_call(edge: Edge, source_id: str) -> str:
+    """The chart's ``call`` for ``edge``, the source's id filled in, with where a task id is."""
+    if edge.call is None:
+        return "another API call (the chart does not say which)"
+    call = edge.call.replace("{source_id}", source_id).replace("{id}", source_id)
+    if "{task_id}" in call:
+        call += f" (the task of the source: GET /v3/tasks?source_server_id={source_id})"
+    return call
+
+
+def _action_needed(source_id: str, current: StatePair, edge: Edge) -> ActionNeededError:
+    call = what_to_call(edge, source_id)
+    return ActionNeededError(
+        f"source {source_id} is {current}: the next step, {edge.trigger} → {edge.dest}"
+        + (f" ({edge.note})" if edge.note else "")
+        + ", is made by the service when another API is called, not by changestate; nothing "
+        "was sent and "
+        f"sms-flow did not wait. Call {call}, then run this again (it carries on from where the "
+        "source is); or ask sms-flow to wait while someone calls it (set --wait-for-action, "
+        "wait_for_actions: true in a wave file)",
+        source_id=source_id,
+        trigger=edge.trigger,
+        state=str(current),
+        call=edge.call,
+    )
 
 
 def _pushed_status(pushed: _Pushed) -> str:

@@ -18,7 +18,8 @@
     │   ├── IgnoredByServiceError       the source is in a state where the service ignores changestate
     │   ├── ReadBackMismatchError       reading the source back shows another state
     │   ├── ConflictError               before the push the source was not where the step starts; not sent
-    │   └── WaitTimeoutError            the service did not make an awaited move in time
+    │   ├── WaitTimeoutError            the service did not make an awaited move in time
+    │   └── ActionNeededError           the next move is made by another API call (carries what to call)
     ├── UnverifiedError                 pushed, and nothing proves whether it landed (journalled unverified)
     ├── SupersededError                 a retry stopped: a newer change for the same source began
     ├── UsageError (RuntimeError)       an object used out of order (a client that is not open)
@@ -53,7 +54,7 @@ the source must be read back before the outcome is known.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from sms_flow.planner import Verdict
 
 __all__ = [
+    "ActionNeededError",
     "AnswerTooLargeError",
     "ApiError",
     "AuthError",
@@ -101,6 +103,16 @@ def truncate(text: str, limit: int = _SHOWN_BODY) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` naming the closest of ``choices`` to ``word`` (difflib,
+    ignoring case), or ``""`` when none is close; for a message about a mistyped value."""
+    import difflib  # only when a message needs it: sms-flow check starts without it
+
+    by_folded = {c.casefold(): c for c in choices}
+    close = difflib.get_close_matches(word.casefold(), by_folded, n=1, cutoff=0.6)
+    return f" (did you mean {by_folded[close[0]]!r}?)" if close else ""
 
 
 class SmsFlowError(Exception):
@@ -286,6 +298,23 @@ class UnverifiedError(SmsFlowError):
 
 class WaitTimeoutError(NotAppliedError):
     """The service did not make a move sms-flow waits for (a ``by: service`` edge) in time."""
+
+
+class ActionNeededError(NotAppliedError):
+    """The next move is made by the service when another API is called (a ``by: action`` edge).
+
+    Raised at once instead of waiting, when the caller did not ask to wait for such moves:
+    ``trigger`` is the move, ``state`` where the source is, ``call`` what makes the move (the
+    chart's ``call``, ``None`` when the chart does not say). Nothing was sent.
+    """
+
+    def __init__(
+        self, message: str, *, source_id: str, trigger: str, state: str, call: str | None
+    ) -> None:
+        self.trigger = trigger
+        self.state = state
+        self.call = call
+        super().__init__(message, source_id=source_id)
 
 
 class SupersededError(SmsFlowError):

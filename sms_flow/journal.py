@@ -54,7 +54,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -80,15 +80,18 @@ __all__ = [
     "Outcome",
     "Run",
     "RunStart",
+    "WaveStatus",
     "born_settled",
     "default_journal_path",
     "final_outcome",
     "is_dsn",
+    "iso_utc",
     "process_alive",
     "source_id_list",
 ]
 
 _ENV_PATH: Final = "SMS_FLOW_JOURNAL"
+_ENV_HOME: Final = "SMS_FLOW_HOME"
 _log = get_logger("sms_flow.journal")
 
 DEFAULT_LEASE: Final = 30.0
@@ -200,9 +203,12 @@ class Entry:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for JSON output (``outcome`` as its string value)."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data = {name: getattr(self, name) for name in _ENTRY_FIELDS}
         data["outcome"] = self.outcome.value
         return data
+
+
+_ENTRY_FIELDS: Final = tuple(f.name for f in dataclasses.fields(Entry))
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +235,12 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # it exists, as another user
         return True
     return True
+
+
+def iso_utc(t: float) -> str:
+    """Unix seconds as ISO-8601 in UTC, to the millisecond: ``2026-12-02T04:40:12.345Z``
+    (how reports, ``status`` and ``history --format csv`` write times)."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _when(t: float) -> str:
@@ -323,6 +335,31 @@ class JournalCheck:
     """Sources held by live runs. A count the damage made unreadable is -1."""
 
 
+@dataclass(frozen=True, slots=True)
+class WaveStatus:
+    """Where a wave's sources are, as its journal knows it (:meth:`Journal.wave_status`).
+
+    A member's state is the destination of its latest applied or observed entry, else the
+    origin of its latest entry (where it was when a step was tried), else ``"unknown"`` (the
+    journal holds nothing of it yet). A member *fails* while its latest entry is failed,
+    ignored, conflict or unverified.
+    """
+
+    wave: str
+    members: int
+    states: dict[str, int]
+    """How many members are in each state (``COPYSTATE/cycle``, or ``unknown``)."""
+    failed: int
+    failures: list[Entry]
+    """The latest entry of each failing member (the first ones, oldest first)."""
+    open_intents: int
+    open: list[Entry]
+    """The wave's open entries (the first ones, oldest first)."""
+    entries: int
+    last_activity: float | None
+    """When the wave's latest entry was written (unix seconds), if any."""
+
+
 class Journal(Protocol):
     """Where transitions are written down. Every method is a coroutine.
 
@@ -402,6 +439,31 @@ class Journal(Protocol):
         """Entries, oldest first; with ``limit``, the last ``limit`` of them (oldest first)."""
         ...
 
+    def iter_history(
+        self,
+        *,
+        source_id: str | None = None,
+        wave: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        outcomes: Sequence[Outcome] | None = None,
+        actor: str | None = None,
+        last: int | None = None,
+        page: int = 1000,
+    ) -> AsyncIterator[Entry]:
+        """Entries matching every filter given, oldest first, read ``page`` at a time.
+
+        ``since`` and ``until`` bound when an entry was written (unix seconds; ``until``
+        excluded); ``outcomes`` keeps those outcomes; ``actor`` that actor. With ``last``,
+        only the last ``last`` matching entries. Filters and pages run in the storage, so
+        the first entries come at once and memory stays flat however many match.
+        """
+        ...
+
+    async def wave_status(self, wave: str, *, shown: int = 50) -> WaveStatus:
+        """Where the wave's members are, what failed, what is open (up to ``shown`` each)."""
+        ...
+
     async def last_applied(
         self, source_ids: Sequence[str], *, endpoint: str | None = None
     ) -> dict[str, Entry]:
@@ -411,16 +473,34 @@ class Journal(Protocol):
         """
         ...
 
-    async def add_members(self, wave: str, source_ids: Sequence[str]) -> None:
-        """Add sources to a wave; idempotent, and the first insertion fixes the order."""
+    async def add_members(
+        self, wave: str, source_ids: Sequence[str], *, endpoint: str = ""
+    ) -> None:
+        """Add sources to a wave on ``endpoint`` (as the journal names it; ``""``: unknown);
+        idempotent, and the first insertion fixes the order.
+
+        Membership is keyed by wave and endpoint: a wave's sources on one endpoint are never
+        its sources on another.
+        """
         ...
 
-    async def members(self, wave: str) -> list[str]:
-        """The sources of a wave in insertion order (empty for an unknown wave)."""
+    async def members(self, wave: str, *, endpoint: str | None = None) -> list[str]:
+        """The sources of a wave on ``endpoint`` in insertion order (empty when none);
+        ``None``: on every endpoint, each source once."""
         ...
 
-    async def remove_members(self, wave: str) -> int:
-        """Forget a wave's membership (its history entries stay); returns how many went."""
+    async def remove_members(self, wave: str, *, endpoint: str | None = None) -> int:
+        """Forget a wave's membership on ``endpoint`` (``None``: on every endpoint); its
+        history entries stay. Returns how many went."""
+        ...
+
+    async def member_endpoints(self, wave: str) -> list[str]:
+        """The endpoints a wave has members on, in order of first membership (``""`` for
+        members whose endpoint is unknown, from a journal written before it was recorded)."""
+        ...
+
+    async def adopt_members(self, wave: str, *, endpoint: str) -> int:
+        """Give a wave's members of unknown endpoint (``""``) to ``endpoint``; how many."""
         ...
 
     async def waves(self) -> list[str]:
@@ -512,14 +592,18 @@ class Journal(Protocol):
 
 
 def default_journal_path() -> Path:
-    """``$SMS_FLOW_JOURNAL`` if set, else ``.sms-flow/journal.sqlite`` under the current directory.
+    """``$SMS_FLOW_JOURNAL`` if set, else ``journal.sqlite`` in the state folder:
+    ``$SMS_FLOW_HOME`` if set, else ``.sms-flow`` under the current directory.
 
-    The result is absolute, so that messages name the full path.
+    The result is absolute, so that messages name the full path. (Reports and the embedded
+    simulator's states go beside the journal: the state folder is the journal's folder.)
     """
     configured = os.environ.get(_ENV_PATH)
     if configured:
         return Path(configured).expanduser().absolute()
-    return Path.cwd() / ".sms-flow" / "journal.sqlite"
+    home = os.environ.get(_ENV_HOME)
+    folder = Path(home).expanduser().absolute() if home else Path.cwd() / ".sms-flow"
+    return folder / "journal.sqlite"
 
 
 # --- argument checks every back end makes --------------------------------------------------

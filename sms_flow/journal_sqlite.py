@@ -45,17 +45,19 @@ Schema
     version (``PRAGMA user_version``). Opening a file of an older version migrates it, step
     by step, in one transaction (:data:`_MIGRATIONS`); a newer version is refused. Version 2
     added each entry's endpoint, project, run and fencing token (``NULL``, unknown, in
-    entries written before), the ``unverified`` outcome and the runs and claims.
+    entries written before), the ``unverified`` outcome and the runs and claims. Version 3
+    keys a wave's members by endpoint.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -80,6 +82,7 @@ from sms_flow.journal import (
     Outcome,
     Run,
     RunStart,
+    WaveStatus,
     born_settled,
     final_outcome,
     process_alive,
@@ -172,7 +175,31 @@ INSERT INTO fencing (last) VALUES (0);
 # Version 1 files keep their entries: the new columns are NULL (unknown endpoint, project and
 # run), and their pending entries stay open under the new index.
 
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2)
+_SCHEMA_3: Final = """
+CREATE TABLE wave_members_3 (
+    seq         INTEGER PRIMARY KEY,
+    wave        TEXT    NOT NULL,
+    endpoint    TEXT    NOT NULL,
+    source_id   TEXT    NOT NULL,
+    UNIQUE (wave, endpoint, source_id)
+);
+WITH last AS (
+    SELECT wave, endpoint FROM entries WHERE id IN (
+        SELECT max(id) FROM entries
+        WHERE wave IS NOT NULL AND endpoint IS NOT NULL GROUP BY wave
+    )
+)
+INSERT INTO wave_members_3 (seq, wave, endpoint, source_id)
+    SELECT m.seq, m.wave, COALESCE(last.endpoint, ''), m.source_id
+    FROM wave_members AS m LEFT JOIN last ON last.wave = m.wave;
+DROP TABLE wave_members;
+ALTER TABLE wave_members_3 RENAME TO wave_members
+"""
+# Version 3 keys a wave's members by endpoint too: the sources of a wave run on one endpoint
+# are never taken for its sources on another. Version 2 members get the endpoint of their
+# wave's last entry that names one, else '' (unknown: the next run of the wave adopts them).
+
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3)
 """``_MIGRATIONS[v]`` takes a journal from schema version ``v`` to ``v + 1`` (version 0 is a
 new, empty file). Statements are separated by ``;``."""
 
@@ -270,6 +297,9 @@ def _row(
     ]
 
 
+_OUTCOME_OF: Final = {o.value: o for o in Outcome}
+
+
 def _entry(row: tuple[Any, ...]) -> Entry:
     return Entry(
         row[0],
@@ -281,7 +311,7 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         row[6],
         bool(row[7]),
         row[8],
-        Outcome(row[9]),
+        _OUTCOME_OF[row[9]],
         row[10],
         row[11],
         row[12],
@@ -453,6 +483,108 @@ def _history(
     return [_entry(row) for row in reversed(rows)]
 
 
+_HistoryWhere = tuple[str, list[Any]]
+"""The filters of a history read: `` AND ...`` conditions and their parameters."""
+
+
+def _history_where(
+    source_id: str | None,
+    wave: str | None,
+    since: float | None,
+    until: float | None,
+    outcomes: Sequence[Outcome] | None,
+    actor: str | None,
+) -> _HistoryWhere:
+    sql = ""
+    params: list[Any] = []
+    for column, op, value in (
+        ("source_id", "=", source_id),
+        ("wave", "=", wave),
+        ("created_at", ">=", since),
+        ("created_at", "<", until),
+        ("actor", "=", actor),
+    ):
+        if value is not None:
+            sql += f" AND {column} {op} ?"
+            params.append(value)
+    if outcomes is not None:
+        sql += f" AND outcome IN ({', '.join('?' * len(outcomes))})"
+        params.extend(Outcome(o).value for o in outcomes)
+    return sql, params
+
+
+def _history_page(conn: sqlite3.Connection, query: tuple[_HistoryWhere, int, int]) -> list[Entry]:
+    """The next page of a history read: up to ``size`` entries after entry ``after``.
+
+    Keyed on the id (never an OFFSET): each page starts where the last one ended, through
+    the source's or the wave's index (whose keys end with the id) when one is filtered on.
+    """
+    (where, params), after, size = query
+    sql = f"SELECT {_COLUMNS} FROM entries WHERE id > ?{where} ORDER BY id LIMIT ?"
+    return [_entry(row) for row in conn.execute(sql, [after, *params, size])]
+
+
+def _history_start(conn: sqlite3.Connection, query: tuple[_HistoryWhere, int]) -> int:
+    """The id after which the last ``last`` matching entries begin (0: from the start)."""
+    (where, params), last = query
+    sql = f"SELECT id FROM entries WHERE 1{where} ORDER BY id DESC LIMIT 1 OFFSET ?"
+    row = conn.execute(sql, [*params, last - 1]).fetchone()
+    return int(row[0]) - 1 if row is not None else 0
+
+
+# Each member of a wave with its latest applied or observed entry and its latest entry.
+_MEMBER_LATEST: Final = (
+    "WITH m AS (SELECT w.source_id, "
+    "(SELECT e.id FROM entries AS e WHERE e.source_id = w.source_id "
+    "AND e.outcome IN ('applied', 'observed') ORDER BY e.id DESC LIMIT 1) AS at_id, "
+    "(SELECT e.id FROM entries AS e WHERE e.source_id = w.source_id "
+    "ORDER BY e.id DESC LIMIT 1) AS last_id "
+    "FROM wave_members AS w WHERE w.wave = ?) "
+)
+_FAILING: Final = "('failed', 'ignored', 'conflict', 'unverified')"
+
+
+def _wave_status(conn: sqlite3.Connection, query: tuple[str, int]) -> WaveStatus:
+    wave, shown = query
+    states = {
+        state: count
+        for state, count in conn.execute(
+            _MEMBER_LATEST + "SELECT coalesce(a.to_state, l.from_state, 'unknown') AS state, "
+            "count(*) FROM m LEFT JOIN entries AS a ON a.id = m.at_id "
+            "LEFT JOIN entries AS l ON l.id = m.last_id GROUP BY state ORDER BY state",
+            (wave,),
+        )
+    }
+    failing = f"FROM entries WHERE id IN (SELECT last_id FROM m) AND outcome IN {_FAILING}"
+    failed = conn.execute(_MEMBER_LATEST + f"SELECT count(*) {failing}", (wave,)).fetchone()[0]
+    failures = [
+        _entry(row)
+        for row in conn.execute(
+            _MEMBER_LATEST + f"SELECT {_COLUMNS} {failing} ORDER BY id LIMIT ?", (wave, shown)
+        )
+    ]
+    opened = "FROM entries WHERE outcome IN ('pending', 'unverified') AND wave = ?"
+    open_count = conn.execute(f"SELECT count(*) {opened}", (wave,)).fetchone()[0]
+    open_entries = [
+        _entry(row)
+        for row in conn.execute(f"SELECT {_COLUMNS} {opened} ORDER BY id LIMIT ?", (wave, shown))
+    ]
+    entries, last = conn.execute(
+        "SELECT count(*), max(created_at) FROM entries WHERE wave = ?", (wave,)
+    ).fetchone()
+    return WaveStatus(
+        wave,
+        sum(states.values()),
+        states,
+        failed,
+        failures,
+        open_count,
+        open_entries,
+        entries,
+        last,
+    )
+
+
 def _last_applied(
     conn: sqlite3.Connection, query: tuple[list[str], str | None]
 ) -> dict[str, Entry]:
@@ -476,22 +608,48 @@ def _last_applied(
     return found
 
 
-def _add_members(conn: sqlite3.Connection, members: tuple[str, list[str]]) -> None:
-    wave, source_ids = members
+def _add_members(conn: sqlite3.Connection, members: tuple[str, str, list[str]]) -> None:
+    wave, endpoint, source_ids = members
     conn.execute(_ADD_WAVE, (wave,))
     conn.executemany(
-        "INSERT OR IGNORE INTO wave_members (wave, source_id) VALUES (?, ?)",
-        [(wave, source_id) for source_id in source_ids],
+        "INSERT OR IGNORE INTO wave_members (wave, endpoint, source_id) VALUES (?, ?, ?)",
+        [(wave, endpoint, source_id) for source_id in source_ids],
     )
 
 
-def _remove_members(conn: sqlite3.Connection, wave: str) -> int:
-    return conn.execute("DELETE FROM wave_members WHERE wave = ?", (wave,)).rowcount
+def _remove_members(conn: sqlite3.Connection, which: tuple[str, str | None]) -> int:
+    wave, endpoint = which
+    if endpoint is None:
+        return conn.execute("DELETE FROM wave_members WHERE wave = ?", (wave,)).rowcount
+    sql = "DELETE FROM wave_members WHERE wave = ? AND endpoint = ?"
+    return conn.execute(sql, (wave, endpoint)).rowcount
 
 
-def _members(conn: sqlite3.Connection, wave: str) -> list[str]:
-    sql = "SELECT source_id FROM wave_members WHERE wave = ? ORDER BY seq"
+def _members(conn: sqlite3.Connection, which: tuple[str, str | None]) -> list[str]:
+    wave, endpoint = which
+    if endpoint is None:  # on every endpoint: each source once, where it first appeared
+        sql = (
+            "SELECT source_id FROM wave_members WHERE wave = ? GROUP BY source_id ORDER BY min(seq)"
+        )
+        return [row[0] for row in conn.execute(sql, (wave,))]
+    sql = "SELECT source_id FROM wave_members WHERE wave = ? AND endpoint = ? ORDER BY seq"
+    return [row[0] for row in conn.execute(sql, (wave, endpoint))]
+
+
+def _member_endpoints(conn: sqlite3.Connection, wave: str) -> list[str]:
+    sql = "SELECT endpoint FROM wave_members WHERE wave = ? GROUP BY endpoint ORDER BY min(seq)"
     return [row[0] for row in conn.execute(sql, (wave,))]
+
+
+def _adopt_members(conn: sqlite3.Connection, which: tuple[str, str]) -> int:
+    wave, endpoint = which
+    conn.execute(
+        "INSERT OR IGNORE INTO wave_members (wave, endpoint, source_id) SELECT wave, ?, "
+        "source_id FROM wave_members WHERE wave = ? AND endpoint = '' ORDER BY seq",
+        (endpoint, wave),
+    )
+    sql = "DELETE FROM wave_members WHERE wave = ? AND endpoint = ''"
+    return conn.execute(sql, (wave,)).rowcount
 
 
 def _waves(conn: sqlite3.Connection, _: None) -> list[str]:
@@ -737,8 +895,13 @@ def _check(conn: sqlite3.Connection, _: None) -> tuple[list[str], int, int, int,
 
 _OPEN_INTENTS: Final = each("open_intents", _open_intents, writes=False)
 _HISTORY: Final = each("history", _history, writes=False)
+_HISTORY_PAGE: Final = each("history_page", _history_page, writes=False)
+_HISTORY_START: Final = each("history_start", _history_start, writes=False)
+_WAVE_STATUS: Final = each("wave_status", _wave_status, writes=False)
 _LAST_APPLIED: Final = each("last_applied", _last_applied, writes=False)
 _MEMBERS: Final = each("members", _members, writes=False)
+_MEMBER_ENDPOINTS: Final = each("member_endpoints", _member_endpoints, writes=False)
+_ADOPT_MEMBERS: Final = each("adopt_members", _adopt_members, writes=True)
 _WAVES: Final = each("waves", _waves, writes=False)
 _ADD_MEMBERS: Final = each("add_members", _add_members, writes=True)
 _REMOVE_MEMBERS: Final = each("remove_members", _remove_members, writes=True)
@@ -968,6 +1131,55 @@ class SqliteJournal(Journal):
             raise JournalError(f"history limit must be 0 or more, got {limit}")
         return await self._live().submit(_HISTORY, (source_id, wave, limit))
 
+    async def iter_history(
+        self,
+        *,
+        source_id: str | None = None,
+        wave: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        outcomes: Sequence[Outcome] | None = None,
+        actor: str | None = None,
+        last: int | None = None,
+        page: int = 1000,
+    ) -> AsyncIterator[Entry]:
+        if last is not None and last < 0:
+            raise JournalError(f"history: last must be 0 or more, got {last}")
+        if page < 1:
+            raise JournalError(f"history: page must be 1 or more, got {page}")
+        try:
+            where = _history_where(source_id, wave, since, until, outcomes, actor)
+        except ValueError:
+            raise JournalError(
+                f"history: unknown outcome in {outcomes!r}; valid: "
+                f"{', '.join(o.value for o in Outcome)}"
+            ) from None
+        if last == 0:
+            return
+        worker = self._live()
+        after = 0 if last is None else await worker.submit(_HISTORY_START, (where, last))
+        entries = await worker.submit(_HISTORY_PAGE, (where, after, page))
+        while True:
+            # The next page is read on the journal's thread while this one is consumed.
+            following = (
+                asyncio.ensure_future(worker.submit(_HISTORY_PAGE, (where, entries[-1].id, page)))
+                if len(entries) == page
+                else None
+            )
+            try:
+                for entry in entries:
+                    yield entry
+            except BaseException:  # the reader stopped early (or failed): read no more
+                if following is not None:
+                    following.cancel()
+                raise
+            if following is None:
+                return
+            entries = await following
+
+    async def wave_status(self, wave: str, *, shown: int = 50) -> WaveStatus:
+        return await self._live().submit(_WAVE_STATUS, (wave, shown))
+
     async def last_applied(
         self, source_ids: Sequence[str], *, endpoint: str | None = None
     ) -> dict[str, Entry]:
@@ -976,15 +1188,23 @@ class SqliteJournal(Journal):
             return {}
         return await self._live().submit(_LAST_APPLIED, (ids, endpoint))
 
-    async def add_members(self, wave: str, source_ids: Sequence[str]) -> None:
+    async def add_members(
+        self, wave: str, source_ids: Sequence[str], *, endpoint: str = ""
+    ) -> None:
         ids = source_id_list(source_ids, "add_members")
-        await self._live().submit(_ADD_MEMBERS, (wave, ids))
+        await self._live().submit(_ADD_MEMBERS, (wave, endpoint, ids))
 
-    async def members(self, wave: str) -> list[str]:
-        return await self._live().submit(_MEMBERS, wave)
+    async def members(self, wave: str, *, endpoint: str | None = None) -> list[str]:
+        return await self._live().submit(_MEMBERS, (wave, endpoint))
 
-    async def remove_members(self, wave: str) -> int:
-        return await self._live().submit(_REMOVE_MEMBERS, wave)
+    async def remove_members(self, wave: str, *, endpoint: str | None = None) -> int:
+        return await self._live().submit(_REMOVE_MEMBERS, (wave, endpoint))
+
+    async def member_endpoints(self, wave: str) -> list[str]:
+        return await self._live().submit(_MEMBER_ENDPOINTS, wave)
+
+    async def adopt_members(self, wave: str, *, endpoint: str) -> int:
+        return await self._live().submit(_ADOPT_MEMBERS, (wave, endpoint))
 
     async def waves(self) -> list[str]:
         return await self._live().submit(_WAVES, None)

@@ -14,6 +14,7 @@ kept: a repeated check costs one dictionary lookup.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
@@ -39,6 +40,8 @@ __all__ = [
     "check",
     "default_planner",
     "plan",
+    "step_dict",
+    "unasked_irreversible",
 ]
 
 # Costs for the shortest path: a step costs _STEP, and a step sms-flow cannot push itself
@@ -82,22 +85,48 @@ class Reason:
         return {"code": self.code.value, "message": self.message}
 
 
-def _step_dict(edge: Edge) -> dict[str, Any]:
+def step_dict(edge: Edge) -> dict[str, Any]:
+    """One step of a path as JSON: trigger, from, to, by, basis, irreversible, call."""
     return {
         "trigger": edge.trigger,
         "from": str(edge.source),
         "to": str(edge.dest),
         "by": edge.by.value,
         "basis": edge.basis.value,
+        "irreversible": edge.irreversible,
+        "call": edge.call,
     }
 
 
 def _describe_path(path: tuple[Edge, ...]) -> str:
     steps = []
     for edge in path:
-        wait = "" if edge.pushable else f" [by {edge.by.value}: wait for it]"
-        steps.append(f"{edge.trigger} → {edge.dest}{wait}")
+        marks = [] if edge.pushable else [f"by {edge.by.value}: wait for it"]
+        if edge.irreversible:
+            marks.append("irreversible")
+        steps.append(f"{edge.trigger} → {edge.dest}" + (f" [{'; '.join(marks)}]" if marks else ""))
     return ", ".join(steps)
+
+
+def unasked_irreversible(path: Sequence[Edge], requested: StateRequest) -> tuple[Edge, ...]:
+    """The irreversible steps of ``path`` that ``requested`` did not ask for.
+
+    A step is asked for when its destination is the requested state (every field the
+    request names matches it); any other irreversible step is one the path would take on the
+    way, which a person should consent to by name before anything is pushed.
+    """
+    return tuple(
+        e
+        for e in path
+        if e.irreversible
+        and not (
+            (requested.copystate is None or e.dest.copystate == requested.copystate)
+            and (
+                requested.migrationcycle is None
+                or e.dest.migrationcycle == requested.migrationcycle
+            )
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +183,7 @@ class Verdict:
             "trigger": self.trigger,
             "noop": self.noop,
             "reasons": [r.to_dict() for r in self.reasons],
-            "path": [_step_dict(e) for e in self.path],
+            "path": [step_dict(e) for e in self.path],
         }
 
 
@@ -193,7 +222,7 @@ class Plan:
             "current": str(self.current) if self.current is not None else None,
             "requested": str(self.requested) if self.requested is not None else None,
             "target": str(self.target) if self.target is not None else None,
-            "steps": [_step_dict(e) for e in self.steps],
+            "steps": [step_dict(e) for e in self.steps],
             "reasons": [r.to_dict() for r in self.reasons],
         }
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import NamedTuple
 
-from sms_flow.errors import UnknownValueError
+from sms_flow.errors import UnknownValueError, did_you_mean
 
 __all__ = [
     "CopyState",
@@ -144,7 +144,12 @@ def parse_copystate(text: str | CopyState) -> CopyState:
         return text
     found = _COPYSTATE_BY_FOLDED.get(str(text).strip().casefold())
     if found is None:
-        raise UnknownValueError("copystate", str(text), _VALID_COPYSTATES)
+        raise UnknownValueError(
+            "copystate",
+            str(text),
+            _VALID_COPYSTATES,
+            hint=did_you_mean(str(text).strip(), [cs.value for cs in CopyState]),
+        )
     return found
 
 
@@ -160,9 +165,10 @@ def parse_cycle(text: str | MigrationCycle) -> MigrationCycle:
     found = _CYCLE_BY_FOLDED.get(folded)
     if found is not None:
         return found
-    hint = ""
     if folded in _SDK_CYCLE_BY_FOLDED:
         hint = " (the service may report it, but the changestate API does not accept it)"
+    else:
+        hint = did_you_mean(str(text).strip(), [c.value for c in MigrationCycle])
     raise UnknownValueError("migrationcycle", str(text), _VALID_CYCLES, hint=hint)
 
 

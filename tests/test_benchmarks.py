@@ -27,6 +27,23 @@ def test_benchmarks_smoke_run(spawn: Spawner, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_b10_history_runs_and_reports_time_and_memory(spawn: Spawner, tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    result = spawn.run(
+        sys.executable, "-m", "benchmarks", "--only", "B10", "--b10-entries", "3000",
+        "--json", str(out), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(out.read_text())["figures"]
+    assert {f["what"] for f in figures} == {
+        f"history --wave, {form}: {what}"
+        for form in ("table", "csv", "json")
+        for what in ("wall time", "peak memory")
+    }
+    assert all(f["value"] > 0 and f["baselines"] for f in figures)
+
+
+@pytest.mark.slow
 def test_soak_small_finds_nothing_pushed_twice_or_recorded_wrong(
     spawn: Spawner, tmp_path: Path
 ) -> None:

@@ -283,15 +283,51 @@ def test_every_edge_of_the_default_chart_has_its_evidence(chart: Chart) -> None:
         found = [
             row
             for row in rows
-            if len(row) == 5
+            if len(row) == 6
             and edge.trigger in {t.strip() for t in row[0].split(",")}
             and row[2] == edge.by.value
             and row[3] == edge.basis.value
+            and row[4].startswith("**yes**" if edge.irreversible else "no")
         ]
         assert found, (
             f"statecharts/README.md has no row for {edge.trigger} (by {edge.by.value}, "
-            f"{edge.basis.value})"
+            f"{edge.basis.value}, irreversible {edge.irreversible})"
         )
+
+
+def test_the_moves_that_cannot_be_undone_are_marked(chart: Chart) -> None:
+    marked = {e.trigger for e in chart.edges if e.irreversible}
+    assert marked == {"cutover", "finish", "clear", "delete"}
+
+
+def test_every_move_another_api_makes_says_what_to_call(chart: Chart) -> None:
+    for edge in chart.edges:
+        assert (edge.call is not None) == (edge.by is By.ACTION), edge
+    clear = chart.edge(parse_pair("FINISHED/cutovered"), "clear")
+    assert clear is not None
+    assert clear.call == 'POST /v3/tasks/{task_id}/action {"operation": "clear"}'
+    delete = chart.edge(parse_pair("ERROR/syncing"), "delete")
+    assert delete is not None and delete.call == "DELETE /v3/sources/{source_id}"
+
+
+def test_a_call_on_a_pushed_move_is_refused(write_chart: Callable[[str], Path]) -> None:
+    text = TINY.replace(
+        "basis: documented}", 'basis: documented, call: "POST /v3/tasks/{id}/action"}', 1
+    )
+    err = load_error(write_chart, text)
+    assert err.entry == "transitions[1] (trigger 'start').call"
+    assert "by: client" in err.problem and "by: action" in err.problem
+
+
+def test_irreversible_must_be_a_boolean(write_chart: Callable[[str], Path]) -> None:
+    err = load_error(
+        write_chart, TINY.replace("basis: inferred}", "basis: inferred, irreversible: maybe}")
+    )
+    assert err.entry == "transitions[0] (trigger 'configure').irreversible"
+    chart = load_chart(
+        write_chart(TINY.replace("basis: inferred}", "basis: inferred, irreversible: true}"))
+    )
+    assert [e.trigger for e in chart.edges if e.irreversible] == ["configure"]
 
 
 def test_no_file_points_outside_the_repository() -> None:
@@ -328,3 +364,34 @@ def test_an_endless_or_huge_file_is_refused_unread(tmp_path: Path) -> None:
     big.write_text(TINY + "#" * (1 << 20), encoding="utf-8")
     with pytest.raises(ChartError, match="is larger than 1,048,576 bytes"):
         load_chart(big)
+
+
+# -- views ----------------------------------------------------------------------------------
+
+
+def test_every_edge_of_the_default_chart_is_in_a_view(chart: Chart) -> None:
+    """The views together draw the whole chart, and the overview is the main path."""
+    drawn = {t for view in chart.views.values() for t in view.triggers}
+    assert set(chart.triggers) <= drawn, set(chart.triggers) - drawn
+    assert chart.views["overview"].triggers == (
+        "configure",
+        "start",
+        "replicate",
+        "sync",
+        "cutover",
+        "finish",
+    )
+
+
+def test_a_view_naming_an_unknown_trigger(write_chart: Callable[[str], Path]) -> None:
+    text = TINY + "views:\n  main:\n    title: Main\n    triggers: [configure, launch]\n"
+    error = load_error(write_chart, text)
+    assert "views.main.triggers" in str(error)
+    assert "'launch'" in str(error) and "the chart's triggers: configure" in str(error)
+
+
+def test_a_view_needs_a_title_and_triggers(write_chart: Callable[[str], Path]) -> None:
+    error = load_error(write_chart, TINY + "views:\n  main:\n    note: x\n")
+    assert "views.main.title" in str(error) and "views.main.triggers" in str(error)
+    error = load_error(write_chart, TINY + "views:\n  all:\n    title: A\n    triggers: [start]\n")
+    assert "views.all" in str(error) and "not 'all'" in str(error)

@@ -23,6 +23,7 @@ from sms_flow.auth import TokenAuth
 from sms_flow.client import SmsClient
 from sms_flow.engine import Engine, WaitPolicy
 from sms_flow.errors import (
+    ActionNeededError,
     ApiError,
     AuthError,
     ConfigError,
@@ -321,6 +322,41 @@ async def test_waiting_for_an_action_times_out_with_the_reason(
     edge = engine.chart.edge(engine.states[sid], "resume")
     with pytest.raises(WaitTimeoutError, match="Task action start"):
         await engine.wait_for_service(sid, edge, within=0.2)
+
+
+async def test_a_path_stops_at_once_before_a_move_only_another_api_makes(
+    sim: Simulator, engine: Engine, journal: SqliteJournal
+) -> None:
+    sid = await sim.register("web-10b")
+    await sim.move(sid, pair="STOPPED/syncing")
+    await engine.refresh(sid)
+    entries = len(await journal.history(source_id=sid))
+    with pytest.raises(ActionNeededError) as info:
+        await engine.change(sid, "SYNCING/syncing", follow_path=True)
+    assert info.value.trigger == "resume" and info.value.state == "STOPPED/syncing"
+    assert info.value.call == 'POST /v3/tasks/{task_id}/action {"operation": "start"}'
+    assert f"GET /v3/tasks?source_server_id={sid}" in str(info.value)
+    assert len(await journal.history(source_id=sid)) == entries, "nothing journalled or sent"
+    # Once someone made the call, the same change records the service's move.
+    await sim.move(sid, trigger="resume")
+    steps = await engine.change(sid, "SYNCING/syncing", follow_path=True)
+    assert [(s.trigger, s.outcome) for s in steps] == [("resume", Outcome.OBSERVED)]
+
+
+async def test_a_path_waits_for_a_move_another_api_makes_when_asked(
+    sim: Simulator, engine: Engine
+) -> None:
+    sid = await sim.register("web-10c")
+    await sim.move(sid, pair="STOPPED/syncing")
+    await engine.refresh(sid)
+    waiting = asyncio.create_task(
+        engine.change(sid, "SYNCING/syncing", follow_path=True, wait_for_actions=True, within=30)
+    )
+    refreshed = reads(sim)
+    await eventually(lambda: reads(sim) > refreshed + 1)  # it polls: it waits
+    await sim.move(sid, trigger="resume")
+    steps = await waiting
+    assert [(s.trigger, s.outcome) for s in steps] == [("resume", Outcome.OBSERVED)]
 
 
 async def test_an_observed_jump_the_chart_forbids_is_flagged(

@@ -63,7 +63,7 @@ def test_drill_with_check_example(spawn: Spawner) -> None:
 def test_runbook_example_handles_its_failures(spawn: Spawner) -> None:
     result = run_example(spawn, "runbook.py")
     assert result.returncode == 0, result.stderr
-    assert "starting the task again" in result.stdout
+    assert "needs a task action; starting the task again" in result.stdout
     assert "NotFoundError: needs a person" in result.stdout
     assert "done: 30 of 30 registered sources at FINISHED/cutovered" in result.stdout
 

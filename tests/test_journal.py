@@ -151,8 +151,19 @@ def test_default_journal_path_is_under_the_current_directory(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("SMS_FLOW_JOURNAL", raising=False)
+    monkeypatch.delenv("SMS_FLOW_HOME", raising=False)
     monkeypatch.chdir(tmp_path)
     assert default_journal_path() == tmp_path / ".sms-flow" / "journal.sqlite"
+
+
+def test_default_journal_path_is_in_sms_flow_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SMS_FLOW_JOURNAL", raising=False)
+    monkeypatch.setenv("SMS_FLOW_HOME", str(tmp_path / "state"))
+    assert default_journal_path() == tmp_path / "state" / "journal.sqlite"
+    monkeypatch.setenv("SMS_FLOW_JOURNAL", str(tmp_path / "j.sqlite"))  # the file comes first
+    assert default_journal_path() == tmp_path / "j.sqlite"
 
 
 def test_the_types_load_without_sqlite() -> None:
@@ -360,6 +371,60 @@ async def test_history_filters_by_source_and_wave_and_keeps_the_last_n(
         await journal.history(limit=-1)
 
 
+async def _ids(entries: AsyncIterator[Entry]) -> list[int]:
+    return [e.id async for e in entries]
+
+
+async def test_iter_history_reads_by_pages_what_history_reads_at_once(journal: Journal) -> None:
+    """Pages of 2 (any page size) give the same entries as one read, filters and last N
+    included; filters by outcome, actor and time run in the storage."""
+    ids = [
+        await journal.begin(intent(source, wave=wave))
+        for source, wave in [("a", "w1"), ("b", "w1"), ("a", "w2"), ("a", "w1"), ("b", None)]
+    ]
+    await journal.settle(ids[1], Outcome.FAILED, error="HTTP 503")
+    await journal.settle(ids[3], Outcome.APPLIED)
+    queries: list[dict[str, Any]] = [
+        {},
+        {"source_id": "a"},
+        {"wave": "w1"},
+        {"source_id": "a", "wave": "w1"},
+    ]
+    for query in queries:
+        every = [e.id for e in await journal.history(**query)]
+        for page in (1, 2, 3, 1000):
+            assert await _ids(journal.iter_history(page=page, **query)) == every
+        for last in (0, 1, 2, 5):
+            expected = [e.id for e in await journal.history(limit=last, **query)]
+            assert await _ids(journal.iter_history(last=last, page=2, **query)) == expected
+    failed_or_applied = [Outcome.FAILED, Outcome.APPLIED]
+    assert await _ids(journal.iter_history(outcomes=failed_or_applied, page=1)) == [
+        ids[1],
+        ids[3],
+    ]
+    assert await _ids(journal.iter_history(outcomes=[Outcome.PENDING], wave="w1")) == [ids[0]]
+    assert await _ids(journal.iter_history(actor="cli:alice")) == ids
+    assert await _ids(journal.iter_history(actor="cli:bob")) == []
+    entries = await journal.history()
+    middle = entries[2].created_at
+    assert await _ids(journal.iter_history(since=middle)) == [e.id for e in entries[2:]]
+    assert await _ids(journal.iter_history(until=middle)) == [e.id for e in entries[:2]]
+    with pytest.raises(JournalError, match="last must be 0 or more, got -1"):
+        await _ids(journal.iter_history(last=-1))
+
+
+async def test_a_history_read_stopped_early_reads_no_more(journal: Journal) -> None:
+    for i in range(10):
+        await journal.begin(intent(f"s{i}"))
+    seen: list[int] = []
+    async for entry in journal.iter_history(page=3):
+        seen.append(entry.id)
+        if len(seen) == 4:
+            break
+    assert len(seen) == 4
+    assert len(await journal.history()) == 10, "the journal is still usable"
+
+
 async def test_last_applied_is_the_latest_applied_or_observed_entry(journal: Journal) -> None:
     async def settled(source: str, outcome: Outcome) -> int:
         entry_id = await journal.begin(intent(source))
@@ -419,6 +484,33 @@ async def test_removing_members_forgets_the_membership_and_keeps_the_history(
     assert await journal.members("w2") == ["a"]
     assert [e.id for e in await journal.history(wave="w1")] == [entry_id]
     assert await journal.waves() == ["w1", "w2"]
+
+
+async def test_members_are_kept_by_wave_and_endpoint(journal: Journal) -> None:
+    await journal.add_members("w1", ["a", "b"], endpoint="simulator:/x/w1.sqlite")
+    await journal.add_members("w1", ["c", "a"], endpoint="https://sms.example")
+
+    assert await journal.members("w1", endpoint="simulator:/x/w1.sqlite") == ["a", "b"]
+    assert await journal.members("w1", endpoint="https://sms.example") == ["c", "a"]
+    assert await journal.members("w1", endpoint="https://other.example") == []
+    assert await journal.members("w1") == ["a", "b", "c"]  # on any endpoint
+    assert await journal.member_endpoints("w1") == [
+        "simulator:/x/w1.sqlite",
+        "https://sms.example",
+    ]
+    assert await journal.remove_members("w1", endpoint="simulator:/x/w1.sqlite") == 2
+    assert await journal.member_endpoints("w1") == ["https://sms.example"]
+    assert await journal.remove_members("w1") == 2
+    assert await journal.member_endpoints("w1") == []
+
+
+async def test_members_of_unknown_endpoint_are_adopted(journal: Journal) -> None:
+    await journal.add_members("w1", ["c", "a"])  # endpoint "": from an older journal
+    await journal.add_members("w1", ["a", "d"], endpoint="https://e")
+
+    assert await journal.adopt_members("w1", endpoint="https://e") == 2
+    assert await journal.members("w1", endpoint="https://e") == ["a", "d", "c"]
+    assert await journal.member_endpoints("w1") == ["https://e"]
 
 
 async def test_waves_lists_every_wave_in_order_of_first_appearance(journal: Journal) -> None:
@@ -722,3 +814,30 @@ async def test_adopting_an_open_entry_is_fenced_too(journal: Journal) -> None:
     await journal.settle(old, Outcome.APPLIED)
     with pytest.raises(JournalError, match="settled as 'applied'"):
         await journal.adopt(old, run)
+
+
+async def test_wave_status_counts_members_by_their_last_known_state(journal: Journal) -> None:
+    await journal.add_members("w", ["a", "b", "c", "d", "e"])
+    moved = intent("a", wave="w", trigger="configure", to_state="WAITING/setting")
+    await journal.record(moved, Outcome.APPLIED)  # a: WAITING/setting
+    await journal.record(intent("b", wave="w"), Outcome.APPLIED)  # b: REPLICATE/replicating
+    failed = await journal.begin(intent("b", wave="w", from_state="REPLICATE/replicating",
+                                        to_state="CUTOVERING/cutovering"))  # fmt: skip
+    await journal.settle(failed, Outcome.FAILED, error="HTTP 503", request_id="r-1")
+    pending = await journal.begin(intent("c", wave="w"))  # c: open, still WAITING/checking
+    await journal.record(intent("d", wave="other"), Outcome.APPLIED)  # d: moved by another
+    found = await journal.wave_status("w")
+    assert found.members == 5 and found.entries == 4
+    assert found.states == {
+        "WAITING/setting": 1,
+        "REPLICATE/replicating": 2,  # b (its last step failed), and d (another wave's move)
+        "WAITING/checking": 1,  # c: where its open step starts
+        "unknown": 1,  # e: nothing journalled
+    }
+    assert found.failed == 1
+    [failure] = found.failures
+    assert (failure.source_id, failure.request_id, failure.error) == ("b", "r-1", "HTTP 503")
+    assert found.open_intents == 1 and [e.id for e in found.open] == [pending]
+    assert found.last_activity is not None
+    empty = await journal.wave_status("nobody")
+    assert (empty.members, empty.entries, empty.states, empty.failures) == (0, 0, {}, [])

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import pytest
 
+from sms_flow import journal_sqlite
 from sms_flow.errors import ConfigError, LeaseLostError
 from sms_flow.journal import JournalError, Lease, Outcome
 from sms_flow.journal_sqlite import SCHEMA_VERSION, SqliteJournal
@@ -543,10 +544,37 @@ async def test_a_version_1_journal_is_migrated_and_keeps_its_entries(path: Path)
         assert (old.endpoint, old.project, old.run_id) == (None, None, None), "unknown"
         new = await journal.begin(intent("s2", endpoint="https://sms.example", project="p1"))
         assert await journal.waves() == ["w1"]
-    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(3,)]
     assert rows(path, "SELECT endpoint, project FROM entries WHERE id = ?", (new,)) == [
         ("https://sms.example", "p1")
     ]
+
+
+async def test_a_version_2_journals_members_get_their_waves_endpoint(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(_SCHEMA_1)
+        for statement in journal_sqlite._MIGRATIONS[1].split(";"):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+        for wave, endpoint in [("w1", "https://old"), ("w1", "https://e1"), ("w2", None)]:
+            conn.execute(
+                "INSERT INTO entries (source_id, trigger, from_state, to_state, actor, forced, "
+                "wave, outcome, attempts, created_at, endpoint) VALUES ('s1', 'configure', "
+                "'WAITING/checking', 'WAITING/setting', 'x', 0, ?, 'applied', 1, 1.0, ?)",
+                (wave, endpoint),
+            )
+        conn.executemany(
+            "INSERT INTO wave_members (wave, source_id) VALUES (?, ?)",
+            [("w1", "b"), ("w1", "a"), ("w2", "c"), ("w3", "d")],
+        )
+        conn.commit()
+
+    async with SqliteJournal(path) as journal:
+        assert await journal.members("w1", endpoint="https://e1") == ["b", "a"]  # the last one
+        assert await journal.member_endpoints("w2") == [""]  # no entry names an endpoint
+        assert await journal.member_endpoints("w3") == [""]
+    assert rows(path, "PRAGMA user_version") == [(3,)]
 
 
 # --- the lease guard -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import sms_flow
 from tests.conftest import REPO
 
 EXPECTED_ALL = {
-    "AkSkAuth", "ApiError", "AuthError", "Basis", "By", "Chart", "ChartError", "ClaimLostError",
+    "ActionNeededError", "AkSkAuth", "ApiError", "AuthError", "Basis", "By", "Chart", "ChartError", "ClaimLostError",
     "ConfigError", "ConflictError", "ConnectError", "CopyState", "DrillSession", "DrillSpec", "Edge",
     "Engine", "Entry", "Event", "EventKind", "IgnoredByServiceError", "InputError", "Intent",
     "InvalidRequestError", "Journal", "JournalError", "Lease", "LeaseLostError",

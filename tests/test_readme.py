@@ -1,4 +1,4 @@
-"""The README shows the current diagram and the two quick-start commands."""
+"""The README shows the current overview diagram, its views, and the two quick-start commands."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from tests.conftest import REPO
 
 def test_readme_diagram_is_current(chart: Chart) -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert f"```mermaid\n{to_mermaid(chart)}```" in readme, (
-        "README's mermaid block is stale: paste `sms-flow diagram`"
+    overview = to_mermaid(chart, chart.views["overview"])
+    assert f"```mermaid\n{overview}```" in readme, (
+        "README's mermaid block is stale: paste `sms-flow diagram --view overview`"
     )
+    for view in chart.views.values():  # the table of views names each one
+        assert view.name == "overview" or f"| `{view.name}` | {view.title} |" in readme
 
 
 def test_readme_quick_start() -> None:

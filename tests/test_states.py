@@ -107,3 +107,13 @@ def test_enum_members_hash_like_their_wire_strings() -> None:
     table: dict[str, int] = {CopyState.WAITING: 1}
     assert table["WAITING"] == 1
     assert hash(MigrationCycle.SYNCING) == hash("syncing")
+
+
+def test_a_mistyped_state_is_answered_with_the_closest_one() -> None:
+    with pytest.raises(UnknownValueError, match=r"'SYNCNG' \(did you mean 'SYNCING'\?\); valid"):
+        parse_copystate("SYNCNG")
+    with pytest.raises(UnknownValueError, match=r"'Cutoverd' \(did you mean 'cutovered'\?\)"):
+        parse_pair("FINISHED/Cutoverd")
+    with pytest.raises(UnknownValueError) as far:
+        parse_copystate("XYZ")
+    assert "did you mean" not in str(far.value), "no suggestion when nothing is close"

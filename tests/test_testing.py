@@ -3,12 +3,16 @@ pytest-asyncio's strict and auto modes."""
 
 from __future__ import annotations
 
+import shutil
+import sys
 from importlib import metadata
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from sms_flow.simulator import Simulator, SimulatorConfig
+from tests.conftest import REPO, Child, Spawner
 
 pytest_plugins = ["pytester"]
 
@@ -80,3 +84,62 @@ def test_the_pytest_plugin_works_in_strict_and_auto_mode(
     args = [] if _plugin_autoloaded() else ["-p", "sms_flow.testing"]
     result = pytester.runpytest_subprocess(*args, "-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+UNRELATED_TEST = """
+def test_arithmetic():
+    assert 1 + 1 == 2
+"""
+
+
+@pytest.mark.slow
+def test_installing_sms_flow_leaves_other_test_runs_alone_and_the_documented_setup_works(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    """A fresh venv with the wheel and pytest but no pytest-asyncio: an unrelated project's
+    tests pass (the entry point loads, and breaks nothing). Then with the ``pytest`` extra, the
+    example project (examples/pytest_project, the README's setup) passes without a warning."""
+    no_checkout = {"PYTHONPATH": ""}  # the installed wheel, not the checkout
+    built = spawn.run(
+        sys.executable,
+        *("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"),
+        *("-w", str(tmp_path / "dist"), str(REPO)),
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("sms_flow-*.whl"))
+    venv = tmp_path / "venv"
+    made = spawn.run(sys.executable, "-m", "venv", str(venv), timeout=300)
+    assert made.returncode == 0, made.stderr
+    python = str(venv / "bin" / "python")
+
+    def pip_install(*requirements: str) -> None:
+        constraints = str(REPO / "constraints.txt")
+        done = spawn.run(
+            python, "-m", "pip", "install", "-q", "-c", constraints, *requirements, timeout=600
+        )
+        assert done.returncode == 0, done.stderr
+
+    def pytest_in(project: Path) -> Child:
+        return spawn.run(
+            python, "-m", "pytest", "-p", "no:cacheprovider", cwd=project, env=no_checkout
+        )
+
+    pip_install(str(wheel), "pytest")
+    shown = spawn.run(python, "-m", "pip", "list", env=no_checkout)
+    assert "pytest-asyncio" not in shown.stdout.lower()  # the setup of defect 3
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "test_unrelated.py").write_text(UNRELATED_TEST, encoding="utf-8")
+    plain = pytest_in(unrelated)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "1 passed" in plain.stdout
+    assert "plugins: sms-flow" in plain.stdout  # the entry point was loaded
+
+    pip_install(f"{wheel}[pytest]")
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "examples" / "pytest_project", project)
+    documented = pytest_in(project)
+    assert documented.returncode == 0, documented.stdout + documented.stderr
+    assert "1 passed" in documented.stdout
+    assert "warning" not in (documented.stdout + documented.stderr).lower(), documented.stdout

@@ -1,4 +1,9 @@
-"""What the commands print: lines, JSON, verdicts and steps, API errors, the rich console."""
+"""What the commands print: lines, JSON, verdicts and steps, API errors, the rich console.
+
+Under ``--json`` a command prints one JSON document on standard output, on success and on
+every error: an error is :func:`error_document` (``status``, ``error_code``, ``message``,
+``request_id``, ``exit_code``, plus what the command adds).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,19 @@ from sms_flow.errors import ApiError, TransportError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from sms_flow.chart import Edge
     from sms_flow.planner import Verdict
 
-__all__ = ["console", "err", "out", "print_api_error", "print_json", "print_steps", "print_verdict"]
+__all__ = [
+    "console",
+    "err",
+    "out",
+    "print_api_error",
+    "print_json",
+    "print_steps",
+    "print_verdict",
+    "step_marks",
+]
 
 
 def out(text: str = "", *, stream: TextIO | None = None) -> None:
@@ -29,12 +44,56 @@ def print_json(data: Any) -> None:
     out(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def print_steps(steps: Sequence[Any], indent: str = "  ") -> None:
-    """Numbered moves, each marked when the service makes it."""
+def step_marks(step: Edge) -> str:
+    """What a person should know of a step: who makes it (and what to call), irreversible."""
+    marks = []
+    if step.by.value == "service":
+        marks.append("by service: sms-flow waits for it")
+    elif step.by.value == "action":
+        marks.append(
+            "by action: " + (f"call {step.call}" if step.call else "another API call makes it")
+        )
+    if step.irreversible:
+        marks.append("⚠ irreversible")
+    return f"({'; '.join(marks)})" if marks else ""
+
+
+def error_document(
+    exit_code: int,
+    error_code: str,
+    message: str,
+    *,
+    request_id: str | None = None,
+    status: str = "error",
+    **extra: Any,
+) -> dict[str, Any]:
+    """The JSON document of a command that did not do what was asked.
+
+    ``status`` is ``error`` (or a word the command uses instead: ``rejected``,
+    ``interrupted``), ``error_code`` a stable name (the service's code for an API error, else
+    the kind of error), ``message`` what a person reads in text mode; ``extra`` what the
+    command adds (a verdict, the steps applied, where the source is).
+    """
+    return {
+        "status": status,
+        "error_code": error_code,
+        "message": message,
+        "request_id": request_id,
+        "exit_code": exit_code,
+        **extra,
+    }
+
+
+def print_steps(steps: Sequence[Edge], indent: str = "  ", *, stream: TextIO | None = None) -> None:
+    """Numbered moves, each marked when the service makes it and when it cannot be undone."""
     width = max((len(s.trigger) for s in steps), default=0)
     for i, step in enumerate(steps, 1):
-        wait = "" if step.pushable else f"   (by {step.by.value}: sms-flow waits for the service)"
-        out(f"{indent}{i}. {step.trigger.ljust(width)}  {step.source} → {step.dest}{wait}")
+        marks = step_marks(step)
+        out(
+            f"{indent}{i}. {step.trigger.ljust(width)}  {step.source} → {step.dest}"
+            + (f"   {marks}" if marks else ""),
+            stream=stream,
+        )
 
 
 def print_verdict(verdict: Verdict) -> None:

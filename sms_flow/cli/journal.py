@@ -1,4 +1,5 @@
-"""The journal's commands: ``history`` (what happened to a source, or to a wave's sources),
+"""The journal's commands: ``history`` (what happened to a source, or to a wave's sources,
+streamed from the journal a page at a time as a table, CSV or JSON),
 ``journal check`` (is the file sound, what does it hold) and ``recover`` (settle the intents
 any driver left open)."""
 
@@ -6,16 +7,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Final
 
 from sms_flow.cli import EXIT_API, EXIT_OK, EXIT_OWNED
-from sms_flow.cli._output import console, err, out, print_json
-from sms_flow.errors import InputError, JournalError
+from sms_flow.cli._output import err, out, print_json
+from sms_flow.errors import InputError, JournalError, did_you_mean
+from sms_flow.journal import Entry, Outcome
 
-__all__ = ["check", "history", "recover"]
+__all__ = ["check", "existing_journal", "history", "recover"]
 
 
-def _existing_journal(args: argparse.Namespace) -> Path:
+def existing_journal(args: argparse.Namespace) -> Path:
     from sms_flow.cli._paths import check_readable_file
     from sms_flow.journal import default_journal_path
 
@@ -25,65 +34,205 @@ def _existing_journal(args: argparse.Namespace) -> Path:
 
 
 def history(args: argparse.Namespace) -> int:
-    """The journal's entries for one source, or every source of a wave, oldest first."""
+    """The journal's entries for one source, a wave's sources, or any filter, oldest first."""
     return asyncio.run(_history(args))
+
+
+_TABLE_COLUMNS: Final = (
+    ("#", 7),
+    ("time (UTC)", 23),
+    ("source", 36),
+    ("trigger", 14),
+    ("from → to", 44),
+    ("outcome", 10),
+    ("actor", 16),
+    ("request_id", 32),
+    ("note", 0),
+)
+_NOTE_MAX: Final = 90
+_CSV_FIELDS: Final = (
+    "id", "created_at", "settled_at", "source_id", "trigger", "from_state", "to_state",
+    "outcome", "actor", "reason", "forced", "wave", "request_id", "attempts", "error",
+    "endpoint", "project", "run_id", "fence",
+)  # fmt: skip
+
+
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def moment(text: str, option: str) -> float:
+    """A point in time as unix seconds: ISO-8601 (UTC unless it names an offset), or a
+    duration ago (``90s``, ``30m``, ``2h``, ``7d``, ``1w``); ``option`` names it in errors."""
+    from datetime import UTC, datetime
+
+    raw = text.strip()
+    unit = _DURATION_UNITS.get(raw[-1:].lower())
+    if unit is not None and raw[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(raw[:-1]) * unit
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InputError(
+            f"{option} {text!r} is neither an ISO-8601 time (2026-12-02, 2026-12-02T04:30, "
+            "2026-12-02T04:30:00+08:00; UTC unless an offset is given) nor a duration ago "
+            "(90s, 30m, 2h, 7d, 1w)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def outcomes(given: Sequence[str]) -> list[Outcome]:
+    """The outcomes of ``--outcome`` options (each one or several, comma-separated)."""
+    valid = [o.value for o in Outcome]
+    found: list[Outcome] = []
+    for text in given:
+        for name in (part.strip().lower() for part in text.split(",")):
+            if not name:
+                continue
+            if name not in valid:
+                raise InputError(
+                    f"unknown outcome {name!r}{did_you_mean(name, valid)}; valid: "
+                    f"{', '.join(valid)}"
+                )
+            found.append(Outcome(name))
+    return found
+
+
+def _iso_times() -> Callable[[float | None], str]:
+    """:func:`~sms_flow.journal.iso_utc` (``""`` for None), faster: each second is formatted
+    once (a journal holds many entries a second)."""
+    last: list[Any] = [None, ""]
+
+    def iso(t: float | None) -> str:
+        if t is None:
+            return ""
+        second = int(t)
+        if second != last[0]:
+            last[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+        return f"{last[1]}.{int((t - second) * 1000):03d}Z"
+
+    return iso
+
+
+def _table_line(cells: Sequence[str]) -> str:
+    return "  ".join(
+        c.ljust(w) if w else c for c, (_, w) in zip(cells, _TABLE_COLUMNS, strict=True)
+    ).rstrip()
+
+
+def _table_row(e: Entry, short_source: bool, iso: Callable[[float | None], str]) -> str:
+    """One entry as a line of the table (the widths of :data:`_TABLE_COLUMNS`)."""
+    note = e.error or e.reason or ""
+    if e.forced:
+        note = f"FORCED: {note}"
+    if note:
+        note = " ".join(note.split())
+        if len(note) > _NOTE_MAX:
+            note = note[: _NOTE_MAX - 1] + "… (--format json shows all)"
+    moved = f"{e.from_state} → {e.to_state}"
+    line = (
+        f"{e.id:<7}  {iso(e.created_at)[:-1].replace('T', ' '):<23}  "
+        f"{e.source_id[:8] if short_source else e.source_id:<36}  {e.trigger or '-':<14}  "
+        f"{moved:<44}  {e.outcome.value:<10}  {e.actor:<16}  {e.request_id or '-':<32}  {note}"
+    )
+    return line.rstrip() if not note else line
 
 
 async def _history(args: argparse.Namespace) -> int:
     from sms_flow.journal_sqlite import SqliteJournal
 
-    if not args.source_id and not args.wave:
-        raise InputError("give a SOURCE_ID or --wave NAME")
     if args.limit is not None and args.limit < 0:
         raise InputError(f"--limit {args.limit} is below 0; give the number of entries to show")
-    path = _existing_journal(args)
-    async with SqliteJournal(path) as journal:
-        entries = await journal.history(source_id=args.source_id, wave=args.wave, limit=args.limit)
-    if args.json:
-        print_json([e.to_dict() for e in entries])
-        return EXIT_OK
-    if not entries:
-        what = f"source {args.source_id}" if args.source_id else f"wave {args.wave}"
-        out(f"no journal entries for {what} in {path}")
-        return EXIT_OK
-    from datetime import UTC, datetime
-
-    from rich.table import Table
-
-    title = f"source {args.source_id}" if args.source_id else f"wave {args.wave}"
-    table = Table(title=f"history of {title} ({len(entries)} entries, {path})", header_style="bold")
-    for col in (
-        "#",
-        "time (UTC)",
-        "source",
-        "trigger",
-        "from → to",
-        "outcome",
-        "actor",
-        "request_id",
-        "note",
-    ):
-        table.add_column(col, overflow="fold")
-    for e in entries:
-        when = datetime.fromtimestamp(e.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-        note = e.error or e.reason or ""
-        if e.forced:
-            note = f"FORCED: {note}"
-        if len(note) > 90:
-            note = note[:89] + "… (--json shows all)"
-        table.add_row(
-            str(e.id),
-            when,
-            e.source_id if not args.source_id else e.source_id[:8],
-            e.trigger or "-",
-            f"{e.from_state} → {e.to_state}",
-            e.outcome.value,
-            e.actor,
-            e.request_id or "-",
-            note,
+    iso = _iso_times()
+    since = moment(args.since, "--since") if args.since is not None else None
+    until = moment(args.until, "--until") if args.until is not None else None
+    wanted = outcomes(args.outcome) if args.outcome else None
+    if since is not None and until is not None and since >= until:
+        raise InputError(
+            f"--since {args.since} ({iso(since)}) is not before --until {args.until} "
+            f"({iso(until)}); give a --since earlier than --until"
         )
-    console().print(table)
+    form = "json" if args.json else args.format
+    path = existing_journal(args)
+    what = " ".join(
+        part
+        for part in (
+            f"source {args.source_id}" if args.source_id else "",
+            f"wave {args.wave}" if args.wave else "",
+            f"since {iso(since)}" if since is not None else "",
+            f"until {iso(until)}" if until is not None else "",
+            f"outcome {','.join(o.value for o in wanted)}" if wanted else "",
+            f"actor {args.actor}" if args.actor else "",
+        )
+        if part
+    )
+    stream = sys.stdout
+    shown = 0
+    async with SqliteJournal(path) as journal:
+        entries = journal.iter_history(
+            source_id=args.source_id,
+            wave=args.wave,
+            since=since,
+            until=until,
+            outcomes=wanted,
+            actor=args.actor,
+            last=args.limit,
+        )
+        try:
+            if form == "json":
+                stream.write("[")
+                async for e in entries:
+                    stream.write(("\n  " if not shown else ",\n  ") + json.dumps(e.to_dict()))
+                    shown += 1
+                    if shown % _FLUSH_EVERY == 0:
+                        stream.flush()
+                stream.write("\n]\n" if shown else "]\n")
+            elif form == "csv":
+                writer = csv.writer(stream, lineterminator="\n")
+                writer.writerow(_CSV_FIELDS)
+                async for e in entries:
+                    writer.writerow(
+                        (
+                            e.id, iso(e.created_at), iso(e.settled_at), e.source_id, e.trigger,
+                            e.from_state, e.to_state, e.outcome.value, e.actor, e.reason,
+                            e.forced, e.wave, e.request_id, e.attempts, e.error, e.endpoint,
+                            e.project, e.run_id, e.fence,
+                        )
+                    )  # fmt: skip
+                    shown += 1
+                    if shown % _FLUSH_EVERY == 0:
+                        stream.flush()
+            else:
+                short = args.source_id is not None
+                lines: list[str] = []
+                async for e in entries:
+                    if not shown:
+                        lines.append(f"history of {what or 'every source'} ({path})")
+                        lines.append(_table_line([name for name, _ in _TABLE_COLUMNS]))
+                        lines.append(_table_line(["-" * max(w, len(n)) for n, w in _TABLE_COLUMNS]))
+                    lines.append(_table_row(e, short, iso))
+                    shown += 1
+                    if len(lines) >= _FLUSH_EVERY:
+                        stream.write("\n".join(lines) + "\n")
+                        stream.flush()
+                        lines.clear()
+                if lines:
+                    stream.write("\n".join(lines) + "\n")
+                if shown:
+                    stream.write(f"{shown:,} entr{'y' if shown == 1 else 'ies'}\n")
+                else:
+                    stream.write(f"no journal entries for {what or 'any source'} in {path}\n")
+            stream.flush()
+        except BrokenPipeError:  # `sms-flow history ... | head`: the reader has had enough
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            return EXIT_OK
     return EXIT_OK
+
+
+_FLUSH_EVERY: Final = 1000
+"""Lines written between flushes: output comes as the journal is read."""
 
 
 def check(args: argparse.Namespace) -> int:
@@ -94,7 +243,7 @@ def check(args: argparse.Namespace) -> int:
 async def _check(args: argparse.Namespace) -> int:
     from sms_flow.journal_sqlite import SqliteJournal
 
-    path = _existing_journal(args)
+    path = existing_journal(args)
     try:
         # Opened without the quick check that refuses a damaged file: this reports on it.
         async with SqliteJournal(path, quick_check=False) as journal:
@@ -154,7 +303,7 @@ async def _recover(args: argparse.Namespace) -> int:
     from sms_flow.journal_sqlite import SqliteJournal
     from sms_flow.wave.recovery import recover as settle_open
 
-    path = _existing_journal(args)
+    path = existing_journal(args)
     async with client_from(args) as client, SqliteJournal(path) as journal:
         lease = Lease(
             journal,

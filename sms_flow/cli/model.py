@@ -10,9 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from sms_flow.chart import Chart, default_chart, load_chart
+from sms_flow.chart import By, Chart, default_chart, load_chart
 from sms_flow.cli import EXIT_OK, EXIT_REJECTED
 from sms_flow.cli._output import err, out, print_json, print_steps, print_verdict
+from sms_flow.errors import InputError
 from sms_flow.planner import Plan, Planner
 from sms_flow.states import parse_pair, parse_request
 
@@ -31,11 +32,13 @@ def check(args: argparse.Namespace) -> int:
     current = parse_pair(args.current)
     requested = parse_request(args.requested)
     verdict = Planner(chart).check(current, requested)
+    code = EXIT_OK if verdict.allowed else EXIT_REJECTED
     if args.json:
-        print_json(verdict.to_dict())
+        status = "allowed" if verdict.allowed else "rejected"
+        print_json({"status": status, "exit_code": code, **verdict.to_dict()})
     else:
         print_verdict(verdict)
-    return EXIT_OK if verdict.allowed else EXIT_REJECTED
+    return code
 
 
 def _print_plan(plan: Plan) -> None:
@@ -50,29 +53,49 @@ def _print_plan(plan: Plan) -> None:
     n = len(plan.steps)
     out(f"plan: {plan.current} → {plan.target} in {n} step{'s' if n != 1 else ''}")
     print_steps(plan.steps)
-    if plan.waits:
-        out(f"{len(plan.waits)} of them made by the service; a driver waits for those")
+    service = sum(1 for e in plan.waits if e.by is By.SERVICE)
+    action = len(plan.waits) - service
+    if service:
+        out(f"{service} made by the service by itself; a driver waits for those")
+    if action:
+        out(
+            f"{action} made by the service when another API is called: sms-flow stops there and "
+            "says what to call (or waits, when asked to: set --wait-for-action, a wave's "
+            "wait_for_actions)"
+        )
+    irreversible = sum(1 for e in plan.steps if e.irreversible)
+    if irreversible:
+        out(f"{irreversible} cannot be undone (⚠ irreversible)")
 
 
 def plan(args: argparse.Namespace) -> int:
     """The shortest legal sequence of moves from FROM to TO; exit 1 when there is none."""
     chart = chart_from(args)
     found = Planner(chart).plan(parse_pair(args.current), parse_request(args.requested))
+    code = EXIT_OK if found.found else EXIT_REJECTED
     if args.json:
-        print_json(found.to_dict())
+        status = "planned" if found.found else "no_plan"
+        print_json({"status": status, "exit_code": code, **found.to_dict()})
     else:
         _print_plan(found)
-    return EXIT_OK if found.found else EXIT_REJECTED
+    return code
 
 
 def diagram(args: argparse.Namespace) -> int:
     """The chart as Mermaid, a Markdown page or Graphviz dot, to stdout or ``--output``."""
-    from sms_flow.diagram import to_dot, to_markdown, to_mermaid
+    from sms_flow.diagram import select_view, to_dot, to_markdown, to_mermaid
 
     chart = chart_from(args)
     fmt = args.format
-    render = {"mermaid": to_mermaid, "dot": to_dot, "markdown": to_markdown}[fmt]
-    text = render(chart)
+    if fmt == "markdown":
+        if args.view is not None:
+            raise InputError(
+                "--view draws one view as mermaid or dot; the markdown page has every view"
+            )
+        text = to_markdown(chart)
+    else:
+        view = select_view(chart, args.view)
+        text = (to_mermaid if fmt == "mermaid" else to_dot)(chart, view)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         err(f"wrote {fmt} diagram of chart {chart.name!r} to {args.output}")

@@ -29,12 +29,13 @@ def _add_journal_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--journal",
         metavar="PATH",
-        help="journal file (default: $SMS_FLOW_JOURNAL or ./.sms-flow/journal.sqlite)",
+        help="journal file (default: $SMS_FLOW_JOURNAL, else journal.sqlite in $SMS_FLOW_HOME, "
+        "else ./.sms-flow/journal.sqlite; a wave or drill file's journal: comes before both)",
     )
 
 
 def _seconds(text: str) -> float:
-    """A lease in seconds: a number above 0 and under a day."""
+    """Seconds (a lease, a wait): a number above 0 and under a day."""
     try:
         value = float(text)
     except ValueError:
@@ -59,6 +60,12 @@ def _add_lease_option(p: argparse.ArgumentParser) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options that `run` and `drill` share: output, logging, and where the service is."""
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the sources and print each one's plan (steps pushed, waited for, made by "
+        "another API call, irreversible ⚠); nothing is sent, journalled or claimed",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     p.add_argument(
@@ -126,7 +133,7 @@ _EPILOG = (
 2 bad input, 3 API or network error, 4 not applied (frozen, read-back disagrees, or
 moved by someone else: not pushed), 5 owned by another live driver (a wave's second
 run, set on a driven source, sources held or taken over, a lost lease),
-130 a wave or drill stopped by Ctrl-C (run it again to resume)
+130 stopped by Ctrl-C (a wave or drill: run it again to resume)
 
 """
     + _CREDENTIALS_HELP
@@ -172,7 +179,15 @@ def _diagram_options(p: argparse.ArgumentParser) -> None:
         "--format",
         choices=("mermaid", "markdown", "dot"),
         default="mermaid",
-        help="mermaid (default): the diagram; markdown: a page with the diagram and tables; dot: Graphviz",
+        help="mermaid (default): the diagram; markdown: a page with every view and tables; "
+        "dot: Graphviz",
+    )
+    p.add_argument(
+        "--view",
+        metavar="NAME",
+        help="draw one view of the chart: overview (the main path), check, failure, stop, "
+        "drill, clearing, deletion (the default chart's), or all (the default: everything at "
+        "once); with mermaid or dot",
     )
     p.add_argument(
         "--output", "-o", metavar="FILE", help="write to FILE instead of standard output"
@@ -198,7 +213,35 @@ def _set_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--path",
         action="store_true",
-        help="when the change is not one permitted move, push the shortest legal path step by step",
+        help="when the change is not one permitted move, take the shortest legal path step by "
+        "step: the plan is printed first, and more than one step needs --yes or a yes at the "
+        "terminal",
+    )
+    p.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="with --path: take a path of more than one step without asking",
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="TRIGGER",
+        help="with --path: consent to an irreversible step (⚠ in the plan) that the path takes "
+        "on the way to what you asked for, e.g. --allow cutover (repeat for more)",
+    )
+    p.add_argument(
+        "--wait",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --path: seconds to wait for each move the service makes (default 300)",
+    )
+    p.add_argument(
+        "--wait-for-action",
+        action="store_true",
+        help="with --path: wait (up to --wait) for a move only another API call makes, while "
+        "someone makes that call; without it such a step stops the path at once, saying what "
+        "to call",
     )
     p.add_argument(
         "--force",
@@ -217,7 +260,11 @@ def _set_options(p: argparse.ArgumentParser) -> None:
     )
     _add_journal_option(p)
     p.add_argument("--no-journal", action="store_true", help="do not write the change to a journal")
-    p.add_argument("--json", action="store_true", help="print the applied steps as JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document: the steps applied and where the source is, or the error",
+    )
     p.add_argument("--chart", metavar="FILE", help=_CHART_HELP)
     _add_lease_option(p)
     _add_endpoint_options(p)
@@ -243,10 +290,22 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fresh",
         action="store_true",
-        help="embedded simulator only: start over with new simulated sources (the journal keeps its history)",
+        help="embedded simulator only: start this wave's simulated sources and its membership "
+        "over (its own state file; other waves' and drills' are left alone; the journal keeps "
+        "its history)",
     )
+    _add_membership_option(p)
     _add_lease_option(p)
     _add_run_options(p)
+
+
+def _add_membership_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reset-members",
+        action="store_true",
+        help="start the membership over: forget the sources the journal lists for this name (on "
+        "any endpoint) and find them again; needed to run it on another endpoint than before",
+    )
 
 
 def _drill_options(p: argparse.ArgumentParser) -> None:
@@ -256,8 +315,8 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ids", metavar="ID,ID", help="sources to drill, without a drill file")
     p.add_argument(
         "--name",
-        default="drill",
-        help="the drill's name in the journal, without a drill file (default: drill)",
+        help="the drill's name in the journal, without a drill file (default: drill-DIGEST, "
+        "from the check and the sources: the same drill resumes, another one is drilled anew)",
     )
     p.add_argument(
         "--check", metavar="COMMAND", help="the check's shell command (overrides the file's)"
@@ -281,16 +340,61 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help="requests per second towards the service, 0.01 or more",
     )
+    _add_membership_option(p)
     _add_lease_option(p)
     _add_run_options(p)
 
 
 def _history_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source_id", nargs="?", metavar="SOURCE_ID", help="a source server's id")
-    p.add_argument("--wave", metavar="NAME", help="every entry of this wave")
+    p.add_argument("--wave", metavar="NAME", help="every entry of this wave (or drill)")
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="entries written at or after WHEN: ISO-8601 (UTC unless an offset is given, "
+        "e.g. 2026-12-02T04:30) or a duration ago (30m, 2h, 7d)",
+    )
+    p.add_argument("--until", metavar="WHEN", help="entries written before WHEN")
+    p.add_argument(
+        "--outcome",
+        action="append",
+        metavar="O[,O]",
+        help="only these outcomes: pending, applied, rejected, failed, ignored, conflict, "
+        "observed, unverified (repeat or separate with commas)",
+    )
+    p.add_argument("--actor", metavar="NAME", help="only entries of this actor (cli, wave:NAME)")
     _add_journal_option(p)
     p.add_argument("--limit", type=int, metavar="N", help="only the last N entries (N >= 0)")
-    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table (default), csv (a header, then one row an entry) or json (an array)",
+    )
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+
+
+def _status_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wave", metavar="WAVE", help="the wave's (or drill's) name")
+    _add_journal_option(p)
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def _list_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state", metavar="S", help="only sources in this copystate (e.g. syncing, SYNCING)"
+    )
+    p.add_argument(
+        "--cycle", metavar="C", help="only sources in this migration cycle (e.g. cutovered)"
+    )
+    p.add_argument("--name", metavar="PREFIX", help="only sources whose name starts with PREFIX")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N sources")
+    p.add_argument("--json", action="store_true", help="print the sources as a JSON array")
+    _add_endpoint_options(p)
+
+
+def _completion_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
 
 
 def _journal_options(p: argparse.ArgumentParser) -> None:
@@ -405,7 +509,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         handler="sms_flow.cli.model:diagram",
         logs=False,
         help="draw the statechart (Mermaid, Markdown page, or Graphviz dot)",
-        description="Render the statechart as a Mermaid state diagram, a Markdown page around it, or Graphviz dot.",
+        description=(
+            "Render the statechart as a Mermaid state diagram, a Markdown page around it, or "
+            "Graphviz dot: the whole chart, or one of its views (--view), small pictures of the "
+            "main path and of each cross-cutting move, named in the chart file's views."
+        ),
     )
 
     _add_command(
@@ -432,9 +540,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             "Read the source's current state, check the requested change against the chart, push it "
             "(PUT /v3/sources/{id}/changestate), read it back, and say what happened. A source a live "
             "driver (a wave) owns is refused unless --force --reason TEXT, which takes it over (the "
-            "wave then leaves it alone). Exit 0 applied, 1 rejected by the chart, 2 bad input, 3 API "
-            "or network error, 4 not applied (frozen, or the read-back disagrees), 5 owned by "
-            "another live driver."
+            "wave then leaves it alone).\n\n"
+            "With --path, a change that is not one permitted move takes the chart's shortest "
+            "legal path: the plan is printed first (each step: trigger, from → to, who makes it, "
+            "⚠ when it cannot be undone); more than one step needs --yes or a yes at the "
+            "terminal (off a terminal without --yes: refused, exit 2); a path through an "
+            "irreversible step you did not ask for (its destination is not what you asked) is "
+            "refused unless --allow TRIGGER names it. Each step is printed as it is applied. A "
+            "move only another API call makes stops the path at once, saying what to call "
+            "(--wait-for-action waits for it). Ctrl-C stops after the step in flight; a failure "
+            "stops at once: both print the steps applied and where the source is now.\n\n"
+            "Exit 0 applied, 1 rejected by the chart (or an irreversible step not allowed, or "
+            "not confirmed), 2 bad input (or confirmation needed off a terminal), 3 API or "
+            "network error, 4 not applied (frozen, the read-back disagrees, a move another API "
+            "makes, a wait that timed out), 5 owned by another live driver, 130 interrupted."
         ),
         epilog=_CREDENTIALS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -491,7 +610,49 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         handler="sms_flow.cli.journal:history",
         logs=True,
         help="what the journal says happened to a source or a wave",
-        description="Show the journal's entries for one source, or for every source of a wave, oldest first.",
+        description=(
+            "Show the journal's entries, oldest first: of one source, of every source of a "
+            "wave, or of the whole journal, filtered by time, outcome and actor. Entries are "
+            "read and printed a page at a time, so the first come at once whatever the "
+            "journal's size."
+        ),
+        epilog=(
+            "examples: sms-flow history --wave wave-1 --outcome failed,conflict\n"
+            "          sms-flow history --since 2h --actor cli --format csv > changes.csv"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    _add_command(
+        sub,
+        command,
+        "status",
+        _status_options,
+        handler="sms_flow.cli.status:status",
+        logs=True,
+        help="where a wave's sources are, what failed, who drives it (from the journal)",
+        description=(
+            "Show a wave's (or drill's) sources by state, the sources whose latest step "
+            "failed, its open intents and its live driver, all from the journal: no request "
+            "to the service. Works from another terminal while the wave runs. Exit 0, or 2 "
+            "when the journal knows no such wave."
+        ),
+    )
+
+    _add_command(
+        sub,
+        command,
+        "list",
+        _list_options,
+        handler="sms_flow.cli.sources:list_sources",
+        logs=True,
+        help="list the service's source servers and their states",
+        description=(
+            "List the source servers of the service (GET /v3/sources, page by page), "
+            "filtered by copystate, migration cycle and name prefix, each with its state."
+        ),
+        epilog="example: sms-flow list --state syncing --name web-\n\n" + _CREDENTIALS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
     _add_command(
@@ -527,6 +688,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_command(
         sub,
         command,
+        "completion",
+        _completion_options,
+        handler="sms_flow.cli.completion:completion",
+        logs=False,
+        help="print a shell completion script (bash or zsh)",
+        description=(
+            "Print a completion script for bash or zsh: commands, options, option values and "
+            "the chart's states complete with Tab."
+        ),
+        epilog=(
+            "bash: add to ~/.bashrc:  source <(sms-flow completion bash)\n"
+            "zsh:  add to ~/.zshrc:   source <(sms-flow completion zsh)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    _add_command(
+        sub,
+        command,
         "simulator",
         _simulator_options,
         handler="sms_flow.simulator.cli:run",
@@ -539,4 +719,56 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ),
     )
 
+    _add_command(
+        sub,
+        command,
+        "serve",
+        _serve_options,
+        handler="sms_flow.serve.cli:serve",
+        logs=True,
+        help="a validating gateway in front of SMS, with /metrics (first line of output: its URL)",
+        description=(
+            "Serve SMS's changestate API, validated: a legal change goes through the engine "
+            "(claimed, journalled with the caller, pushed, read back), an illegal one is refused "
+            "in SMS's error shape (SMSFLOW.0001 ...) before SMS sees it; GET /v3/sources passes "
+            "through. Callers send an IAM token (passed on) or sign with an AK/SK of "
+            "--keys-file; the gateway signs its own requests with its own credentials. "
+            "Prometheus metrics at /metrics. It serves until interrupted."
+        ),
+        epilog=_CREDENTIALS_HELP,
+    )
+
     return parser
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    _add_journal_option(p)
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1); any other needs API tokens",
+    )
+    p.add_argument(
+        "--port", type=int, default=8080, help="port to listen on (default 8080; 0: any)"
+    )
+    p.add_argument(
+        "--keys-file",
+        metavar="FILE",
+        help="AK/SK keys of the gateway's callers, AK:SK:PROJECT a line "
+        "(default: $SMS_FLOW_SERVE_KEYS, comma-separated)",
+    )
+    p.add_argument(
+        "--tokens-file",
+        metavar="FILE",
+        help="API tokens for /metrics, ROLE:TOKEN a line, roles viewer and operator "
+        "(default: $SMS_FLOW_SERVE_TOKENS, comma-separated)",
+    )
+    p.add_argument("--chart", metavar="FILE", help=_CHART_HELP)
+    _add_lease_option(p)
+    p.add_argument(
+        "--log-level",
+        default=None,
+        choices=("debug", "info", "warning", "error"),
+        help="log level (stderr)",
+    )
+    _add_endpoint_options(p)

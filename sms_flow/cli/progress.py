@@ -17,9 +17,12 @@ __all__ = ["WaveDisplay", "print_drill_summary", "print_wave_summary"]
 
 
 class WaveDisplay:
-    """A live progress display: one bar per copystate (how many sources are in it now),
-    one for the sources done, and the counts. On a terminal it redraws in place; elsewhere
-    it prints a status line every few seconds."""
+    """A live progress display: the sources queued (not started yet), one bar per copystate
+    (how many of the started sources are in it now: the queued ones are counted apart, so
+    WAITING shows the sources really in WAITING), one for the sources done, and a line of
+    counters: failed, applied, waiting for the service, retries and 429s, elapsed time and
+    an ETA. On a terminal it redraws in place, and log lines (warnings) are printed above
+    it; elsewhere it prints a status line every few seconds."""
 
     def __init__(
         self,
@@ -46,6 +49,10 @@ class WaveDisplay:
         self.observed = 0
         self.waiting = 0
         self.started = time.monotonic()
+        self.report: WaveReport | None = None
+        self._queued: dict[str, str] = {}
+        """Sources queued and not started yet, with the copystate they wait in."""
+        self._queued_by_state: Counter[str] = Counter()
         self._live = console.is_terminal
         self._progress = Progress(
             TextColumn("{task.description:>14}"),
@@ -55,10 +62,13 @@ class WaveDisplay:
             console=console,
             transient=False,
             refresh_per_second=8,
+            redirect_stdout=True,
+            redirect_stderr=True,
             disable=not self._live,
         )
         self._tasks: dict[str, Any] = {}
         self._overall: Any = None
+        self._queued_task: Any = None
 
     def __enter__(self) -> WaveDisplay:
         self._progress.start()
@@ -69,9 +79,29 @@ class WaveDisplay:
         self.refresh(final=True)
         self._progress.stop()
 
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
+    def _unqueue(self, source_id: str | None) -> None:
+        state = self._queued.pop(source_id, None) if source_id is not None else None
+        if state is not None:
+            self._queued_by_state[state] -= 1
+
     def on_event(self, event: Event) -> None:
         kind = event.kind
-        if kind is EventKind.STEP and event.step is not None:
+        if kind is EventKind.WAVE_STARTED and event.report is not None:
+            self.report = event.report
+        elif kind is EventKind.QUEUED and event.report is not None:
+            self.report = event.report
+            for record in event.report.sources.values():
+                if record.outcome is None:
+                    state = (record.start or "?").partition("/")[0]
+                    self._queued[record.source_id] = state
+                    self._queued_by_state[state] += 1
+        elif kind is EventKind.SOURCE_STARTED:
+            self._unqueue(event.source_id)
+        elif kind is EventKind.STEP and event.step is not None:
             if event.step.outcome.value == "applied":
                 self.applied += 1
             else:
@@ -80,33 +110,58 @@ class WaveDisplay:
         elif kind is EventKind.WAITING:
             self.waiting += 1
         elif kind is EventKind.SOURCE_DONE:
+            self._unqueue(event.source_id)
             self.done += 1
             if event.outcome is SourceOutcome.FAILED:
                 self.failed += 1
         elif kind is EventKind.STOPPING:
             self.console.print(
-                "[yellow]stopping: the steps in flight finish and are journalled; Ctrl-C again to abort[/]"
+                "[yellow]stopping: the steps in flight finish and are journalled; Ctrl-C again "
+                "to abort[/]"
             )
+
+    def counters(self, total: int) -> str:
+        """The line of counters: failed, applied, waiting, retries, 429s, rate, elapsed, ETA."""
+        elapsed = time.monotonic() - self.started
+        rate = self.applied / elapsed if elapsed > 0 else 0.0
+        retries = self.report.retries_so_far() if self.report is not None else {}
+        parts = [
+            f"failed {self.failed}",
+            f"applied {self.applied}",
+            f"waiting {self.waiting}",
+            f"retries {retries.get('total', 0)} (429: {retries.get('429', 0)})",
+            f"{rate:,.0f} transitions/s",
+            f"elapsed {_clock(elapsed)}",
+        ]
+        left = total - self.done
+        if self.done and left > 0:
+            parts.append(f"ETA {_clock(elapsed / self.done * left)}")
+        return " · ".join(parts)
 
     def refresh(self, *, final: bool = False) -> None:
         counts = self._counts()
         counts.pop("?", None)  # sources whose state is not read yet
+        counts.subtract(self._queued_by_state)
+        counts = +counts  # the started sources only
         total = self._total()
         if total == 0:
             return
-        elapsed = time.monotonic() - self.started
-        rate = self.applied / elapsed if elapsed > 0 else 0.0
-        extra = f"failed {self.failed} · applied {self.applied} · waiting {self.waiting} · {rate:,.0f} transitions/s"
+        extra = self.counters(total)
         if not self._live:
             now = time.monotonic()
             if final or now - self._last_line >= self._interval:
                 self._last_line = now
                 shown = ", ".join(f"{k} {v}" for k, v in self._sorted(counts))
                 self.console.print(
-                    f"{self.wave}: {self.done}/{total} sources done; {extra}; now: {shown}"
+                    f"{self.wave}: {self.done}/{total} sources done, {self.queued} queued; "
+                    f"{extra}; now: {shown}"
                 )
             return
         self._progress.update(self._overall, total=total, completed=self.done, extra=extra)
+        if self._queued_task is None and self.report is not None:
+            self._queued_task = self._progress.add_task("queued", total=total, extra="")
+        if self._queued_task is not None:
+            self._progress.update(self._queued_task, total=total, completed=self.queued)
         if any(state not in self._tasks for state in counts):
             # A state shows up for the first time: redraw the bars in lifecycle order.
             for task in self._tasks.values():
@@ -125,6 +180,14 @@ class WaveDisplay:
         )
 
 
+def _clock(seconds: float) -> str:
+    """``m:ss`` (or ``h:mm:ss``) for a person."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def _print_records(console: Console, title: str, records: Sequence[Any], style: str) -> None:
     """Sources with their state and why, 25 at most (the JSON report has all)."""
     if not records:
@@ -134,7 +197,10 @@ def _print_records(console: Console, title: str, records: Sequence[Any], style: 
     table.add_column("state")
     table.add_column("reason")
     for record in records[:25]:
-        table.add_row(record.source_id, record.state or "?", record.error or "")
+        reason = record.error or ""
+        if record.request_id and record.request_id not in reason:
+            reason += f" (request_id {record.request_id})"
+        table.add_row(record.source_id, record.state or "?", reason)
     if len(records) > 25:
         table.add_row("…", "", f"{len(records) - 25} more in the JSON report")
     console.print(table)
@@ -153,7 +219,7 @@ def print_wave_summary(
         SourceOutcome.FINISHED: "reached the target",
         SourceOutcome.ALREADY: "already at the target (skipped)",
         SourceOutcome.FAILED: "failed",
-        SourceOutcome.STOPPED: "not finished (stopped)",
+        SourceOutcome.STOPPED: "interrupted (run again to resume)",
     }
     rare = {
         SourceOutcome.UNVERIFIED: "last push unverified (may have landed)",
@@ -172,6 +238,11 @@ def print_wave_summary(
         f"transitions applied: {report.applied}, moves made by the service: {report.observed}, "
         f"elapsed {report.elapsed:.1f}s ({rate:,.0f} transitions/s)"
     )
+    if report.retries.get("total"):
+        causes = ", ".join(
+            f"{cause}: {n}" for cause, n in report.retries.items() if n and cause != "total"
+        )
+        console.print(f"retries: {report.retries['total']} ({causes})")
     for run in report.took_over:
         console.print(f"took over from a dead run: {run}")
     if report.recovery is not None and (report.recovery.total or report.recovery.left_open):
@@ -205,7 +276,7 @@ def print_wave_summary(
     elif report.halted:
         console.print("[red]halted: the failure policy's limit of failed sources was reached[/]")
     elif report.interrupted:
-        console.print("[yellow]stopped before the end; run the same command again to resume[/]")
+        console.print("[yellow]interrupted before the end; run the same command again to resume[/]")
     if report_path:
         console.print(f"report: {report_path}")
 
@@ -241,6 +312,6 @@ def print_drill_summary(
         + f"; elapsed {report.elapsed:.1f}s"
     )
     if report.interrupted:
-        console.print("[yellow]stopped before the end; run the same command again to resume[/]")
+        console.print("[yellow]interrupted before the end; run the same command again to resume[/]")
     if report_path:
         console.print(f"report: {report_path}")

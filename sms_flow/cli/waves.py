@@ -1,5 +1,7 @@
 """``sms-flow run`` and ``sms-flow drill``: many sources driven to a target, shown as they go.
 
+``--dry-run`` runs nothing: :mod:`sms_flow.wave.dryrun` reads the sources and plans them.
+
 A wave or drill runs in a :class:`~sms_flow.wave.WaveSession` (or
 :class:`~sms_flow.wave.DrillSession`) that opens the simulator, client, journal and engine
 together; the live display and the summary are :mod:`sms_flow.cli.progress`'s.
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sms_flow.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_OWNED, EXIT_REJECTED
-from sms_flow.cli._output import console, err, print_json
+from sms_flow.cli._output import console, err, error_document, print_json
 from sms_flow.cli.progress import WaveDisplay, print_drill_summary, print_wave_summary
 from sms_flow.errors import InputError, WaitInterrupted
 from sms_flow.wave.report import SourceOutcome, WaveReport
@@ -51,6 +53,8 @@ async def _run_wave(args: argparse.Namespace) -> int:
     spec = load_wave(
         args.wave, concurrency=args.concurrency, rate_limit=args.rate_limit, report=args.report
     )
+    if args.dry_run:
+        return await _dry_run(args, spec, folder_of(args.wave))
     session = WaveSession(
         spec,
         endpoint=args.endpoint,
@@ -59,12 +63,13 @@ async def _run_wave(args: argparse.Namespace) -> int:
         base_dir=folder_of(args.wave),
         fresh=args.fresh,
         lease=args.lease,
+        reset_members=args.reset_members,
     )
     return await _drive_session(args, session, what="wave")
 
 
 async def _run_drill(args: argparse.Namespace) -> int:
-    from sms_flow.wave import DrillSession, DrillSpec, folder_of, load_drill
+    from sms_flow.wave import DrillSession, DrillSpec, drill_definition, folder_of, load_drill
 
     overrides: dict[str, Any] = {
         "concurrency": args.concurrency,
@@ -86,7 +91,7 @@ async def _run_drill(args: argparse.Namespace) -> int:
                 "without a drill file give --ids ID[,ID...] and --check COMMAND (and --endpoint)"
             )
         raw = {
-            "name": args.name,
+            "name": args.name or "drill",
             "sources": {"ids": [i for i in args.ids.split(",") if i]},
             **overrides,
         }
@@ -96,7 +101,11 @@ async def _run_drill(args: argparse.Namespace) -> int:
             spec = DrillSpec.model_validate({k: v for k, v in raw.items() if v is not None})
         except ValueError as exc:
             raise InputError(f"drill options: {exc}") from None
+        if not args.name:  # its own name: the same drill (check and sources) resumes, no other
+            spec = spec.model_copy(update={"name": f"drill-{drill_definition(spec)}"})
         base_dir = None
+    if args.dry_run:
+        return await _dry_run(args, spec, base_dir)
     session = DrillSession(
         spec,
         endpoint=args.endpoint,
@@ -104,8 +113,75 @@ async def _run_drill(args: argparse.Namespace) -> int:
         journal_path=args.journal,
         base_dir=base_dir,
         lease=args.lease,
+        reset_members=args.reset_members,
     )
     return await _drive_session(args, session, what="drill")
+
+
+_DRY_RUN_LISTED: Final = 50
+"""Up to this many sources, a dry run lists each one; beyond, only the plans' shapes."""
+
+
+async def _dry_run(args: argparse.Namespace, spec: Any, base_dir: Path | None) -> int:
+    """``--dry-run``: every source's plan from where it is; nothing sent, journalled or
+    claimed. Exit 0 when a run would find a way for every source, 1 when not."""
+    from sms_flow.cli._output import out
+    from sms_flow.wave.dryrun import dry_run
+
+    if getattr(args, "fresh", False):
+        raise InputError("--fresh starts the embedded simulator over; a dry run changes nothing")
+    found = await dry_run(
+        spec,
+        endpoint=args.endpoint,
+        region=args.region,
+        journal_path=args.journal,
+        base_dir=base_dir,
+    )
+    code = EXIT_OK if found.plannable else EXIT_REJECTED
+    if args.json:
+        print_json(
+            {
+                "status": "planned" if found.plannable else "no_plan",
+                "exit_code": code,
+                **found.to_dict(),
+            }
+        )
+        return code
+    totals = found.to_dict()["totals"]
+    out(
+        f"dry run of {found.kind} {found.wave} → {found.target} on {found.endpoint}: "
+        "nothing was sent, journalled or claimed"
+    )
+    if len(found.sources) <= _DRY_RUN_LISTED:
+        width = max((len(p.source_id) for p in found.sources), default=0)
+        for p in found.sources:
+            out(f"  {p.source_id.ljust(width)}  {p.shape}")
+    out(f"plans ({totals['sources']} sources):")
+    for shape, n in found.shapes():
+        out(f"  {n:>6}  {shape}")
+    out(
+        f"a run would push {totals['pushes']} changes, wait for {totals['waits']} moves the "
+        f"service makes, and take {totals['irreversible']} irreversible steps (⚠)"
+    )
+    calls: dict[str, tuple[str, int]] = {}
+    for p in found.sources:
+        for e in p.actions:
+            what, n = calls.get(e.trigger, (e.call or "another API call", 0))
+            calls[e.trigger] = (what, n + 1)
+    for trigger, (what, n) in calls.items():
+        then = (
+            "a run waits for it (wait_for_actions)"
+            if found.wait_for_actions
+            else "a run stops the source there; make the call, then run again"
+        )
+        out(
+            f"{trigger} on {n} source{'s' if n != 1 else ''} is made by another API call: {what}; {then}"
+        )
+    if totals["to_register"]:
+        out(f"{totals['to_register']} sources would be registered first (sources.count)")
+    if not found.plannable:
+        out(f"{totals['cannot']} source(s) cannot be taken to {found.target} (see above)")
+    return code
 
 
 class _Signals:
@@ -163,14 +239,20 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
     try:
         async with session:
             signals.runner = session.runner
-            report, stopped = await _drive(args, session, signals, what=what)
+            report, _ = await _drive(args, session, signals, what=what)
             signals.over = True
             path, problem = _write_report(session, report)
     except asyncio.CancelledError:
         if not signals.count:
             raise
         task.uncancel()
-        err(f"sms-flow: stopped while the {what} was starting; nothing was pushed")
+        message = f"stopped while the {what} was starting; nothing was pushed"
+        if args.json:
+            print_json(
+                error_document(EXIT_INTERRUPTED, "interrupted", message, status="interrupted")
+            )
+        else:
+            err(f"sms-flow: {message}")
         return EXIT_INTERRUPTED
     finally:
         signals.over = True
@@ -192,29 +274,18 @@ async def _drive_session(args: argparse.Namespace, session: Any, *, what: str) -
         screen = console()
         if what == "drill":
             print_drill_summary(screen, report, report_path=str(path))
+            _print_reused(screen, report)
         else:
             print_wave_summary(screen, report, report_path=str(path))
+    code = report.exit_code  # the one the report written above says
     if report.lease_lost:
         err(f"sms-flow: {what} {session.spec.name} stopped: {report.lease_lost}")
-        return EXIT_OWNED
-    if stopped:
-        return EXIT_INTERRUPTED
-    if report.failed or report.unverified:
-        return EXIT_REJECTED
-    if what == "drill":
-        from sms_flow.wave import drill_failures
-
-        if drill_failures(report):
-            return EXIT_REJECTED
-    if report.not_ours:
+    elif code == EXIT_OWNED:
         err(
-            f"sms-flow: {len(report.not_ours)} source(s) of {what} {session.spec.name} are held or were "
-            "taken over by another driver; see the report"
+            f"sms-flow: {len(report.not_ours)} source(s) of {what} {session.spec.name} are held "
+            "or were taken over by another driver; see the report"
         )
-        return EXIT_OWNED
-    if report.interrupted and not report.ok:
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+    return code
 
 
 async def _drive(
@@ -273,6 +344,7 @@ async def _drive(
             report: WaveReport = runner.report
             if not report.finished_at:  # cut short before the runner began its sources
                 report.finished_at = time.time()
+            report.interrupted = report.cut_short = True
             return report, True
     finally:
         if ticker is not None:
@@ -292,6 +364,23 @@ async def _end_leftovers(before: set[asyncio.Task[Any]]) -> None:
     for task in leftovers:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: an error in a step cut short is the next run's to see
+
+
+def _print_reused(screen: Any, report: WaveReport) -> None:
+    """Say which results of a drill were reused from an earlier run of the same drill."""
+    reused = [r for r in report.sources.values() if r.detail.get("reused")]
+    if not reused:
+        return
+    shown = ", ".join(
+        f"{r.source_id} {r.detail.get('drill')} at {r.detail.get('checked_at')}" for r in reused[:5]
+    )
+    more = f" and {len(reused) - 5} more" if len(reused) > 5 else ""
+    screen.print(
+        f"reused {len(reused)} earlier result(s) of this drill (the same check and sources), "
+        f"not drilled again: {shown}{more}; to drill them again, give the drill another name",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _write_report(session: Any, report: WaveReport) -> tuple[Path, str | None]:

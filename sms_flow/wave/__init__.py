@@ -6,7 +6,8 @@
 - :mod:`~sms_flow.wave.report`: the events a run emits and the report it leaves;
 - :mod:`~sms_flow.wave.runner`: driving every source to the target;
 - :mod:`~sms_flow.wave.session`: opening the simulator, client, journal and engine together;
-- :mod:`~sms_flow.wave.drill`: migration drills, a wave whose steps run a check.
+- :mod:`~sms_flow.wave.drill`: migration drills, a wave whose steps run a check;
+- :mod:`~sms_flow.wave.dryrun`: a wave's or drill's plan per source, nothing sent.
 
 Nothing here imports the simulator's server until a session starts an embedded one; the
 wave file's simulator options reuse its fault definitions (:mod:`sms_flow.simulator.faults`).
@@ -18,11 +19,14 @@ from sms_flow.wave.drill import (
     DrillRunner,
     DrillSession,
     DrillSpec,
+    check_runnable,
+    drill_definition,
     drill_failures,
     load_drill,
     run_check_command,
     run_drill,
 )
+from sms_flow.wave.dryrun import DryRun, SourcePlan, dry_run
 from sms_flow.wave.ratelimit import RateLimiter, limited
 from sms_flow.wave.recovery import RecoveryReport, read_states, recover
 from sms_flow.wave.report import (
@@ -43,6 +47,7 @@ from sms_flow.wave.spec import (
     WaveSpec,
     chart_of,
     folder_of,
+    journal_of,
     load_spec,
     load_wave,
 )
@@ -53,6 +58,7 @@ __all__ = [
     "DrillRunner",
     "DrillSession",
     "DrillSpec",
+    "DryRun",
     "Event",
     "EventKind",
     "FailurePolicy",
@@ -60,6 +66,7 @@ __all__ = [
     "RecoveryReport",
     "SimulatorOptions",
     "SourceOutcome",
+    "SourcePlan",
     "SourceQuery",
     "SourceRecord",
     "SourceSelector",
@@ -68,8 +75,12 @@ __all__ = [
     "WaveSession",
     "WaveSpec",
     "chart_of",
+    "check_runnable",
+    "drill_definition",
     "drill_failures",
+    "dry_run",
     "folder_of",
+    "journal_of",
     "limited",
     "load_drill",
     "load_spec",

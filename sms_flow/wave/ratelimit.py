@@ -89,6 +89,10 @@ class _LimitedApi:
         endpoint: str | None = getattr(self._client, "endpoint", None)
         return endpoint
 
+    def stats(self) -> Any:
+        """The wrapped client's retry counters (:meth:`SmsClient.stats`)."""
+        return self._client.stats()
+
     async def change_state(
         self, source_id: str, copystate: Any = None, migrationcycle: Any = None
     ) -> Any:

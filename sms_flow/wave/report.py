@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from sms_flow.journal import iso_utc
 
 if TYPE_CHECKING:
     from sms_flow.chart import Edge
@@ -27,6 +29,9 @@ __all__ = [
 
 class EventKind(StrEnum):
     WAVE_STARTED = "wave_started"
+    QUEUED = "queued"
+    """Once every member was read: ``report.sources`` holds them all, and those without an
+    outcome yet are queued to be driven."""
     SOURCE_STARTED = "source_started"
     STEP = "step"
     WAITING = "waiting"
@@ -81,7 +86,27 @@ class SourceRecord:
     steps: int = 0
     error: str | None = None
     error_type: str | None = None
+    request_id: str | None = None
+    """The request id of the call that failed it, when the service answered."""
+    attempts: int = 0
+    """HTTP attempts of its pushes (and of the call that failed it), retries included."""
+    retries: int = 0
+    """Of those attempts, the retries."""
     detail: dict[str, Any] = field(default_factory=dict)
+
+    def count_attempts(self, attempts: int) -> None:
+        """Count the attempts of one call (its retries are all but the first)."""
+        self.attempts += attempts
+        self.retries += max(0, attempts - 1)
+
+    def note_error(self, exc: BaseException) -> None:
+        """Keep the request id and the attempts of the call that raised ``exc``."""
+        request_id = getattr(exc, "request_id", None)
+        if isinstance(request_id, str):
+            self.request_id = request_id
+        attempts = getattr(exc, "attempts", None)
+        if isinstance(attempts, int):
+            self.count_attempts(attempts)
 
 
 @dataclass
@@ -98,11 +123,23 @@ class WaveReport:
     observed: int = 0
     halted: bool = False
     interrupted: bool = False
+    cut_short: bool = False
+    """A signal cut the run short: steps in flight were cancelled, not finished (the second
+    Ctrl-C or SIGTERM, or the first while a request waited for a rate-limit slot)."""
     recovery: RecoveryReport | None = None
     lease_lost: str | None = None
     """Why the run stopped pushing when its lease lapsed or it was taken over, if it did."""
     took_over: list[str] = field(default_factory=list)
     """The dead runs of this wave this run took over (their open intents it settled)."""
+    retries: dict[str, int] = field(default_factory=dict)
+    """The client's retries during the run, by cause (``connect``, ``dropped``, ``timeout``,
+    ``429``, ``5xx``) and in all (``total``); empty when the client does not count them."""
+    counting: Callable[[], dict[str, int]] | None = field(default=None, repr=False)
+    """While the run goes on: its retries so far (the runner sets it)."""
+
+    def retries_so_far(self) -> dict[str, int]:
+        """The retries of the run so far (for a live display), as :attr:`retries`."""
+        return self.counting() if self.counting is not None else self.retries
 
     def count(self, outcome: SourceOutcome) -> int:
         return sum(1 for r in self.sources.values() if r.outcome is outcome)
@@ -136,22 +173,72 @@ class WaveReport:
     def elapsed(self) -> float:
         return (self.finished_at or time.time()) - self.started_at
 
+    @property
+    def unpassed(self) -> list[SourceRecord]:
+        """Sources that failed, or whose drill did not pass (a drill report's failures)."""
+        return [
+            r
+            for r in self.sources.values()
+            if r.outcome is SourceOutcome.FAILED
+            or r.detail.get("drill") not in (None, "passed", "not run")
+        ]
+
+    @property
+    def exit_code(self) -> int:
+        """The exit status ``sms-flow run`` and ``drill`` give for this report: 5 when the
+        run lost its lease, 130 when a signal cut it short, 1 when a source failed, its drill
+        did not pass or its last push is unverified, 5 when sources are another driver's, 130
+        when it was interrupted before every source was at the target, else 0 (see
+        :mod:`sms_flow.cli`)."""
+        if self.lease_lost:
+            return 5
+        if self.cut_short:
+            return 130
+        if self.unpassed or self.unverified:
+            return 1
+        if self.not_ours:
+            return 5
+        if self.interrupted and not self.ok:
+            return 130
+        return 0
+
     def to_dict(self) -> dict[str, Any]:
+        """The JSON report: times in ISO-8601 UTC, the sms-flow version, the exit status,
+        totals (retries by cause included), each failure with its error type, message and
+        request id, and each source's last known state."""
+        from sms_flow import __version__
+
+        elapsed = self.elapsed
+        failures = [
+            r
+            for r in self.sources.values()
+            if r.outcome
+            in (
+                SourceOutcome.FAILED,
+                SourceOutcome.OWNED,
+                SourceOutcome.TAKEN,
+                SourceOutcome.UNVERIFIED,
+            )
+            or r.detail.get("drill") not in (None, "passed", "not run")
+        ]
         return {
             "wave": self.wave,
             "target": self.target,
             "endpoint": self.endpoint,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "elapsed_seconds": round(self.elapsed, 3),
+            "sms_flow_version": __version__,
+            "started_at": iso_utc(self.started_at),
+            "finished_at": iso_utc(self.finished_at) if self.finished_at else None,
+            "elapsed_seconds": round(elapsed, 3),
+            "exit_code": self.exit_code,
             "totals": {
                 "sources": len(self.sources),
                 **{o.value: self.count(o) for o in SourceOutcome},
                 "transitions_applied": self.applied,
                 "moves_observed": self.observed,
-                "transitions_per_second": round(self.applied / self.elapsed, 1)
-                if self.elapsed > 0
-                else None,
+                "transitions_per_second": round(self.applied / elapsed, 1) if elapsed > 0 else None,
+                "attempts": sum(r.attempts for r in self.sources.values()),
+                "retries": self.retries.get("total", 0),
+                "retries_by_cause": {k: v for k, v in self.retries.items() if k != "total"},
             },
             "halted": self.halted,
             "interrupted": self.interrupted,
@@ -163,17 +250,12 @@ class WaveReport:
                     "source_id": r.source_id,
                     "outcome": r.outcome.value if r.outcome else None,
                     "state": r.state,
-                    "error": r.error,
                     "error_type": r.error_type,
+                    "error": r.error,
+                    "request_id": r.request_id,
+                    **({"drill": r.detail["drill"]} if "drill" in r.detail else {}),
                 }
-                for r in self.sources.values()
-                if r.outcome
-                in (
-                    SourceOutcome.FAILED,
-                    SourceOutcome.OWNED,
-                    SourceOutcome.TAKEN,
-                    SourceOutcome.UNVERIFIED,
-                )
+                for r in failures
             ],
             "sources": [
                 {
@@ -182,7 +264,10 @@ class WaveReport:
                     "state": r.state,
                     "outcome": r.outcome.value if r.outcome else None,
                     "steps": r.steps,
+                    "attempts": r.attempts,
+                    "retries": r.retries,
                     "error": r.error,
+                    "request_id": r.request_id,
                     **r.detail,
                 }
                 for r in self.sources.values()

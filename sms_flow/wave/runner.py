@@ -3,7 +3,9 @@
 Each source goes along its shortest legal path, one step at a time through the
 :class:`~sms_flow.engine.Engine` (validate, claim, journal, look, push, verify, commit),
 re-planned after each step; where the service makes a move itself, the runner waits for it,
-polling. A failed source does not stop the others unless the failure policy says so. A stop
+polling. A move only another API call makes (``by: action``) is not waited for unless the
+wave file says ``wait_for_actions: true``: the source fails at once for this run, the error
+saying what to call, and a later run carries on from where the source is. A failed source does not stop the others unless the failure policy says so. A stop
 request (Ctrl-C) lets every in-flight step finish and be journalled.
 
 A run first claims the wave's members for its run in the journal: a source another live
@@ -11,7 +13,10 @@ driver holds is not driven (``owned``, with whose it is). Then recovery
 (:func:`~sms_flow.wave.recovery.recover`) settles the intents a dead run of the wave left
 open on its endpoint, and the wave's members are journalled, so a second run drives the same
 sources on from where they are. A source found moved since the journal last knew it gets an
-``observed`` entry before it is driven. During the run, a source taken over by another
+``observed`` entry before it is driven. A source the service does not know (404), or whose
+first read fails (a 5xx or 403 after the client's retries, no usable answer), fails alone,
+with its error and its last state the journal knows; when every read fails, the service
+is not usable and the run raises that error. During the run, a source taken over by another
 driver (``set --force``) is left to it (``taken``, by whom and why); a push whose outcome is
 unknown is settled by reading the source again, or reported ``unverified``; a run that loses
 its lease stops at once.
@@ -35,6 +40,7 @@ from sms_flow.errors import (
     InputError,
     LeaseLostError,
     NotAppliedError,
+    NotFoundError,
     OwnedError,
     TransitionRejected,
     TransportError,
@@ -46,6 +52,7 @@ from sms_flow.states import StateRequest, parse_pair
 from sms_flow.wave.recovery import SourceReader, read_states, recover
 from sms_flow.wave.report import Event, EventKind, SourceOutcome, SourceRecord, WaveReport
 from sms_flow.wave.spec import WaveSpec
+from sms_flow.wire import SourceServer
 
 __all__ = ["WaveRunner"]
 
@@ -135,14 +142,16 @@ class WaveRunner:
 
         ``ids``: the file's list. ``query``: what the first run's query found (kept in the
         journal, since the sources it moved no longer match it). ``count``: the sources
-        registered for this wave in the simulator.
+        registered for this wave in the simulator. The journal keeps them by wave and
+        endpoint (the engine's): the members found on one endpoint are never another's.
         """
         sel = self.spec.sources
+        where = self.engine.endpoint
         if sel.ids is not None:
             self.members = list(sel.ids)
-            await self.journal.add_members(self.spec.name, self.members)
+            await self.journal.add_members(self.spec.name, self.members, endpoint=where)
             return self.members
-        known = await self.journal.members(self.spec.name)
+        known = await self.journal.members(self.spec.name, endpoint=where)
         if sel.query is not None:
             if not known:
                 q = sel.query
@@ -154,12 +163,12 @@ class WaveRunner:
                     found.append(src.id)
                     if q.limit is not None and len(found) >= q.limit:
                         break
-                await self.journal.add_members(self.spec.name, found)
-                known = await self.journal.members(self.spec.name)
+                await self.journal.add_members(self.spec.name, found, endpoint=where)
+                known = await self.journal.members(self.spec.name, endpoint=where)
             self.members = known
             return known
         ids = await self._register(known, sel.count or 0)
-        await self.journal.add_members(self.spec.name, ids)
+        await self.journal.add_members(self.spec.name, ids, endpoint=where)
         self.members = ids
         return ids
 
@@ -193,6 +202,10 @@ class WaveRunner:
         """Claim, recover, read the members' states, and drive them all."""
         report = self.report
         engine = self.engine
+        counted: Any = getattr(self.client, "stats", None)
+        retries_before = counted() if callable(counted) else None
+        if retries_before is not None:
+            report.counting = lambda: _retries_since(retries_before, counted())
         if engine.lease is not None:
             report.took_over = [run.describe() for run in engine.lease.took_over]
         members = await self.resolve_members()
@@ -207,10 +220,18 @@ class WaveRunner:
         conflicts = {
             d["source_id"] for d in report.recovery.details if d.get("result") == "conflict"
         }
-        self.emit(EventKind.WAVE_STARTED)
+        self.emit(EventKind.WAVE_STARTED, report=report)
         mine = [s for s in members if s not in claimed.refused]
         read_at = time.monotonic()
-        states = await read_states(self.client, mine, self.spec.concurrency)
+        first = _FirstRead(self.client)
+        states = await read_states(first, mine, self.spec.concurrency)
+        if first.failed and len(first.failed) == len(mine):
+            raise next(iter(first.failed.values()))  # the service is not usable: no wave
+        last_known = (
+            await self.journal.last_applied(list(first.failed), endpoint=engine.endpoint)
+            if first.failed
+            else {}
+        )
         moved = await self._moved_elsewhere(states)
         queue: asyncio.Queue[str] = asyncio.Queue()
         for source_id in members:
@@ -223,6 +244,21 @@ class WaveRunner:
                     f"held by another live driver: {owner.describe()}; not driven: run this "
                     "wave again once it is done",
                     "OwnedError",
+                )
+                continue
+            unread = first.failed.get(source_id)
+            if unread is not None:
+                known = last_known.get(source_id)
+                record.state = known.to_state if known is not None else None
+                if known is not None:
+                    record.detail["state_from"] = f"journal entry {known.id}"
+                self.finish(
+                    record,
+                    SourceOutcome.FAILED,
+                    f"could not be read: {unread}; not driven: run the wave again once the "
+                    "service answers for it",
+                    type(unread).__name__,
+                    unread,
                 )
                 continue
             src = states.get(source_id)
@@ -258,6 +294,8 @@ class WaveRunner:
                 continue
             queue.put_nowait(source_id)
 
+        self.emit(EventKind.QUEUED, report=report)
+
         async def worker() -> None:
             while not self._stop.is_set():
                 try:
@@ -279,6 +317,9 @@ class WaveRunner:
                 if record.outcome is None:
                     record.outcome = SourceOutcome.STOPPED
             report.finished_at = time.time()
+            if retries_before is not None:
+                report.retries = _retries_since(retries_before, counted())
+                report.counting = None
             self.emit(EventKind.WAVE_DONE, report=report)
             for q in self._queues:
                 q.put_nowait(None)
@@ -343,11 +384,15 @@ class WaveRunner:
         outcome: SourceOutcome,
         error: str | None = None,
         error_type: str | None = None,
+        exc: BaseException | None = None,
     ) -> None:
-        """Record a source's outcome (and halt the run when the failure policy says so)."""
+        """Record a source's outcome (and halt the run when the failure policy says so);
+        ``exc``, the error that ended it, gives the request id and attempts of its call."""
         record.outcome = outcome
         record.error = error
         record.error_type = error_type
+        if exc is not None:
+            record.note_error(exc)
         if outcome is SourceOutcome.FAILED:
             self._failed += 1
             halt = self.spec.halt_after
@@ -425,7 +470,11 @@ class WaveRunner:
                 self.emit(EventKind.WAITING, source_id=source_id, edge=step, state=state)
                 waiting = asyncio.ensure_future(
                     engine.wait_for_service(
-                        source_id, step, wave=self.spec.name, within=self.spec.service_wait
+                        source_id,
+                        step,
+                        wave=self.spec.name,
+                        within=self.spec.service_wait,
+                        wait_for_action=self.spec.wait_for_actions,
                     )
                 )
                 stopping = asyncio.ensure_future(self._stop.wait())
@@ -445,27 +494,28 @@ class WaveRunner:
             return False
         except ClaimLostError as exc:
             await self._read_state(record)
-            self.finish(record, SourceOutcome.TAKEN, str(exc), "ClaimLostError")
+            self.finish(record, SourceOutcome.TAKEN, str(exc), "ClaimLostError", exc)
             return False
         except OwnedError as exc:
-            self.finish(record, SourceOutcome.OWNED, str(exc), "OwnedError")
+            self.finish(record, SourceOutcome.OWNED, str(exc), "OwnedError", exc)
             return False
         except UnverifiedError as exc:
             return await self._unverified(record, exc)
         except ConflictError as exc:
             record.state = exc.observed
             whose = await self.whose_move(source_id, exc.observed)
-            self.finish(record, SourceOutcome.FAILED, f"{exc}; {whose}", "Conflict")
+            self.finish(record, SourceOutcome.FAILED, f"{exc}; {whose}", "Conflict", exc)
             return False
         except (TransitionRejected, NotAppliedError, ApiError, TransportError) as exc:
             record.state = str(engine.states.get(source_id, state))
-            self.finish(record, SourceOutcome.FAILED, str(exc), type(exc).__name__)
+            self.finish(record, SourceOutcome.FAILED, str(exc), type(exc).__name__, exc)
             return False
         self._stepped(record, result)
         return True
 
     def _stepped(self, record: SourceRecord, result: StepResult) -> None:
         record.steps += 1
+        record.count_attempts(result.attempts)
         record.state = str(result.to_state)
         self.emit(EventKind.STEP, source_id=record.source_id, step=result)
 
@@ -478,7 +528,7 @@ class WaveRunner:
         except (ApiError, TransportError, TransitionRejected) as read_exc:
             record.state = str(engine.states[source_id])
             record.detail["unverified"] = {"entry": exc.entry_id, "read": str(read_exc)}
-            self.finish(record, SourceOutcome.UNVERIFIED, str(exc), "UnverifiedError")
+            self.finish(record, SourceOutcome.UNVERIFIED, str(exc), "UnverifiedError", exc)
             return False
         if settled is not None and settled.outcome is Outcome.APPLIED:
             self.report.applied += 1
@@ -507,3 +557,39 @@ class WaveRunner:
             "no journal entry shows that move: someone outside sms-flow made it (the console, "
             "another tool)"
         )
+
+
+def _retries_since(before: Any, after: Any) -> dict[str, int]:
+    """The retries between two :class:`~sms_flow.client.ClientStats`, by cause and in all."""
+    then = before.by_cause()
+    counts = {cause: n - then.get(cause, 0) for cause, n in after.by_cause().items()}
+    return {**counts, "total": sum(counts.values())}
+
+
+class _FirstRead:
+    """A reader for the wave's first read of its sources that keeps each source's failure.
+
+    A source the service answers for with an error other than 404 (a 5xx or 403 after the
+    client's retries, no usable answer) is kept in :attr:`failed` and handed on as not found,
+    so that reading the others goes on; the runner then fails that source alone, with its
+    error. A wait interrupted by a stop passes through.
+    """
+
+    iter_sources: Callable[..., AsyncIterator[SourceServer]]
+    """The wrapped reader's listing, when it has one (set in ``__init__``)."""
+
+    def __init__(self, reader: SourceReader) -> None:
+        self._reader = reader
+        self.failed: dict[str, ApiError | TransportError] = {}
+        listing = getattr(reader, "iter_sources", None)
+        if listing is not None:
+            self.iter_sources = listing
+
+    async def get_source(self, source_id: str) -> SourceServer:
+        try:
+            return await self._reader.get_source(source_id)
+        except NotFoundError:
+            raise
+        except (ApiError, TransportError) as exc:
+            self.failed[source_id] = exc
+            raise NotFoundError(status=404, error_msg="kept as unread") from exc

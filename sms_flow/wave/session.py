@@ -22,7 +22,7 @@ from sms_flow.journal import DEFAULT_LEASE, Lease
 from sms_flow.wave.ratelimit import limited
 from sms_flow.wave.report import Event, WaveReport
 from sms_flow.wave.runner import WaveRunner
-from sms_flow.wave.spec import SIMULATOR, WaveSpec, chart_of, folder_of, load_wave
+from sms_flow.wave.spec import SIMULATOR, WaveSpec, chart_of, folder_of, journal_of, load_wave
 
 __all__ = ["WaveSession", "run_session", "run_wave"]
 
@@ -32,10 +32,14 @@ class WaveSession:
 
     ``async with WaveSession(spec) as session: report = await session.runner.run()``.
     With ``endpoint: simulator`` an embedded simulator runs in this process, its sources
-    kept in a state file beside the journal so that a second run finds them (the journal
-    names that endpoint ``simulator:`` and the state file's path). ``lease`` is the run's
-    lease in seconds (its heartbeat renews it every third); ``look=False`` turns off the
-    engine's read before a push whose last read is not fresh. A subclass makes another kind
+    kept in a state file of the wave's own (:attr:`simulator_state_file`) so that a second
+    run finds them (the journal names that endpoint ``simulator:`` and the state file's
+    path); ``fresh`` starts that file, and the wave's membership, over. The journal keeps a
+    wave's members by endpoint; a run on another endpoint than the one it has them on is
+    refused (:class:`~sms_flow.errors.ConfigError`) unless ``reset_members`` starts the
+    membership over; ``sources.count`` is refused at once with a real endpoint. ``lease`` is
+    the run's lease in seconds (its heartbeat renews it every third); ``look=False`` turns
+    off the engine's read before a push whose last read is not fresh. A subclass makes another kind
     of runner by overriding :meth:`make_runner` (the drill session does) and names its kind
     of run in :attr:`kind`.
     """
@@ -57,19 +61,21 @@ class WaveSession:
         client_options: dict[str, Any] | None = None,
         lease: float = DEFAULT_LEASE,
         look: bool = True,
+        reset_members: bool = False,
     ) -> None:
-        from sms_flow.journal import default_journal_path
-
         self.spec = spec
         self._endpoint = endpoint
         self._region = region
-        self.journal_path = Path(journal_path) if journal_path else default_journal_path()
+        self.journal_path = Path(journal_path) if journal_path else journal_of(spec, base_dir)
+        """``journal_path``, else the file's ``journal:`` (relative to ``base_dir``), else the
+        default (``$SMS_FLOW_JOURNAL``, ``$SMS_FLOW_HOME``, ``./.sms-flow``)."""
         self._base_dir = base_dir
         self._fresh = fresh
         self.on_event = on_event
         self._client_options = dict(client_options or {})
         self.lease_seconds = lease
         self.look = look
+        self.reset_members = reset_members
         self.simulator: Any = None
         self.client: Any = None
         self.journal: Any = None
@@ -85,9 +91,19 @@ class WaveSession:
         return self._endpoint is None and self._region is None and self.spec.uses_simulator
 
     @property
+    def actor(self) -> str:
+        """Who the run's steps are journalled as: ``KIND:NAME``."""
+        return f"{self.kind}:{self.spec.name}"
+
+    @property
     def simulator_state_file(self) -> Path:
+        """Where the embedded simulator keeps this wave's sources: ``simulator.state_file``,
+        else ``simulator/NAME.sqlite`` beside the journal (one file per wave or drill, so
+        that ``--fresh`` starts this one over and no other)."""
         configured = self.spec.simulator.state_file
-        return Path(configured) if configured else self.journal_path.parent / "simulator.sqlite"
+        if configured:
+            return Path(configured)
+        return self.journal_path.parent / "simulator" / f"{self.spec.name}.sqlite"
 
     @property
     def report_path(self) -> Path:
@@ -104,6 +120,13 @@ class WaveSession:
         if self._fresh and not self.embedded:
             raise ConfigError(
                 "--fresh starts the embedded simulator over; it cannot be used with a real endpoint"
+            )
+        if spec.sources.count is not None and not self.embedded:
+            where = self._endpoint or self._region
+            raise ConfigError(
+                f"{self.kind} {spec.name}: sources.count registers new sources, which only the "
+                f"embedded simulator allows, not {where}; against a real endpoint name the "
+                "sources with ids or a query"
             )
         try:
             if self.embedded:
@@ -142,7 +165,8 @@ class WaveSession:
             await self.client.open()
             self.journal = SqliteJournal(self.journal_path)
             await self.journal.open()
-            actor = f"{self.kind}:{spec.name}"
+            await self._check_membership()
+            actor = self.actor
             self.lease = Lease(
                 self.journal,
                 self.kind,
@@ -154,8 +178,6 @@ class WaveSession:
                 exclusive=True,
             )
             await self.lease.start()
-            if self._fresh:
-                await self.journal.remove_members(spec.name)
             api = limited(self.client, spec.rate_limit)
             engine = Engine(
                 api,
@@ -173,6 +195,32 @@ class WaveSession:
             await self.aclose()
             raise
         return self
+
+    async def _check_membership(self) -> None:
+        """Refuse a run on another endpoint than the one the journal has the wave's members on.
+
+        Membership is keyed by wave and endpoint, so a member of one endpoint is never taken
+        for another's; a run on a new endpoint of a wave the journal knows elsewhere is most
+        likely a mistake (a rehearsal's name given to the real run), and is refused with the
+        ways out. ``fresh`` and ``reset_members`` start the membership over; members of
+        unknown endpoint (from an older journal) are taken as this endpoint's.
+        """
+        journal, name = self.journal, self.spec.name
+        if self._fresh or self.reset_members:
+            await journal.remove_members(name)
+            return
+        known = await journal.member_endpoints(name)
+        if "" in known:
+            await journal.adopt_members(name, endpoint=self.endpoint)
+        elsewhere = [e for e in known if e not in ("", self.endpoint)]
+        if elsewhere:
+            raise ConfigError(
+                f"{self.kind} {name} has members on {elsewhere[0]} in journal "
+                f"{self.journal_path}, and this run goes to {self.endpoint}: its sources there "
+                f"are not these. Give the {self.kind} another name, use another journal "
+                "(--journal FILE), or start its membership over on this endpoint with "
+                "--reset-members (its history stays)"
+            )
 
     def make_runner(self, engine: Engine, client: Any) -> WaveRunner:
         """The runner of this session, over its open ``engine`` and (rate-limited) ``client``."""

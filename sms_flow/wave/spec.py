@@ -21,9 +21,9 @@ Limits, each checked before anything is sent:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -39,7 +39,7 @@ from sms_flow._textfile import NoSuchFile, UnreadableFile, read_text
 from sms_flow._yaml import YamlProblem
 from sms_flow._yaml import load as load_yaml
 from sms_flow.chart import Chart, load_chart
-from sms_flow.errors import ConfigError, SmsFlowError
+from sms_flow.errors import ConfigError, SmsFlowError, did_you_mean
 from sms_flow.simulator.faults import Faults
 from sms_flow.states import StateRequest, parse_request
 from sms_flow.wave.ratelimit import RATE_LIMIT_MIN
@@ -56,6 +56,7 @@ __all__ = [
     "WaveSpec",
     "chart_of",
     "folder_of",
+    "journal_of",
     "load_spec",
     "load_wave",
 ]
@@ -149,7 +150,8 @@ class SimulatorOptions(Faults):
 
     state_file: str | None = Field(
         None,
-        description="Where the simulated sources live across runs (default .sms-flow/simulator.sqlite).",
+        description="Where the simulated sources live across runs (default: the wave's own "
+        "file, .sms-flow/simulator/NAME.sqlite).",
     )
     service_delay: float = Field(0.2, ge=0)
     seed: int | None = None
@@ -183,6 +185,18 @@ class WaveSpec(BaseModel):
         gt=0,
         allow_inf_nan=False,
         description="Seconds to wait for a move the service makes.",
+    )
+    wait_for_actions: bool = Field(
+        False,
+        description="Wait (up to service_wait) for moves only another API call makes (by: "
+        "action, e.g. clear); by default such a source fails at once for this run, saying what "
+        "to call, and a later run carries on once someone made the call.",
+    )
+    journal: str | None = Field(
+        None,
+        description="The journal file, relative to the wave file's folder (default: "
+        "$SMS_FLOW_JOURNAL, else journal.sqlite in $SMS_FLOW_HOME, else ./.sms-flow); "
+        "--journal comes first.",
     )
     report: str | None = Field(None, description="Where the JSON report goes.")
     chart: str | None = Field(None, description="A statechart file instead of the default one.")
@@ -259,6 +273,11 @@ def load_spec(
         problems = "; ".join(
             f"{'.'.join(str(x) for x in err['loc']) or '(file)'}: "
             + " ".join(err["msg"].removeprefix("Value error, ").split())
+            + (
+                did_you_mean(str(err["loc"][-1]), _keys_at(model, err["loc"][:-1]))
+                if err["type"] == "extra_forbidden" and err["loc"]
+                else ""
+            )
             for err in exc.errors()
         )
         raise ConfigError(f"{kind} file {p}: {problems}") from None
@@ -266,9 +285,40 @@ def load_spec(
         raise ConfigError(f"{kind} file {p}: {exc}") from None
 
 
+def _keys_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The keys a wave file may give at ``loc`` (a mistyped key's parent), for a suggestion."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        nested = [
+            t
+            for t in (field.annotation, *get_args(field.annotation))
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if not nested:
+            return []
+        model = nested[0]
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
 def folder_of(path: str | Path) -> Path:
     """The folder of a wave or drill file: where the paths it names are relative to."""
     return Path(path).resolve().parent
+
+
+def journal_of(spec: WaveSpec, base: Path | None = None) -> Path:
+    """The journal a wave's run writes to when none is given: the file's ``journal`` (relative
+    to ``base``, the wave file's folder), else the default
+    (:func:`~sms_flow.journal.default_journal_path`)."""
+    if spec.journal is None:
+        from sms_flow.journal import default_journal_path
+
+        return default_journal_path()
+    path = Path(spec.journal).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
+    return path.absolute()
 
 
 def chart_of(spec: WaveSpec, base: Path | None = None) -> Chart | None:

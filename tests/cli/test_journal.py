@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def test_check_reports_a_sound_journal(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["journal", "check", "--journal", str(path)]) == 0
     shown = capsys.readouterr().out
     assert f"journal {path}: sound" in shown
-    assert "schema version 2" in shown and "entries: 4, open intents: 1" in shown
+    assert "schema version 3" in shown and "entries: 4, open intents: 1" in shown
     assert "wave w1 (run" in shown and "sources held by live runs: 2" in shown
 
     assert main(["journal", "check", "--journal", str(path), "--json"]) == 0
@@ -95,3 +96,122 @@ def test_check_without_a_journal_is_bad_input(
 ) -> None:
     assert main(["journal", "check", "--journal", str(tmp_path / "none.sqlite")]) == 2
     assert "no journal at" in capsys.readouterr().err
+
+
+_PEAK_RSS = """
+import contextlib, os, resource, sys
+from sms_flow.cli import main
+with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+    code = main(sys.argv[1:])
+print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["table", "json"])
+def test_history_of_a_long_journal_streams_in_flat_memory(
+    spawn: Spawner, tmp_path: Path, form: str
+) -> None:
+    """Defect 8: 60,000 entries of one wave, as a table or JSON, in a process whose peak
+    memory stays well under what loading them all took (before: about 500 MB as a table
+    and 290 MB as JSON at this size; now about 40 MB whatever the size)."""
+    from benchmarks.b10_history import fill_journal
+
+    journal = tmp_path / "journal.sqlite"
+    fill_journal(journal, 60_000, wave="long")
+    done = spawn.run(
+        sys.executable, "-c", _PEAK_RSS, "history", "--wave", "long", "--journal", str(journal),
+        "--format", form, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    code, peak_mb = (int(x) for x in done.stdout.split())
+    assert code == 0
+    assert peak_mb < 120, f"peak RSS {peak_mb} MB"
+
+
+async def _mixed(path: Path) -> list[int]:
+    """A journal of two waves and a set, with several outcomes and actors; the entry ids."""
+    ids: list[int] = []
+    async with SqliteJournal(path) as journal:
+        for source, actor, wave, outcome in (
+            ("s1", "wave:w1", "w1", Outcome.APPLIED),
+            ("s2", "wave:w1", "w1", Outcome.FAILED),
+            ("s1", "cli", None, Outcome.APPLIED),
+            ("s3", "wave:w2", "w2", Outcome.CONFLICT),
+            ("s2", "wave:w1", "w1", Outcome.APPLIED),
+        ):
+            ids.append(
+                await journal.record(
+                    Intent(source, "configure", "WAITING/checking", "WAITING/setting", actor,
+                           "a reason, with a comma", wave=wave),
+                    outcome,
+                    request_id=f"req-{len(ids)}",
+                )
+            )  # fmt: skip
+    return ids
+
+
+def _history_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[int]:
+    assert main(["history", *argv]) == 0
+    return [e["id"] for e in json.loads(capsys.readouterr().out)]
+
+
+def test_history_filters_by_outcome_actor_time_and_keeps_the_last_n(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    ids = asyncio.run(_mixed(path))
+    j = ("--journal", str(path), "--json")
+    assert _history_json(capsys, *j) == ids, "no filter: the whole journal"
+    assert _history_json(capsys, "--wave", "w1", *j) == [ids[0], ids[1], ids[4]]
+    assert _history_json(capsys, "--outcome", "failed,conflict", *j) == [ids[1], ids[3]]
+    assert _history_json(capsys, "--outcome", "failed", "--outcome", "conflict", *j) == [
+        ids[1],
+        ids[3],
+    ]
+    assert _history_json(capsys, "--actor", "cli", *j) == [ids[2]]
+    assert _history_json(capsys, "s2", "--outcome", "applied", *j) == [ids[4]]
+    assert _history_json(capsys, "--wave", "w1", "--limit", "2", *j) == [ids[1], ids[4]]
+    assert _history_json(capsys, "--since", "1h", *j) == ids
+    assert _history_json(capsys, "--until", "1h", *j) == []
+    assert _history_json(capsys, "--since", "2000-01-01", "--until", "2999-01-01T00:00Z", *j) == ids
+    assert _history_json(capsys, "--wave", "nobody", *j) == []
+
+
+def test_history_as_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+
+    path = tmp_path / "journal.sqlite"
+    ids = asyncio.run(_mixed(path))
+    assert main(["history", "--wave", "w1", "--journal", str(path), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [int(r["id"]) for r in rows] == [ids[0], ids[1], ids[4]]
+    assert rows[1]["outcome"] == "failed" and rows[1]["request_id"] == "req-1"
+    assert rows[0]["reason"] == "a reason, with a comma"
+    assert rows[0]["created_at"].endswith("Z") and rows[0]["created_at"][10] == "T"
+
+
+def test_history_table_names_what_it_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    asyncio.run(_mixed(path))
+    assert main(["history", "--wave", "w1", "--outcome", "failed", "--journal", str(path)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == f"history of wave w1 outcome failed ({path})"
+    assert shown[1].split()[:3] == ["#", "time", "(UTC)"]
+    assert "s2" in shown[3] and "failed" in shown[3] and "req-1" in shown[3]
+    assert shown[-1] == "1 entry"
+    assert main(["history", "--actor", "nobody", "--journal", str(path)]) == 0
+    assert capsys.readouterr().out == f"no journal entries for actor nobody in {path}\n"
+
+
+def test_history_refuses_a_mistyped_outcome_with_a_suggestion(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    done = spawn.run(*SMS_FLOW_COMMAND, "history", "--outcome", "aplied", cwd=tmp_path)
+    assert_refused(done, "unknown outcome 'aplied' (did you mean 'applied'?)")
+    done = spawn.run(*SMS_FLOW_COMMAND, "history", "--since", "yesterday", cwd=tmp_path)
+    assert_refused(done, "'yesterday' is neither an ISO-8601 time")
+    done = spawn.run(*SMS_FLOW_COMMAND, "history", "--since", "1h", "--until", "2h", cwd=tmp_path)
+    assert_refused(done, "is not before --until")

@@ -58,6 +58,8 @@ def test_check_json(capsys: pytest.CaptureFixture[str]) -> None:
             "to": "SYNCING/syncing",
             "by": "action",
             "basis": "documented",
+            "irreversible": False,
+            "call": 'POST /v3/tasks/{task_id}/action {"operation": "start"}',
         }
     ]
 

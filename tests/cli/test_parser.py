@@ -37,13 +37,15 @@ def test_every_command_names_a_handler_that_exists() -> None:
     assert isinstance(commands.choices, dict)
     assert set(commands.choices) == {
         "check", "plan", "diagram", "get", "set", "run", "drill", "history", "recover",
-        "journal", "simulator",
+        "journal", "simulator", "status", "list", "completion", "serve",
     }  # fmt: skip
     for name, sub in commands.choices.items():
         handler = sub.get_default("handler")
         module, _, function = handler.partition(":")
         assert callable(getattr(importlib.import_module(module), function)), name
-        assert sub.get_default("logs") is (name not in {"check", "plan", "diagram"}), name
+        assert sub.get_default("logs") is (
+            name not in {"check", "plan", "diagram", "completion"}
+        ), name
 
 
 def test_simulator_help_lists_every_fault(capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,5 +72,5 @@ def test_console_script_runs() -> None:
         [sys.executable, "-m", "sms_flow", "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "exit codes" in result.stdout
-    assert "130 a wave or drill stopped by Ctrl-C" in result.stdout
+    assert "130 stopped by Ctrl-C (a wave or drill: run it again to resume)" in result.stdout
     assert "5 owned by another live driver" in result.stdout

@@ -109,7 +109,7 @@ def test_set_follows_the_path_when_asked(
     cli: Callable[..., subprocess.CompletedProcess[str]], simulator: tuple[str, list[str]]
 ) -> None:
     sid = simulator[1][1]
-    result = cli("set", sid, "--copystate", "STOPPED", "--path")
+    result = cli("set", sid, "--copystate", "STOPPED", "--path", "--yes")
     assert result.returncode == 0, result.stderr
     assert "applied: stop" in result.stdout
     assert "observed: stopped" in result.stdout and "made by the service" in result.stdout

@@ -161,6 +161,116 @@ def test_a_drills_report_path_is_checked_too(spawn: Spawner, tmp_path: Path) -> 
     assert_refused(done, "report path /proc/r.json", "nothing can be written in /proc")
 
 
+@pytest.mark.parametrize(
+    ("check", "needle"),
+    [
+        ("./smoke.sh", "./smoke.sh does not exist"),
+        ("./not-executable.sh", "is not executable; chmod +x ./not-executable.sh"),
+        ("smoke-test-nowhere", "no such command 'smoke-test-nowhere'"),
+    ],
+)
+def test_a_check_that_cannot_run_is_refused_before_anything_is_pushed(
+    spawn: Spawner, tmp_path: Path, sim: SimulatorChild, check: str, needle: str
+) -> None:
+    (tmp_path / "not-executable.sh").write_text("#!/bin/sh\nexit 0\n")
+    ids = ",".join(sim.ids)
+    done = run(spawn, "drill", "--ids", ids, "--check", check, "--endpoint", sim.url, cwd=tmp_path)
+    assert_refused(done, f"the check command {check!r} cannot run", needle)
+    assert pushed(sim) == 0 and requests(sim, "GET /v3/sources/{source_id}") == 0
+    assert not (tmp_path / ".sms-flow").exists()
+
+
+def test_a_repeated_ad_hoc_drill_with_another_check_is_drilled_again(
+    spawn: Spawner, tmp_path: Path, sim: SimulatorChild
+) -> None:
+    """Defect 2: the second ad-hoc drill, whose check fails, printed `passed`, exit 0."""
+    wave = wave_file(tmp_path, sim, target="SYNCING/syncing")
+    assert run(spawn, "run", str(wave), "--no-progress", cwd=tmp_path).returncode == 0
+    source = sim.ids[0]
+    drill = ("drill", "--ids", source, "--endpoint", sim.url, "--json")
+    first = run(spawn, *drill, "--check", "echo smoke ok", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = run(spawn, *drill, "--check", "exit 1", cwd=tmp_path)
+    assert second.returncode == 1, second.stderr
+    report = json.loads(second.stdout)
+    assert report["totals"]["failed"] == 1 and len(report["failures"]) == 1
+    [entry] = report["sources"]
+    assert entry["drill"] == "failed" and "reused" not in entry
+    assert report["wave"] != json.loads(first.stdout)["wave"]  # each drill its own id
+    triggers = [h["trigger"] for h in sim.history(source)]
+    assert triggers.count("drill_pass") == 1 and triggers.count("drill_fail") == 1
+    # The same drill again: reused, said so, and still failed.
+    third = run(spawn, *drill[:-1], "--check", "exit 1", "--no-progress", cwd=tmp_path)
+    assert third.returncode == 1, third.stderr
+    assert "reused 1 earlier result(s) of this drill" in third.stdout
+    assert f"{source} failed at " in third.stdout
+    assert [h["trigger"] for h in sim.history(source)] == triggers
+
+
+def test_sources_count_with_an_endpoint_is_refused_before_anything_is_read(
+    spawn: Spawner, tmp_path: Path, sim: SimulatorChild
+) -> None:
+    wave = write_wave(tmp_path / "wave.yaml", name="w", sources={"count": 5})
+    done = run(spawn, "run", str(wave), "--endpoint", sim.url, cwd=tmp_path)
+    assert_refused(done, "wave w: sources.count registers new sources", f"not {sim.url}")
+    assert sim.stats()["requests"] == {}
+    assert not (tmp_path / ".sms-flow").exists()
+
+
+def test_a_wave_rehearsed_elsewhere_is_refused_on_another_endpoint(
+    spawn: Spawner, tmp_path: Path, sim: SimulatorChild
+) -> None:
+    """Defect 4: a wave name rehearsed on one endpoint, then run on another, reused the
+    rehearsal's ids there (every source failed with 404)."""
+    rehearsal = spawn.simulator(*SIMULATOR_ARGS, sources=2)
+    query = {"query": {"state": "WAITING"}}  # the new sources, on either simulator
+    wave = write_wave(tmp_path / "wave.yaml", name="w", sources=query, target="WAITING/setting")
+    first = run(spawn, "run", str(wave), "--endpoint", rehearsal.url, "--no-progress", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run(spawn, "run", str(wave), "--endpoint", sim.url, "--no-progress", cwd=tmp_path)
+    line = assert_refused(again, f"wave w has members on {rehearsal.url}", f"goes to {sim.url}")
+    assert "another name" in line and "--journal FILE" in line and "--reset-members" in line
+    assert sim.stats()["requests"] == {}
+    # Starting the membership over: the query runs on this endpoint, and finds its sources.
+    reset = ("run", str(wave), "--endpoint", sim.url, "--reset-members", "--json")
+    done = run(spawn, *reset, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert sorted(s["source_id"] for s in report["sources"]) == sorted(sim.ids)
+    assert report["totals"]["finished"] == 2
+
+
+def test_the_state_folder_does_not_depend_on_the_current_directory(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    """``journal:`` in a wave file is relative to the file's folder, and ``SMS_FLOW_HOME``
+    is where the journal, reports and simulator states go without one."""
+    project, elsewhere, home = tmp_path / "project", tmp_path / "elsewhere", tmp_path / "home"
+    for folder in (project, elsewhere):
+        folder.mkdir()
+    pinned = write_wave(
+        project / "pinned.yaml", name="pinned", sources={"count": 2}, journal="state/j.sqlite"
+    )
+    done = run(spawn, "run", str(pinned), "--no-progress", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    state = project / "state"
+    assert {p.relative_to(state).as_posix() for p in state.rglob("*.*")} >= {
+        "j.sqlite",
+        "reports/pinned.json",
+        "simulator/pinned.sqlite",
+    }
+    roaming = write_wave(project / "roaming.yaml", name="roaming", sources={"count": 2})
+    env = {"SMS_FLOW_HOME": str(home)}
+    done = run(spawn, "run", str(roaming), "--no-progress", cwd=elsewhere, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (home / "journal.sqlite").is_file() and (home / "reports" / "roaming.json").is_file()
+    assert (home / "simulator" / "roaming.sqlite").is_file()
+    assert list(elsewhere.iterdir()) == []
+    shown = run(spawn, "history", "--wave", "roaming", "--json", cwd=project, env=env)
+    assert shown.returncode == 0, shown.stderr  # it found the journal (else exit 2)
+    assert "roaming" in shown.stdout and "finish" in shown.stdout
+
+
 def test_an_unknown_log_level_in_the_environment(
     spawn: Spawner, tmp_path: Path, sim: SimulatorChild
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +14,15 @@ from sms_flow.journal import Outcome
 from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.simulator import Simulator
 from sms_flow.wave.drill import (
+    DrillSession,
     DrillSpec,
+    check_runnable,
     drill_failures,
     load_drill,
     run_check_command,
     run_drill,
 )
-from sms_flow.wave.report import SourceOutcome
+from sms_flow.wave.report import EventKind, SourceOutcome
 from tests.conftest import eventually
 from tests.wave.conftest import WAVE_SIMULATOR
 
@@ -188,3 +192,102 @@ def test_drill_file_errors(tmp_path: Path) -> None:
         load_drill(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_drill(tmp_path / "missing.yaml")
+
+
+async def test_a_check_that_does_not_pass_is_a_failed_source_in_totals_and_failures(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    ids = await syncing_sources(sim, 3)
+    report = await run_drill(
+        drill(ids, f'test "$SMS_FLOW_SOURCE_ID" != {ids[1]} || {{ echo nope; exit 1; }}'),
+        endpoint=sim.url,
+        journal_path=tmp_path / "j.sqlite",
+    )
+    data = report.to_dict()
+    assert data["totals"]["failed"] == 1 and data["totals"]["finished"] == 2
+    [failure] = data["failures"]
+    assert failure["source_id"] == ids[1] and failure["error_type"] == "DrillFailed"
+    assert failure["error"] == "the check failed: exit status 1; nope"
+    assert drill_failures(report) == report.failed
+    assert str(sim.source(ids[1]).pair) == "SYNCING/syncing"  # the drill itself was carried out
+
+
+async def test_a_result_is_reused_only_for_the_same_check(sim: Simulator, tmp_path: Path) -> None:
+    [sid] = await syncing_sources(sim, 1)
+    journal = tmp_path / "j.sqlite"
+    passed = await run_drill(drill([sid], "echo fine"), endpoint=sim.url, journal_path=journal)
+    assert passed.count(SourceOutcome.FINISHED) == 1
+    # The same name with another check drills again (no false pass), and fails.
+    failed = await run_drill(drill([sid], "exit 1"), endpoint=sim.url, journal_path=journal)
+    [record] = failed.sources.values()
+    assert record.outcome is SourceOutcome.FAILED and record.detail["drill"] == "failed"
+    assert "reused" not in record.detail
+    assert [h.trigger for h in sim.history(sid)].count("drill_fail") == 1
+    # The same check again: its result is reused, shown as such with its time, not drilled.
+    puts = len(sim.history(sid))
+    again = await run_drill(drill([sid], "exit 1"), endpoint=sim.url, journal_path=journal)
+    [reused] = again.sources.values()
+    assert len(sim.history(sid)) == puts
+    assert reused.outcome is SourceOutcome.FAILED and again.to_dict()["totals"]["failed"] == 1
+    assert reused.detail["reused"] is True and reused.detail["drill"] == "failed"
+    assert reused.detail["checked_at"] == record.detail["checked_at"]
+    assert "reused" in (reused.error or "")
+    # A longer timeout is another definition too.
+    longer = await run_drill(
+        drill([sid], "exit 1", timeout=20.0), endpoint=sim.url, journal_path=journal
+    )
+    assert "reused" not in longer.sources[sid].detail
+    assert [h.trigger for h in sim.history(sid)].count("drill_fail") == 2
+
+
+async def test_a_resumed_drill_keeps_the_earlier_runs_detail(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    ids = await syncing_sources(sim, 3)
+    journal = tmp_path / "j.sqlite"
+    spec = drill(ids, 'echo "checked $SMS_FLOW_SOURCE_ID"', concurrency=1)
+    session = DrillSession(spec, endpoint=sim.url, journal_path=journal)
+    async with session:
+        runner = session.runner
+        runner.subscribe(
+            lambda e: runner.stop() if e.kind is EventKind.SOURCE_DONE else None
+        )  # Ctrl-C once the first source is drilled
+        first = await runner.run()
+        session.write_report(first)
+    [done] = [r for r in first.sources.values() if r.outcome is SourceOutcome.FINISHED]
+    assert first.interrupted and done.detail["check_output"] == f"checked {done.source_id}"
+
+    resumed = await run_drill(spec, endpoint=sim.url, journal_path=journal)
+    assert {r.detail["drill"] for r in resumed.sources.values()} == {"passed"}
+    written = json.loads(session.report_path.read_text(encoding="utf-8"))
+    by_id = {s["source_id"]: s for s in written["sources"]}
+    kept = by_id[done.source_id]
+    assert kept["reused"] is True and kept["outcome"] == "already"
+    assert kept["check_output"] == f"checked {done.source_id}"
+    assert kept["check_seconds"] == done.detail["check_seconds"]
+    assert kept["checked_at"] == done.detail["checked_at"]
+    for sid in set(ids) - {done.source_id}:
+        assert by_id[sid]["check_output"] == f"checked {sid}" and "reused" not in by_id[sid]
+
+
+async def test_a_check_that_cannot_run_is_refused_before_anything_is_pushed(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    [sid] = await syncing_sources(sim, 1)
+    before = len(sim.history(sid))
+    script = tmp_path / "smoke.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    cases = {
+        f"{tmp_path}/missing.sh --quick": "does not exist",
+        str(script): "is not executable; chmod +x",
+        "no-such-command-here --flag": "no such command 'no-such-command-here'",
+        "echo 'unbalanced": "is not valid shell (",
+    }
+    for command, needle in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            await run_drill(drill([sid], command), endpoint=sim.url, journal_path=tmp_path / "j")
+    assert len(sim.history(sid)) == before
+    assert not (tmp_path / "j").exists()  # nothing was opened either
+    heredoc = "cat <<EOF\nit's here\nEOF"  # valid shell that shlex cannot split
+    for fine in ("exit 0", "case x in x) true;; esac", "X=1 true", "[ 1 = 1 ]", heredoc):
+        check_runnable(fine)

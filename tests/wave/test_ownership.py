@@ -110,7 +110,13 @@ async def test_set_on_a_source_a_wave_drives_is_refused_unless_forced(
     env = {"SMS_FLOW_ENDPOINT": sim.url, "SMS_FLOW_JOURNAL": str(path)}
     events: list[Event] = []
     async with WaveSession(
-        spec(name="busy", sources={"ids": ids}, concurrency=1, target="SYNCING/syncing"),
+        spec(
+            name="busy",
+            sources={"ids": ids},
+            concurrency=1,
+            target="SYNCING/syncing",
+            wait_for_actions=True,  # so that it waits at the first source for the task action
+        ),
         endpoint=sim.url,
         journal_path=path,
         on_event=events.append,

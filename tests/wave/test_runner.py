@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import sms_flow
 from sms_flow.client import SmsClient
 from sms_flow.engine import Engine
 from sms_flow.journal import Outcome
 from sms_flow.journal_sqlite import SqliteJournal
+from sms_flow.retry import RetryPolicy
 from sms_flow.simulator import Faults, Simulator
 from sms_flow.wave import Event, EventKind, SourceOutcome, WaveRunner, WaveSession, run_wave
 from tests.conftest import Spawner, eventually
@@ -62,6 +67,23 @@ async def test_every_source_reaches_the_target_through_faults(
     assert report.count(SourceOutcome.FINISHED) == 30
     assert faults.get("drop", 0) > 0 and faults.get("throttle", 0) > 0
     assert faults.get("error_500", 0) + faults.get("error_503", 0) > 0
+    # The report counts the retries by cause, in all and per source.
+    data = report.to_dict()
+    totals = data["totals"]
+    by_cause = totals["retries_by_cause"]
+    assert by_cause["429"] > 0 and by_cause["5xx"] > 0
+    assert by_cause["dropped"] + by_cause["timeout"] + by_cause["connect"] > 0
+    assert totals["retries"] == sum(by_cause.values())
+    per_source = data["sources"]
+    assert sum(r["retries"] for r in per_source) > 0, "some pushes were retried"
+    assert sum(r["retries"] for r in per_source) <= totals["retries"]
+    assert all(r["attempts"] >= 5 for r in per_source), "5 pushes each, at least"
+    assert totals["attempts"] == sum(r["attempts"] for r in per_source)
+    assert data["exit_code"] == 0 and data["sms_flow_version"] == sms_flow.__version__
+    for key in ("started_at", "finished_at"):
+        when = datetime.fromisoformat(data[key].replace("Z", "+00:00"))
+        assert when.tzinfo is not None and when.utcoffset() == timedelta(0)
+        assert abs(when.timestamp() - time.time()) < 600
     steps = await journal_paths(journal)
     for sid in ids:
         assert str(sim.source(sid).pair) == "FINISHED/cutovered"
@@ -125,6 +147,48 @@ async def test_a_failed_source_does_not_stop_the_others(sim: Simulator, tmp_path
     assert "Task action start" in (failed[ids[0]].error or "")
     assert "404" in (failed["00000000-0000-4000-8000-00000000dead"].error or "")
     assert not report.ok
+
+
+async def test_a_move_only_another_api_makes_fails_the_source_at_once_and_a_later_run_resumes(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    ids = await sim.register_many(3, prefix="c")
+    for sid in ids:
+        await sim.move(sid, pair="FINISHED/cutovered")
+    wave = spec(name="clear", sources={"ids": ids}, target="cleared", service_wait=600)
+    journal = tmp_path / "j.sqlite"
+    report = await run_wave(wave, endpoint=sim.url, journal_path=journal)
+    # Not 600 s: nothing but a task action makes `clear`, so nobody waits for it.
+    assert report.count(SourceOutcome.FAILED) == 3 and report.observed == 0
+    for record in report.failed:
+        assert record.error_type == "ActionNeededError"
+        assert 'POST /v3/tasks/{task_id}/action {"operation": "clear"}' in (record.error or "")
+        assert str(sim.source(record.source_id).pair) == "FINISHED/cutovered"
+    for sid in ids:  # someone made the call
+        await sim.move(sid, trigger="clear")
+    again = await run_wave(wave, endpoint=sim.url, journal_path=journal)
+    # Observed on its first read (the service may have finished clearing by then), or waited for.
+    reached = again.count(SourceOutcome.FINISHED) + again.count(SourceOutcome.ALREADY)
+    assert again.ok and reached == 3, again.to_dict()["failures"]
+    for sid in ids:
+        assert str(sim.source(sid).pair) == "cleared/cutovered"
+
+
+async def test_a_wave_may_ask_to_wait_for_moves_another_api_makes(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    [sid] = await sim.register_many(1, prefix="w")
+    await sim.move(sid, pair="FINISHED/cutovered")
+    wave = spec(name="wait", sources={"ids": [sid]}, target="cleared", wait_for_actions=True)
+    events: list[Event] = []
+    running = asyncio.create_task(
+        run_wave(wave, endpoint=sim.url, journal_path=tmp_path / "j.sqlite", on_event=events.append)
+    )
+    await eventually(lambda: any(e.kind is EventKind.WAITING for e in events), timeout=30)
+    await sim.move(sid, trigger="clear")
+    report = await running
+    assert report.ok and report.observed >= 1  # the service made the move(s) once called
+    assert str(sim.source(sid).pair) == "cleared/cutovered"
 
 
 async def test_halt_after_k_failed_sources(sim: Simulator, tmp_path: Path) -> None:
@@ -318,3 +382,53 @@ async def test_a_push_that_cannot_be_verified_is_reported_and_settled_by_the_nex
     )
     assert again.ok and again.recovery is not None and again.recovery.applied == 1
     assert_clean_history(sim.history(sid), MAIN_PATH)
+
+
+class _OneUnreadable:
+    """The real client; reading ``bad`` meets the simulator's 5xx on every attempt."""
+
+    def __init__(self, client: SmsClient, sim: Simulator, bad: str) -> None:
+        self.client, self.sim, self.bad = client, sim, bad
+        self.endpoint = client.endpoint
+
+    async def change_state(
+        self, source_id: str, copystate: Any = None, migrationcycle: Any = None
+    ) -> Any:
+        return await self.client.change_state(source_id, copystate, migrationcycle)
+
+    async def get_source(self, source_id: str) -> Any:
+        if source_id != self.bad:
+            return await self.client.get_source(source_id)
+        self.sim.set_faults(Faults(error_rate=1.0))
+        try:
+            return await self.client.get_source(source_id)
+        finally:
+            self.sim.set_faults(Faults())
+
+
+async def test_a_failed_first_read_fails_that_source_not_the_wave(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Defect 7: one source whose first read fails (5xx on every attempt) is a failed source
+    in the report, with the error; the others are driven to the target."""
+    ids = await sim.register_many(4, prefix="fr")
+    retry = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, total_time=5.0, timeout=2.0)
+    path = tmp_path / "j.sqlite"
+    async with SqliteJournal(path) as journal, SmsClient(sim.url, retry=retry) as client:
+        reader = _OneUnreadable(client, sim, ids[1])
+        async with Engine(reader, journal=journal, endpoint=sim.url) as engine:
+            runner = WaveRunner(
+                spec(name="fr", sources={"ids": ids}, concurrency=1), engine, journal, client=reader
+            )
+            report = await runner.run()
+    assert [r.source_id for r in report.failed] == [ids[1]]
+    record = report.sources[ids[1]]
+    assert record.error_type == "ServerError"
+    assert "could not be read" in (record.error or "") and "HTTP 5" in (record.error or "")
+    assert report.count(SourceOutcome.FINISHED) == 3
+    assert str(sim.source(ids[1]).pair) == "WAITING/checking", "never pushed"
+    data = report.to_dict()
+    [failure] = data["failures"]
+    assert failure["source_id"] == ids[1] and failure["error_type"] == "ServerError"
+    assert failure["request_id"] and failure["request_id"] in failure["error"]
+    assert data["exit_code"] == 1

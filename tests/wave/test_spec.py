@@ -110,3 +110,24 @@ def test_the_slowest_rate_limit_is_accepted(tmp_path: Path) -> None:
 
     path = write_wave(tmp_path / "w.yaml", name="r", sources={"count": 1}, rate_limit=0.01)
     assert load_wave(path).rate_limit == 0.01
+
+
+def test_a_mistyped_key_is_answered_with_the_closest_one(tmp_path: Path) -> None:
+    from sms_flow.errors import ConfigError
+    from sms_flow.wave import load_wave
+
+    path = write_wave(
+        tmp_path / "w.yaml",
+        name="w",
+        concurency=3,
+        sources={"cont": 3},
+        simulator={"latncy": 0.1},
+        zzz=1,
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_wave(path)
+    message = str(refused.value)
+    assert "concurency: Extra inputs are not permitted (did you mean 'concurrency'?)" in message
+    assert "sources.cont: Extra inputs are not permitted (did you mean 'count'?)" in message
+    assert "simulator.latncy: Extra inputs are not permitted (did you mean 'latency'?)" in message
+    assert "zzz: Extra inputs are not permitted;" in message + ";", "nothing close: no guess"

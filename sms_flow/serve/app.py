@@ -1,0 +1,211 @@
+"""``sms-flow serve``: one aiohttp service, the gateway and ``/metrics``, and how it starts.
+
+:class:`Service` owns what the routes share: one HTTP session to SMS (counted by the
+metrics), one :class:`~sms_flow.client.SmsClient` over it, the journal, the chart, the
+caller keys and the API tokens. ``async with Service(config) as service`` opens them and
+serves on ``config.host``/``config.port`` (port 0: any free port; :attr:`Service.url` says
+which); leaving the block stops serving and closes them.
+
+Routes:
+
+* ``/v3/...``: the gateway (:mod:`sms_flow.serve.gateway`), with SMS's credentials.
+* ``/metrics``: Prometheus' text format (:mod:`sms_flow.serve.metrics`).
+* ``/api/v1/check`` and ``/api/v1/sources/{id}/history``: JSON (:mod:`sms_flow.serve.api`).
+
+``/metrics`` and ``/api/v1`` need a ``viewer`` token when API tokens are configured (they
+are open on loopback when none are).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from sms_flow.auth import AkSkAuth, Auth
+from sms_flow.chart import Chart, default_chart
+from sms_flow.client import SmsClient
+from sms_flow.errors import ConfigError
+from sms_flow.journal import DEFAULT_LEASE, Journal, default_journal_path
+from sms_flow.journal_sqlite import SqliteJournal
+from sms_flow.log import get_logger
+from sms_flow.planner import Planner
+from sms_flow.retry import RetryPolicy
+from sms_flow.serve.access import ApiTokens, CallerKeys, Role, check_binding, is_loopback
+from sms_flow.serve.api import Api
+from sms_flow.serve.gateway import Gateway, PassOnAuth, error_response
+from sms_flow.serve.metrics import CONTENT_TYPE, Metrics
+from sms_flow.wire import BODY_MAX_BYTES
+
+__all__ = ["ServeConfig", "Service"]
+
+_log = get_logger("sms_flow.serve")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """What ``sms-flow serve`` runs with.
+
+    ``endpoint`` (or ``region``): where SMS is. ``auth``: the gateway's own credentials
+    (``CLOUD_SDK_*`` or ``SMS_FLOW_TOKEN``, as the CLI), used for AK/SK callers; ``None``
+    only for a simulator on this machine, or when every caller sends a token. ``journal``:
+    a journal path, or an open-able :class:`~sms_flow.journal.Journal` (default:
+    :func:`~sms_flow.journal.default_journal_path`). ``keys``: the AK/SK
+    keys callers sign with; ``tokens``: the API tokens of sms-flow's routes.
+    """
+
+    endpoint: str | None = None
+    region: str | None = None
+    auth: Auth | None = None
+    journal: Path | str | Journal | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    keys: CallerKeys = field(default_factory=CallerKeys)
+    tokens: ApiTokens = field(default_factory=ApiTokens)
+    chart: Chart | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    verify_tls: bool = True
+    lease_seconds: float = DEFAULT_LEASE
+
+
+class Service:
+    """The running service (see the module docstring)."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        check_binding(config.host, config.tokens)
+        self.config = config
+        self.metrics = Metrics()
+        given = config.journal if config.journal is not None else default_journal_path()
+        self.journal: Journal = SqliteJournal(given) if isinstance(given, str | Path) else given
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._client: SmsClient | None = None
+        self._journal_open = False
+        self.url = ""
+
+    @property
+    def endpoint(self) -> str:
+        """The SMS endpoint the gateway forwards to (once started)."""
+        return self._client.endpoint if self._client is not None else ""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        config = self.config
+        await self.journal.open()
+        self._journal_open = True
+        try:
+            connector = aiohttp.TCPConnector(limit=100, ssl=config.verify_tls)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                trust_env=False,
+                trace_configs=[self.metrics.trace_config()],
+            )
+            # As the client's own session: no silent resend of a PUT by aiohttp.
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
+            self._session = session
+            auth = PassOnAuth(config.auth)
+            client = SmsClient(
+                config.endpoint,
+                region=config.region,
+                auth=auth,
+                retry=config.retry,
+                session=session,
+            )
+            await client.open()
+            self._client = client
+            if (
+                config.auth is None
+                and len(config.keys)
+                and not is_loopback(URL(client.endpoint).host or "")
+            ):
+                raise ConfigError(
+                    "AK/SK callers are configured but the gateway has no credentials of its own "
+                    f"for {client.endpoint}: set CLOUD_SDK_AK, CLOUD_SDK_SK and "
+                    "CLOUD_SDK_PROJECT_ID (or SMS_FLOW_TOKEN)"
+                )
+            self.metrics.watch_client(client.stats)
+            project = config.auth.project_id if isinstance(config.auth, AkSkAuth) else None
+            gateway = Gateway(
+                client,
+                auth,
+                session,
+                self.journal,
+                config.keys,
+                self.metrics,
+                chart=config.chart or default_chart(),
+                project=project,
+                lease_seconds=config.lease_seconds,
+                timeout=config.retry.timeout,
+            )
+            app = web.Application(client_max_size=BODY_MAX_BYTES + 1)
+            app.router.add_routes(gateway.routes())
+            app.router.add_get("/metrics", self._guard(Role.VIEWER, self._metrics))
+            api = Api(Planner(gateway.chart), self.journal)
+            app.router.add_get("/api/v1/check", self._guard(Role.VIEWER, api.check))
+            app.router.add_get(
+                "/api/v1/sources/{source_id}/history", self._guard(Role.VIEWER, api.history)
+            )
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            self._runner = runner
+            site = web.TCPSite(runner, config.host, config.port)
+            await site.start()
+            port = runner.addresses[0][1]
+            host = config.host if ":" not in config.host else f"[{config.host}]"
+            self.url = f"http://{host}:{port}"
+        except BaseException:
+            await self.aclose()
+            raise
+        _log.info("serve.started", url=self.url, endpoint=client.endpoint)
+
+    async def aclose(self) -> None:
+        """Stop serving; close the session and the journal. Harmless twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+        self._client = None
+        if self._journal_open:
+            self._journal_open = False
+            await self.journal.close()
+
+    def _guard(
+        self, role: Role, handler: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        tokens = self.config.tokens
+
+        async def guarded(request: web.Request) -> web.Response:
+            refusal = tokens.check(request.headers, role)
+            if refusal is not None:
+                code = "SMSFLOW.0007" if refusal.status == 401 else "SMSFLOW.0008"
+                resp = error_response(refusal.status, code, refusal.reason)
+                if refusal.status == 401:
+                    resp.headers["WWW-Authenticate"] = 'Bearer realm="sms-flow"'
+                return resp
+            return await handler(request)
+
+        return guarded
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        await self.metrics.read_journal(self.journal)
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,89 @@
+"""``sms-flow serve`` as a command: it prints its URL, serves the SDK, and refuses unsafe options."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+from huaweicloudsdksms.v3 import PutCopyStateReq, UpdateCopyStateRequest
+
+from sms_flow.journal import Outcome
+from sms_flow.journal_sqlite import SqliteJournal
+from sms_flow.simulator import Simulator
+from sms_flow.states import CopyState, MigrationCycle, StatePair
+from tests.conftest import Spawner
+from tests.serve.conftest import (
+    CALLER_AK,
+    CALLER_PROJECT,
+    CALLER_SK,
+    GW_AK,
+    GW_PROJECT,
+    GW_SK,
+    SERVE_SIMULATOR,
+    in_thread,
+    sdk_client,
+)
+
+pytestmark = SERVE_SIMULATOR
+
+ENV = {
+    "CLOUD_SDK_AK": GW_AK,
+    "CLOUD_SDK_SK": GW_SK,
+    "CLOUD_SDK_PROJECT_ID": GW_PROJECT,
+    "SMS_FLOW_SERVE_KEYS": f"{CALLER_AK}:{CALLER_SK}:{CALLER_PROJECT}",
+}
+
+
+@pytest.mark.slow
+async def test_serve_runs_the_gateway_until_sigterm(
+    sim: Simulator, spawn: Spawner, tmp_path: Path
+) -> None:
+    sid = await sim.register("web-01")
+    await sim.move(sid, pair=("REPLICATE", "replicating"))
+    journal = tmp_path / "journal.sqlite"
+    child = spawn.sms_flow(
+        "serve", "--endpoint", sim.url, "--port", "0", "--journal", str(journal), env=ENV
+    )
+    url = (await child.areadline()).strip()
+    assert url.startswith("http://127.0.0.1:")
+    with sdk_client(url) as client:
+        legal = UpdateCopyStateRequest(
+            source_id=sid, body=PutCopyStateReq(copystate="SYNCING", migrationcycle="syncing")
+        )
+        await in_thread(client.update_copy_state, legal)
+        illegal = UpdateCopyStateRequest(
+            source_id=sid, body=PutCopyStateReq(copystate="WAITING", migrationcycle="checking")
+        )
+        with pytest.raises(ClientRequestException) as caught:
+            await in_thread(client.update_copy_state, illegal)
+    assert caught.value.error_code == "SMSFLOW.0001"
+    assert sim.source(sid).pair == StatePair(CopyState.SYNCING, MigrationCycle.SYNCING)
+    child.popen.send_signal(signal.SIGTERM)
+    assert await child.await_exit() == 0, child.stderr
+    assert "listening on" in child.stderr
+    async with SqliteJournal(journal) as read:
+        entries = await read.history(source_id=sid)
+    assert [(e.outcome, e.actor) for e in entries] == [
+        (Outcome.APPLIED, f"ak:{CALLER_AK}"),
+        (Outcome.REJECTED, f"ak:{CALLER_AK}"),
+    ]
+
+
+async def test_serve_refuses_another_host_without_api_tokens(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    done = spawn.sms_flow(
+        "serve",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--host",
+        "0.0.0.0",
+        "--journal",
+        str(tmp_path / "j.sqlite"),
+        env={"SMS_FLOW_SERVE_TOKENS": ""},
+    )
+    assert await done.await_exit() == 2
+    assert "--host 0.0.0.0 would serve other machines" in done.stderr
+    assert "SMS_FLOW_SERVE_TOKENS" in done.stderr
