@@ -3,8 +3,9 @@
 Same protocol, same semantics
     :class:`PostgresJournal` keeps the :class:`~sms_flow.journal.Journal` contract of
     :class:`~sms_flow.journal_sqlite.SqliteJournal` (the contract tests run against both):
-    write-ahead intents and their outcomes, open intents, history, wave membership, runs with
-    leases, claims with fencing tokens. Where the SQLite journal is one file on one machine,
+    write-ahead intents and their outcomes, open intents, history (filtered and read by
+    keyset pages in SQL), wave membership by endpoint, a wave's status (counted in SQL), runs
+    with leases, claims with fencing tokens. Where the SQLite journal is one file on one machine,
     this one is a database that workers on several machines share, and PostgreSQL does the
     coordination: row locks, and its own clock.
 
@@ -53,7 +54,8 @@ Schema
     The tables live in the PostgreSQL schema ``sms_flow``, created on first use. Table
     ``sms_flow.meta`` holds ``schema_version``; opening a journal of an older version
     migrates it (:data:`_MIGRATIONS`, in one transaction, under an advisory lock), and a
-    newer one is refused: that database belongs to a newer sms-flow.
+    newer one is refused: that database belongs to a newer sms-flow. Version 2 keys a wave's
+    members by endpoint (as the SQLite journal's version 3).
 
 Secrets
     The DSN's password never appears in a repr, a message or a log line: the journal shows
@@ -67,7 +69,7 @@ import dataclasses
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -92,6 +94,7 @@ from sms_flow.journal import (
     Outcome,
     Run,
     RunStart,
+    WaveStatus,
     born_settled,
     final_outcome,
     is_dsn,
@@ -166,7 +169,7 @@ CREATE TABLE sms_flow.wave_members (
     seq          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     wave         text NOT NULL,
     source_id    text NOT NULL,
-    UNIQUE (wave, source_id)
+    CONSTRAINT wave_members_wave_source_id_key UNIQUE (wave, source_id)
 );
 CREATE TABLE sms_flow.runs (
     run_id       text             PRIMARY KEY,
@@ -209,7 +212,23 @@ END
 $$;
 """
 
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1,)
+_SCHEMA_2: Final = """
+ALTER TABLE sms_flow.wave_members ADD COLUMN endpoint text NOT NULL DEFAULT '';
+UPDATE sms_flow.wave_members AS m SET endpoint = last.endpoint
+    FROM (SELECT DISTINCT ON (wave) wave, endpoint FROM sms_flow.entries
+          WHERE wave IS NOT NULL AND endpoint IS NOT NULL ORDER BY wave, id DESC) AS last
+    WHERE last.wave = m.wave;
+ALTER TABLE sms_flow.wave_members ALTER COLUMN endpoint DROP DEFAULT;
+ALTER TABLE sms_flow.wave_members DROP CONSTRAINT wave_members_wave_source_id_key;
+ALTER TABLE sms_flow.wave_members
+    ADD CONSTRAINT wave_members_key UNIQUE (wave, endpoint, source_id);
+"""
+# Version 2 keys a wave's members by endpoint too, as the SQLite journal's version 3 does:
+# the sources of a wave run on one endpoint are never taken for its sources on another.
+# Version 1 members get the endpoint of their wave's last entry that names one, else ''
+# (unknown: the next run of the wave adopts them).
+
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2)
 """``_MIGRATIONS[v]`` takes a journal from schema version ``v`` to ``v + 1`` (version 0: no
 ``sms_flow.meta`` table yet)."""
 
@@ -304,6 +323,48 @@ def _entry(row: Any) -> Entry:
 
 def _run(row: Any) -> Run:
     return Run(*list(row.values())[:_RUN_FIELDS])
+
+
+_HistoryWhere = tuple[str, list[Any]]
+"""The filters of a history read: `` AND ...`` conditions and their parameters ($1...)."""
+
+
+def _history_where(
+    source_id: str | None,
+    wave: str | None,
+    since: float | None,
+    until: float | None,
+    outcomes: Sequence[Outcome] | None,
+    actor: str | None,
+) -> _HistoryWhere:
+    sql = ""
+    params: list[Any] = []
+    for column, op, value in (
+        ("source_id", "=", source_id),
+        ("wave", "=", wave),
+        ("created_at", ">=", since),
+        ("created_at", "<", until),
+        ("actor", "=", actor),
+    ):
+        if value is not None:
+            params.append(value)
+            sql += f" AND {column} {op} ${len(params)}"
+    if outcomes is not None:
+        params.append([Outcome(o).value for o in outcomes])
+        sql += f" AND outcome = ANY(${len(params)}::text[])"
+    return sql, params
+
+
+# Each member of a wave ($1) with its latest applied or observed entry and its latest entry.
+_MEMBER_LATEST: Final = (
+    "WITH m AS (SELECT w.source_id, "
+    "(SELECT e.id FROM sms_flow.entries AS e WHERE e.source_id = w.source_id "
+    "AND e.outcome IN ('applied', 'observed') ORDER BY e.id DESC LIMIT 1) AS at_id, "
+    "(SELECT e.id FROM sms_flow.entries AS e WHERE e.source_id = w.source_id "
+    "ORDER BY e.id DESC LIMIT 1) AS last_id "
+    "FROM sms_flow.wave_members AS w WHERE w.wave = $1) "
+)
+_FAILING: Final = "('failed', 'ignored', 'conflict', 'unverified')"
 
 
 # --- the DSN -------------------------------------------------------------------------------
@@ -1015,40 +1076,197 @@ class PostgresJournal(Journal):
 
         return await self._call("read the last applied entries", read)
 
-    async def add_members(self, wave: str, source_ids: Sequence[str]) -> None:
+    async def iter_history(
+        self,
+        *,
+        source_id: str | None = None,
+        wave: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        outcomes: Sequence[Outcome] | None = None,
+        actor: str | None = None,
+        last: int | None = None,
+        page: int = 1000,
+    ) -> AsyncIterator[Entry]:
+        if last is not None and last < 0:
+            raise JournalError(f"history: last must be 0 or more, got {last}")
+        if page < 1:
+            raise JournalError(f"history: page must be 1 or more, got {page}")
+        try:
+            where, params = _history_where(source_id, wave, since, until, outcomes, actor)
+        except ValueError:
+            raise JournalError(
+                f"history: unknown outcome in {outcomes!r}; valid: "
+                f"{', '.join(o.value for o in Outcome)}"
+            ) from None
+        if last == 0:
+            return
+        after = 0
+        if last is not None:
+            # The id after which the last ``last`` matching entries begin (0: from the start).
+            start = (
+                f"SELECT id FROM sms_flow.entries WHERE true{where} ORDER BY id DESC "
+                f"LIMIT 1 OFFSET ${len(params) + 1}"
+            )
+
+            async def first(conn: Any, retry: bool) -> int:
+                found = await conn.fetchval(start, *params, last - 1)
+                return int(found) - 1 if found is not None else 0
+
+            after = await self._call("read the history", first)
+        # Keyed on the id (never an OFFSET): each page starts where the last one ended,
+        # through the source's or the wave's index (whose keys end with the id).
+        sql = (
+            f"SELECT {_COLUMNS} FROM sms_flow.entries WHERE id > ${len(params) + 1}{where} "
+            f"ORDER BY id LIMIT ${len(params) + 2}"
+        )
+        while True:
+
+            async def read(conn: Any, retry: bool, after: int = after) -> list[Entry]:
+                return [_entry(r) for r in await conn.fetch(sql, *params, after, page)]
+
+            entries = await self._call("read the history", read)
+            for entry in entries:
+                yield entry
+            if len(entries) < page:
+                return
+            after = entries[-1].id
+
+    async def wave_status(self, wave: str, *, shown: int = 50) -> WaveStatus:
+        failing = (
+            f"FROM sms_flow.entries WHERE id IN (SELECT last_id FROM m) AND outcome IN {_FAILING}"
+        )
+        opened = "FROM sms_flow.entries WHERE outcome IN ('pending', 'unverified') AND wave = $1"
+
+        async def read(conn: Any, retry: bool) -> WaveStatus:
+            # One snapshot, so that the counts agree with each other.
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                states = {
+                    r["state"]: r["count"]
+                    for r in await conn.fetch(
+                        _MEMBER_LATEST
+                        + "SELECT coalesce(a.to_state, l.from_state, 'unknown') AS state, "
+                        "count(*) AS count FROM m "
+                        "LEFT JOIN sms_flow.entries AS a ON a.id = m.at_id "
+                        "LEFT JOIN sms_flow.entries AS l ON l.id = m.last_id "
+                        "GROUP BY 1 ORDER BY 1",
+                        wave,
+                    )
+                }
+                failed = await conn.fetchval(_MEMBER_LATEST + f"SELECT count(*) {failing}", wave)
+                failures = [
+                    _entry(r)
+                    for r in await conn.fetch(
+                        _MEMBER_LATEST + f"SELECT {_COLUMNS} {failing} ORDER BY id LIMIT $2",
+                        wave,
+                        shown,
+                    )
+                ]
+                open_count = await conn.fetchval(f"SELECT count(*) {opened}", wave)
+                open_entries = [
+                    _entry(r)
+                    for r in await conn.fetch(
+                        f"SELECT {_COLUMNS} {opened} ORDER BY id LIMIT $2", wave, shown
+                    )
+                ]
+                counted = await conn.fetchrow(
+                    "SELECT count(*), max(created_at) FROM sms_flow.entries WHERE wave = $1",
+                    wave,
+                )
+            return WaveStatus(
+                wave,
+                sum(states.values()),
+                states,
+                failed,
+                failures,
+                open_count,
+                open_entries,
+                counted[0],
+                counted[1],
+            )
+
+        return await self._call("read the wave's status", read)
+
+    async def add_members(
+        self, wave: str, source_ids: Sequence[str], *, endpoint: str = ""
+    ) -> None:
         ids = source_id_list(source_ids, "add_members")
 
         async def write(conn: Any, retry: bool) -> None:
             async with conn.transaction():
                 await conn.execute(_ADD_WAVES, [wave])
                 await conn.execute(
-                    "INSERT INTO sms_flow.wave_members (wave, source_id) SELECT $1, source_id "
-                    "FROM unnest($2::text[]) WITH ORDINALITY AS m(source_id, ord) ORDER BY ord "
-                    "ON CONFLICT (wave, source_id) DO NOTHING",
+                    "INSERT INTO sms_flow.wave_members (wave, endpoint, source_id) "
+                    "SELECT $1, $2, source_id "
+                    "FROM unnest($3::text[]) WITH ORDINALITY AS m(source_id, ord) ORDER BY ord "
+                    "ON CONFLICT (wave, endpoint, source_id) DO NOTHING",
                     wave,
+                    endpoint,
                     ids,
                 )
 
         await self._call("add wave members", write)
         self._waves_known.add(wave)
 
-    async def members(self, wave: str) -> list[str]:
+    async def members(self, wave: str, *, endpoint: str | None = None) -> list[str]:
+        if endpoint is None:  # on every endpoint: each source once, where it first appeared
+            sql = (
+                "SELECT source_id FROM sms_flow.wave_members WHERE wave = $1 "
+                "GROUP BY source_id ORDER BY min(seq)"
+            )
+            params: list[Any] = [wave]
+        else:
+            sql = (
+                "SELECT source_id FROM sms_flow.wave_members WHERE wave = $1 AND endpoint = $2 "
+                "ORDER BY seq"
+            )
+            params = [wave, endpoint]
+
+        async def read(conn: Any, retry: bool) -> list[str]:
+            return [r[0] for r in await conn.fetch(sql, *params)]
+
+        return await self._call("read wave members", read)
+
+    async def remove_members(self, wave: str, *, endpoint: str | None = None) -> int:
+        async def write(conn: Any, retry: bool) -> int:
+            status: str = await conn.execute(
+                "DELETE FROM sms_flow.wave_members WHERE wave = $1 "
+                "AND ($2::text IS NULL OR endpoint = $2)",
+                wave,
+                endpoint,
+            )
+            return int(status.rsplit(" ", 1)[-1])
+
+        return await self._call("remove wave members", write)
+
+    async def member_endpoints(self, wave: str) -> list[str]:
         async def read(conn: Any, retry: bool) -> list[str]:
             rows = await conn.fetch(
-                "SELECT source_id FROM sms_flow.wave_members WHERE wave = $1 ORDER BY seq", wave
+                "SELECT endpoint FROM sms_flow.wave_members WHERE wave = $1 "
+                "GROUP BY endpoint ORDER BY min(seq)",
+                wave,
             )
             return [r[0] for r in rows]
 
         return await self._call("read wave members", read)
 
-    async def remove_members(self, wave: str) -> int:
+    async def adopt_members(self, wave: str, *, endpoint: str) -> int:
         async def write(conn: Any, retry: bool) -> int:
-            status: str = await conn.execute(
-                "DELETE FROM sms_flow.wave_members WHERE wave = $1", wave
-            )
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO sms_flow.wave_members (wave, endpoint, source_id) "
+                    "SELECT wave, $2, source_id FROM sms_flow.wave_members "
+                    "WHERE wave = $1 AND endpoint = '' ORDER BY seq "
+                    "ON CONFLICT (wave, endpoint, source_id) DO NOTHING",
+                    wave,
+                    endpoint,
+                )
+                status: str = await conn.execute(
+                    "DELETE FROM sms_flow.wave_members WHERE wave = $1 AND endpoint = ''", wave
+                )
             return int(status.rsplit(" ", 1)[-1])
 
-        return await self._call("remove wave members", write)
+        return await self._call("adopt wave members", write)
 
     async def waves(self) -> list[str]:
         async def read(conn: Any, retry: bool) -> list[str]:

@@ -26,7 +26,7 @@ import structlog
 
 from sms_flow.errors import ClaimLostError, ConfigError, JournalError
 from sms_flow.journal import Intent, Outcome, is_dsn
-from sms_flow.journal_postgres import SCHEMA_VERSION, PostgresJournal, redact_dsn
+from sms_flow.journal_postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresJournal, redact_dsn
 from tests.conftest import REPO, PostgresServer, Spawner, eventually
 
 ENDPOINT = "https://sms.example.com"
@@ -264,6 +264,42 @@ async def test_a_newer_schema_version_is_refused(pg_dsn: str, journal: PostgresJ
     with pytest.raises(ConfigError, match="schema version 99, newer than this sms-flow reads"):
         await PostgresJournal(pg_dsn).open()
     assert await rows(pg_dsn, "SELECT count(*) FROM sms_flow.entries") == [(1,)]
+
+
+async def test_a_version_1_journal_is_migrated_and_its_members_get_their_waves_endpoint(
+    pg_dsn: str,
+) -> None:
+    """Schema 1 kept members by wave alone: opening it migrates it to version 2, and each
+    wave's members take the endpoint of its last entry naming one ('' when none does)."""
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(_MIGRATIONS[0])
+        await conn.execute("INSERT INTO sms_flow.meta VALUES ('schema_version', '1')")
+        await conn.execute(
+            "INSERT INTO sms_flow.wave_members (wave, source_id) "
+            "VALUES ('w1', 'b'), ('w1', 'a'), ('w2', 'c')"
+        )
+        await conn.execute(
+            "INSERT INTO sms_flow.entries (source_id, from_state, to_state, actor, forced, "
+            "wave, outcome, attempts, created_at, endpoint, write_key) VALUES "
+            "('a', 'x', 'y', 'cli:alice', false, 'w1', 'applied', 1, 1, 'https://old', "
+            "gen_random_uuid()), ('b', 'x', 'y', 'cli:alice', false, 'w1', 'applied', 1, 2, "
+            "'https://e', gen_random_uuid())"
+        )
+    finally:
+        await conn.close()
+
+    async with PostgresJournal(pg_dsn) as journal:
+        assert await journal.members("w1", endpoint="https://e") == ["b", "a"]
+        assert await journal.member_endpoints("w2") == [""]
+        assert await journal.adopt_members("w2", endpoint="https://e") == 1
+        await journal.add_members("w1", ["a"], endpoint="https://other")
+        assert await journal.member_endpoints("w1") == ["https://e", "https://other"]
+        check = await journal.check()
+    assert (check.ok, check.schema_version) == (True, SCHEMA_VERSION)
+    assert await rows(pg_dsn, "SELECT value FROM sms_flow.meta WHERE key = 'schema_version'") == [
+        ("2",)
+    ]
 
 
 async def test_journals_opened_at_once_on_a_new_database_create_the_schema_once(
