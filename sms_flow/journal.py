@@ -61,6 +61,7 @@ from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sms_flow.errors import JournalError, LeaseLostError, OwnedError
 from sms_flow.log import get_logger
@@ -87,6 +88,7 @@ __all__ = [
     "is_dsn",
     "iso_utc",
     "process_alive",
+    "redact_dsn",
     "source_id_list",
 ]
 
@@ -596,7 +598,9 @@ def default_journal_path() -> Path:
     ``$SMS_FLOW_HOME`` if set, else ``.sms-flow`` under the current directory.
 
     The result is absolute, so that messages name the full path. (Reports and the embedded
-    simulator's states go beside the journal: the state folder is the journal's folder.)
+    simulator's states go beside the journal: the state folder is the journal's folder.) A
+    ``$SMS_FLOW_JOURNAL`` that is a PostgreSQL DSN is no path: :func:`sms_flow.journals.resolve`
+    tells the two apart.
     """
     configured = os.environ.get(_ENV_PATH)
     if configured:
@@ -885,3 +889,19 @@ def is_dsn(location: str | os.PathLike[str]) -> bool:
     for :class:`~sms_flow.journal_postgres.PostgresJournal`, rather than the path of an
     SQLite file."""
     return isinstance(location, str) and location.startswith(DSN_SCHEMES)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` without its password (in the user part or a ``password`` parameter)."""
+    try:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, _, hosts = netloc.rpartition("@")
+            netloc = f"{user.split(':', 1)[0]}@{hosts}"
+        query = urlencode(
+            [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "the PostgreSQL DSN given (unreadable, shown without it)"

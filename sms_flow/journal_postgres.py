@@ -72,7 +72,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from sms_flow.errors import (
     ClaimLostError,
@@ -99,6 +99,7 @@ from sms_flow.journal import (
     final_outcome,
     is_dsn,
     process_alive,
+    redact_dsn,
     source_id_list,
 )
 from sms_flow.log import get_logger
@@ -368,22 +369,6 @@ _FAILING: Final = "('failed', 'ignored', 'conflict', 'unverified')"
 
 
 # --- the DSN -------------------------------------------------------------------------------
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` without its password (in the user part or a ``password`` parameter)."""
-    try:
-        parts = urlsplit(dsn)
-        netloc = parts.netloc
-        if "@" in netloc:
-            user, _, hosts = netloc.rpartition("@")
-            netloc = f"{user.split(':', 1)[0]}@{hosts}"
-        query = urlencode(
-            [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
-        )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "the PostgreSQL DSN given (unreadable, shown without it)"
 
 
 def _passwords(dsn: str) -> list[str]:

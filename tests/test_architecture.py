@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
     {"planner", "diagram", "auth", "_answers"},
     {"machine", "client", "journal", "_sqlite"},
     {"journal_sqlite", "journal_postgres", "engine", "simulator"},
+    {"journals"},
     {"wave", "testing"},
     {"cli", "serve"},
 ]
