@@ -29,7 +29,8 @@ def _add_journal_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--journal",
         metavar="PATH",
-        help="journal file (default: $SMS_FLOW_JOURNAL, else journal.sqlite in $SMS_FLOW_HOME, "
+        help="journal file, or a PostgreSQL database as postgresql://USER@HOST:PORT/DB "
+        "(default: $SMS_FLOW_JOURNAL, else journal.sqlite in $SMS_FLOW_HOME, "
         "else ./.sms-flow/journal.sqlite; a wave or drill file's journal: comes before both)",
     )
 
