@@ -631,6 +631,29 @@ class PostgresJournal(Journal):
         error = JournalError(f"journal {self._shown}: could not {doing}: {self._scrub(str(exc))}")
         return error
 
+    async def stored_version(self) -> int:
+        """The schema version the database holds now (0: no schema ``sms_flow`` yet), read
+        on a connection of its own, without opening or migrating the journal."""
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot connect to journal {self._shown}: "
+                f"{self._scrub(str(exc)) or type(exc).__name__}; check that the database "
+                "is up and reachable, and the user, password and database name of the DSN"
+            ) from None
+        try:
+            if await conn.fetchval("SELECT to_regclass('sms_flow.meta')") is None:
+                return 0
+            found = await conn.fetchval(
+                "SELECT value FROM sms_flow.meta WHERE key = 'schema_version'"
+            )
+            return int(found) if found is not None else 0
+        except (asyncpg.PostgresError, OSError) as exc:
+            raise self._error("read the schema version", exc) from None
+        finally:
+            await conn.close()
+
     # --- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:

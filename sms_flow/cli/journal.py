@@ -1,6 +1,7 @@
 """The journal's commands: ``history`` (what happened to a source, or to a wave's sources,
 streamed from the journal a page at a time as a table, CSV or JSON),
-``journal check`` (is the journal sound, what does it hold) and ``recover`` (settle the intents
+``journal check`` (is the journal sound, what does it hold), ``journal migrate`` (bring
+its schema up to this sms-flow's) and ``recover`` (settle the intents
 any driver left open)."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sms_flow.errors import InputError, JournalError, did_you_mean
 from sms_flow.journal import Entry, Outcome
 from sms_flow.journals import Location, describe, open_journal, resolve
 
-__all__ = ["check", "existing_journal", "history", "recover"]
+__all__ = ["check", "existing_journal", "history", "migrate", "recover"]
 
 
 def existing_journal(args: argparse.Namespace) -> Location:
@@ -300,6 +301,32 @@ async def _check(args: argparse.Namespace) -> int:
                 "what sms-flow wrote; restore the database from a backup"
             )
         return EXIT_API
+    return EXIT_OK
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """``sms-flow journal migrate``: apply pending migrations, say from which version to which."""
+    return asyncio.run(_migrate(args))
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    from sms_flow.journals import migrate as apply
+
+    done = await apply(existing_journal(args))
+    if args.json:
+        print_json(
+            {
+                "journal": done.journal,
+                "from_version": done.before,
+                "to_version": done.after,
+                "migrated": done.before != done.after,
+            }
+        )
+    elif done.before == done.after:
+        out(f"journal {done.journal}: schema version {done.after}, the latest; nothing to do")
+    else:
+        was = f"version {done.before}" if done.before else "no schema (new)"
+        out(f"journal {done.journal}: migrated from {was} to version {done.after}")
     return EXIT_OK
 
 
