@@ -43,8 +43,8 @@ Back ends
     one dedicated thread with group commit, and
     :class:`~sms_flow.journal_postgres.PostgresJournal`, a PostgreSQL database that workers
     on several machines share (``pip install 'sms-flow[postgres]'``); :func:`is_dsn` tells
-    which one a journal location names. Importing the types loads neither :mod:`sqlite3`,
-    a thread, nor a database driver.
+    which one a journal location names (:func:`sms_flow.journals.open_journal` opens it).
+    Importing the types loads neither :mod:`sqlite3`, a thread, nor a database driver.
 """
 
 from __future__ import annotations
