@@ -89,6 +89,13 @@ class WaveSession:
         self.runner: WaveRunner = None  # type: ignore[assignment]  # set in __aenter__
 
     @property
+    def journal_path(self) -> Path | None:
+        """The journal's file; ``None`` when the journal is a PostgreSQL database (see
+        :attr:`journal_location`)."""
+        where = self.journal_location
+        return where if isinstance(where, Path) else None
+
+    @property
     def embedded(self) -> bool:
         return self._endpoint is None and self._region is None and self.spec.uses_simulator
 
