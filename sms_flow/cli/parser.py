@@ -277,7 +277,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--report",
         metavar="PATH",
-        help="JSON report (default: beside the journal, reports/WAVE.json)",
+        help="JSON report (default: reports/WAVE.json beside the journal file, or in "
+        "$SMS_FLOW_HOME for a PostgreSQL journal)",
     )
     p.add_argument(
         "--concurrency", type=int, metavar="N", help="sources driven at once (overrides the file)"
@@ -332,7 +333,8 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--report",
         metavar="PATH",
-        help="JSON report (default: beside the journal, reports/NAME.json)",
+        help="JSON report (default: reports/NAME.json beside the journal file, or in "
+        "$SMS_FLOW_HOME for a PostgreSQL journal)",
     )
     p.add_argument("--concurrency", type=int, metavar="N", help="sources drilled at once")
     p.add_argument(
