@@ -37,11 +37,14 @@ Runs and claims: who drives what
 
 Back ends
     This module holds the :class:`Journal` protocol and the types every back end shares.
-    The back end today is :class:`~sms_flow.journal_sqlite.SqliteJournal`: one SQLite file
-    (WAL mode), written by one dedicated thread with group commit. The protocol is small so
-    that a PostgreSQL journal shared by several workers can follow, with the same
-    semantics; the contract tests (``tests/test_journal.py``) run against every back end.
-    Importing the types loads neither :mod:`sqlite3` nor a thread.
+    Two back ends keep it, with the same semantics (the contract tests,
+    ``tests/test_journal.py``, run against both):
+    :class:`~sms_flow.journal_sqlite.SqliteJournal`, one SQLite file (WAL mode) written by
+    one dedicated thread with group commit, and
+    :class:`~sms_flow.journal_postgres.PostgresJournal`, a PostgreSQL database that workers
+    on several machines share (``pip install 'sms-flow[postgres]'``); :func:`is_dsn` tells
+    which one a journal location names (:func:`sms_flow.journals.open_journal` opens it).
+    Importing the types loads neither :mod:`sqlite3`, a thread, nor a database driver.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sms_flow.errors import JournalError, LeaseLostError, OwnedError
 from sms_flow.log import get_logger
@@ -83,8 +87,10 @@ __all__ = [
     "born_settled",
     "default_journal_path",
     "final_outcome",
+    "is_dsn",
     "iso_utc",
     "process_alive",
+    "redact_dsn",
     "source_id_list",
 ]
 
@@ -636,7 +642,9 @@ def default_journal_path() -> Path:
     ``$SMS_FLOW_HOME`` if set, else ``.sms-flow`` under the current directory.
 
     The result is absolute, so that messages name the full path. (Reports and the embedded
-    simulator's states go beside the journal: the state folder is the journal's folder.)
+    simulator's states go beside the journal: the state folder is the journal's folder.) A
+    ``$SMS_FLOW_JOURNAL`` that is a PostgreSQL DSN is no path: :func:`sms_flow.journals.resolve`
+    tells the two apart.
     """
     configured = os.environ.get(_ENV_PATH)
     if configured:
@@ -912,3 +920,32 @@ def _reschedule(watch: asyncio.Timeout, when: float) -> None:
 
 def _log_heartbeat(lease: Lease, exc: BaseException) -> None:
     _log.warning("heartbeat failed", run=lease.run.run_id if lease.run else None, error=str(exc))
+
+
+# --- where a journal is ----------------------------------------------------------------------
+
+DSN_SCHEMES: Final = ("postgresql://", "postgres://")
+"""How a journal location that is a PostgreSQL DSN begins; any other location is a path."""
+
+
+def is_dsn(location: str | os.PathLike[str]) -> bool:
+    """Whether a journal location (``--journal``, ``SMS_FLOW_JOURNAL``) is a PostgreSQL DSN,
+    for :class:`~sms_flow.journal_postgres.PostgresJournal`, rather than the path of an
+    SQLite file."""
+    return isinstance(location, str) and location.startswith(DSN_SCHEMES)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` without its password (in the user part or a ``password`` parameter)."""
+    try:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, _, hosts = netloc.rpartition("@")
+            netloc = f"{user.split(':', 1)[0]}@{hosts}"
+        query = urlencode(
+            [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "the PostgreSQL DSN given (unreadable, shown without it)"

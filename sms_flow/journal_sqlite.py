@@ -1017,6 +1017,24 @@ class SqliteJournal(Journal):
             worker.operations, worker.batches, worker.largest_batch, worker.in_flight
         )
 
+    async def stored_version(self) -> int:
+        """The schema version the file holds now (0: none yet), read without opening or
+        migrating it (``sms-flow journal migrate`` says from which version it goes)."""
+
+        def read() -> int:
+            if not self._path.exists():
+                return 0
+            try:
+                conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)
+                try:
+                    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+                finally:
+                    conn.close()
+            except sqlite3.Error as exc:
+                raise _explain(self._path, exc, "read the journal's schema version") from exc
+
+        return await asyncio.to_thread(read)
+
     # --- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:

@@ -55,6 +55,14 @@ Real parts (no mocks: a real simulator on loopback, real child processes, real f
     is still running. Tests that kill or interrupt a process wait this way for the journal
     (or the simulator's history) to show work in flight.
 
+``postgres`` (fixture, session scope), a :class:`PostgresServer`, and ``pg_dsn``
+    A real PostgreSQL: a throwaway cluster started from the server binaries on PATH
+    (``initdb``, ``pg_ctl``; as root, run as the ``postgres`` user), or the server
+    ``SMS_FLOW_TEST_PG_DSN`` names; stopped at the end of the session. ``pg_dsn`` is the DSN
+    of an empty database for one test (emptied after it, and given to a later test). Without a server the tests that
+    use them skip, saying why, unless ``SMS_FLOW_REQUIRE_PG=1`` (``.ci/run``): then they fail.
+    ``postgres.restart()`` is ``pg_ctl restart -m fast`` on a cluster of this session.
+
 The model (session scope)
 -------------------------
 
@@ -429,3 +437,241 @@ def spawn() -> Iterator[Spawner]:
     """A :class:`Spawner` whose children are killed and reaped when the test ends."""
     with Spawner() as spawner:
         yield spawner
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+PG_DSN_ENV = "SMS_FLOW_TEST_PG_DSN"
+"""A server for the PostgreSQL tests instead of a throwaway cluster (its user needs CREATEDB)."""
+PG_REQUIRE_ENV = "SMS_FLOW_REQUIRE_PG"
+"""``1``: no PostgreSQL for the tests is a failure, not a skip (``.ci/run`` sets it)."""
+
+
+def _pg_admin(dsn: str, *statements: str) -> None:
+    """Run statements on a new connection, from a thread of its own (fixtures are sync)."""
+
+    async def run() -> None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        conn = await asyncpg.connect(dsn, timeout=30)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    failed: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _catch(failed, lambda: asyncio.run(run())))
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
+def _catch(into: list[BaseException], call: Callable[[], object]) -> None:
+    try:
+        call()
+    except BaseException as exc:
+        into.append(exc)
+
+
+class PostgresServer:
+    """The PostgreSQL server of the tests (fixture ``postgres``, one a session).
+
+    Either a throwaway cluster this session started from the server binaries on PATH
+    (``initdb``, ``pg_ctl``; as root, run as the ``postgres`` user), with ``fsync=off``,
+    password authentication over TCP on 127.0.0.1 and its socket in its temp dir; or the
+    server ``SMS_FLOW_TEST_PG_DSN`` names. :meth:`create_database` makes a fresh database
+    (what the ``pg_dsn`` fixture gives each test); :meth:`restart` (``pg_ctl restart -m
+    fast``) only on a cluster of this session.
+    """
+
+    def __init__(self, admin_dsn: str, *, data: Path | None = None, run_as: list[str]) -> None:
+        self.admin_dsn = admin_dsn
+        self.data = data
+        self._run_as = run_as
+        self._options = ""
+        self._made: list[str] = []
+        self._spare: list[str] = []
+
+    def dsn(self, database: str) -> str:
+        """The admin DSN with another database."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.admin_dsn)
+        return urlunsplit(parts._replace(path=f"/{database}"))
+
+    def create_database(self) -> str:
+        """An empty database; its DSN. One given back (:meth:`give_back`) is used again:
+        emptied, it costs less than a new one (``CREATE DATABASE`` takes a good part of a
+        second)."""
+        if self._spare:
+            return self._spare.pop()
+        name = f"sms_flow_test_{os.getpid()}_{next(_databases)}"
+        _pg_admin(self.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE template0 STRATEGY FILE_COPY')
+        self._made.append(name)
+        return self.dsn(name)
+
+    def give_back(self, dsn: str) -> None:
+        """Empty the database (its connections cut, every schema but the system's dropped,
+        ``public`` made anew) and keep it for the next test."""
+        from urllib.parse import urlsplit
+
+        name = urlsplit(dsn).path.lstrip("/")
+        _pg_admin(
+            self.admin_dsn,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+        )
+        _pg_admin(
+            dsn,
+            "DO $$ DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace "
+            "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' LOOP "
+            "EXECUTE format('DROP SCHEMA %I CASCADE', s); END LOOP; END $$",
+            "CREATE SCHEMA public",
+        )
+        self._spare.append(dsn)
+
+    def drop_databases(self) -> None:
+        """Drop every database this session made (on a server of its own, or not)."""
+        for name in self._made:
+            _pg_admin(self.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._made.clear()
+        self._spare.clear()
+
+    def pg_ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert self.data is not None
+        return subprocess.run(
+            [*self._run_as, "pg_ctl", "-D", str(self.data), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=self.data.parent,
+            check=False,
+        )
+
+    def start(self, options: str) -> None:
+        assert self.data is not None
+        self._options = options
+        log = self.data.parent / "server.log"
+        done = self.pg_ctl("-l", str(log), "-w", "-t", "60", "-o", options, "start")
+        if done.returncode != 0:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            pytest.fail(f"pg_ctl start failed ({done.returncode}): {done.stderr}\n{text}")
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every connection is cut; back once it accepts them."""
+        if self.data is None:
+            pytest.skip(f"{PG_DSN_ENV} names a server this session did not start: not restarted")
+        assert self.data is not None
+        log = str(self.data.parent / "server.log")  # not our pipe: pg_ctl would never end
+        done = self.pg_ctl(
+            "-l", log, "-w", "-t", "60", "-m", "fast", "-o", self._options, "restart"
+        )
+        assert done.returncode == 0, done.stderr
+
+    def stop(self) -> None:
+        if self.data is not None:
+            self.pg_ctl("-w", "-m", "immediate", "stop")
+
+
+_databases = iter(range(1, 1_000_000))
+
+
+def _pg_unavailable(reason: str) -> None:
+    if os.environ.get(PG_REQUIRE_ENV) == "1":
+        pytest.fail(f"{reason}, and {PG_REQUIRE_ENV}=1 requires PostgreSQL", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The tests' PostgreSQL server (see :class:`PostgresServer`); skips without one, unless
+    ``SMS_FLOW_REQUIRE_PG=1``."""
+    import importlib.util
+    import pwd
+    import secrets
+    import shutil
+    import socket
+
+    if importlib.util.find_spec("asyncpg") is None:
+        _pg_unavailable("asyncpg is not installed (pip install 'sms-flow[postgres]')")
+    external = os.environ.get(PG_DSN_ENV)
+    if external:
+        server = PostgresServer(external, run_as=[])
+        try:
+            yield server
+        finally:
+            server.drop_databases()
+        return
+    missing = [name for name in ("initdb", "pg_ctl") if shutil.which(name) is None]
+    if missing:
+        _pg_unavailable(
+            f"no PostgreSQL for the tests: {' and '.join(missing)} not on PATH and "
+            f"{PG_DSN_ENV} not set"
+        )
+    run_as: list[str] = []
+    owner = None
+    if os.geteuid() == 0:  # initdb refuses root: the cluster runs as the postgres user
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            _pg_unavailable("running as root and there is no 'postgres' user to run PostgreSQL")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    top = Path(tempfile.mkdtemp(prefix="sms-flow-pg-"))
+    if owner is not None:
+        os.chown(top, owner.pw_uid, owner.pw_gid)
+    password = secrets.token_urlsafe(12)
+    pwfile = top / "pwfile"
+    pwfile.write_text(password + "\n")
+    if owner is not None:
+        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = PostgresServer(
+        f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres",
+        data=top / "data",
+        run_as=run_as,
+    )
+    try:
+        done = subprocess.run(
+            [
+                *run_as,
+                "initdb",
+                "-D",
+                str(top / "data"),
+                "-U",
+                "postgres",
+                "--pwfile",
+                str(pwfile),
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=top,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"initdb failed ({done.returncode}): {done.stderr}")
+        server.start(
+            f"-p {port} -k {top} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> Iterator[str]:
+    """The DSN of a fresh, empty database on the tests' PostgreSQL, dropped after the test."""
+    dsn = postgres.create_database()
+    yield dsn
+    postgres.give_back(dsn)

@@ -27,7 +27,8 @@ LAYERS: list[set[str]] = [
     {"chart", "wire", "_signing", "retry"},
     {"planner", "diagram", "auth", "_answers"},
     {"machine", "client", "journal", "_sqlite"},
-    {"journal_sqlite", "engine", "simulator"},
+    {"journal_sqlite", "journal_postgres", "engine", "simulator"},
+    {"journals"},
     {"wave", "testing", "metrics"},
     {"cli", "serve"},
 ]

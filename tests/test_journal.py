@@ -65,13 +65,21 @@ def intent(source_id: str = "s1", *, wave: str | None = None, **overrides: Any) 
     return Intent(**fields)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         path = tmp_path / "state" / "journal.sqlite"
         return Backend(
             lambda: SqliteJournal(path),
             f"__import__('sms_flow.journal_sqlite').journal_sqlite.SqliteJournal({str(path)!r})",
+        )
+    if request.param == "postgresql":
+        dsn: str = request.getfixturevalue("pg_dsn")
+        from sms_flow.journal_postgres import PostgresJournal
+
+        return Backend(
+            lambda: PostgresJournal(dsn),
+            f"__import__('sms_flow.journal_postgres').journal_postgres.PostgresJournal({dsn!r})",
         )
     raise AssertionError(f"no such back end {request.param!r}")  # pragma: no cover
 
@@ -676,6 +684,35 @@ async def test_a_run_whose_process_is_gone_is_taken_over_with_its_sources(
     claimed = await journal.claim(started.run.run_id, ENDPOINT, ["s1", "s2", "s3"])
     assert sorted(claimed.granted) == ["s1", "s2", "s3"]
     assert {s: r.run_id for s, r in claimed.taken_from.items()} == {"s1": dead_id, "s2": dead_id}
+
+
+async def test_a_worker_takes_over_the_claims_of_one_whose_lease_expired(
+    backend: Backend, journal: Journal
+) -> None:
+    stalled = (
+        await journal.start_run("wave", name="w1", endpoint=ENDPOINT, actor="a", lease=0.3)
+    ).run
+    await journal.claim(stalled.run_id, ENDPOINT, ["s1", "s2"])
+    async with backend() as other:  # another worker, on the same storage
+        worker = (await other.start_run("wave", name="w1", endpoint=ENDPOINT, actor="b")).run
+        refused = await other.claim(worker.run_id, ENDPOINT, ["s1"])
+        assert {s: r.run_id for s, r in refused.refused.items()} == {"s1": stalled.run_id}
+        await eventually(lambda: time.time() > stalled.expires_at)
+
+        taken = await other.claim(worker.run_id, ENDPOINT, ["s1", "s2"])
+        assert sorted(taken.granted) == ["s1", "s2"] and taken.refused == {}
+        assert {s: (r.run_id, r.end_reason) for s, r in taken.taken_from.items()} == {
+            s: (stalled.run_id, "dead: lease expired") for s in ("s1", "s2")
+        }
+        # The stalled worker wakes up: it writes nothing more for what it lost.
+        with pytest.raises(ClaimLostError, match="taken by wave w1") as lost:
+            await journal.begin(intent("s1", endpoint=ENDPOINT, run_id=stalled.run_id))
+        assert lost.value.owner is not None and lost.value.owner.run_id == worker.run_id
+        with pytest.raises(LeaseLostError):
+            await journal.heartbeat(stalled.run_id)
+        mine = await other.begin(intent("s1", endpoint=ENDPOINT, run_id=worker.run_id))
+    [entry] = await journal.history()
+    assert (entry.id, entry.run_id, entry.fence) == (mine, worker.run_id, taken.granted["s1"])
 
 
 async def test_claims_are_granted_refused_and_stolen(journal: Journal) -> None:

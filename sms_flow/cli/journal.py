@@ -1,6 +1,7 @@
 """The journal's commands: ``history`` (what happened to a source, or to a wave's sources,
 streamed from the journal a page at a time as a table, CSV or JSON),
-``journal check`` (is the file sound, what does it hold) and ``recover`` (settle the intents
+``journal check`` (is the journal sound, what does it hold), ``journal migrate`` (bring
+its schema up to this sms-flow's) and ``recover`` (settle the intents
 any driver left open)."""
 
 from __future__ import annotations
@@ -20,17 +21,22 @@ from sms_flow.cli import EXIT_API, EXIT_OK, EXIT_OWNED
 from sms_flow.cli._output import err, out, print_json
 from sms_flow.errors import InputError, JournalError, did_you_mean
 from sms_flow.journal import Entry, Outcome
+from sms_flow.journals import Location, describe, open_journal, resolve
 
-__all__ = ["check", "existing_journal", "history", "recover"]
+__all__ = ["check", "existing_journal", "history", "migrate", "recover"]
 
 
-def existing_journal(args: argparse.Namespace) -> Path:
+def existing_journal(args: argparse.Namespace) -> Location:
+    """The journal ``--journal`` (else ``$SMS_FLOW_JOURNAL``, else the default) names; an
+    SQLite file must exist (a database is not checked here: opening it says what is wrong)."""
     from sms_flow.cli._paths import check_readable_file
-    from sms_flow.journal import default_journal_path
 
-    path = Path(args.journal) if args.journal else default_journal_path()
-    check_readable_file(path, "journal", hint="give --journal PATH (or set SMS_FLOW_JOURNAL)")
-    return path
+    location = resolve(args.journal)
+    if isinstance(location, Path):
+        check_readable_file(
+            location, "journal", hint="give --journal PATH (or set SMS_FLOW_JOURNAL)"
+        )
+    return location
 
 
 def history(args: argparse.Namespace) -> int:
@@ -140,8 +146,6 @@ def _table_row(e: Entry, short_source: bool, iso: Callable[[float | None], str])
 
 
 async def _history(args: argparse.Namespace) -> int:
-    from sms_flow.journal_sqlite import SqliteJournal
-
     if args.limit is not None and args.limit < 0:
         raise InputError(f"--limit {args.limit} is below 0; give the number of entries to show")
     iso = _iso_times()
@@ -154,7 +158,8 @@ async def _history(args: argparse.Namespace) -> int:
             f"({iso(until)}); give a --since earlier than --until"
         )
     form = "json" if args.json else args.format
-    path = existing_journal(args)
+    location = existing_journal(args)
+    path = describe(location)
     what = " ".join(
         part
         for part in (
@@ -169,7 +174,7 @@ async def _history(args: argparse.Namespace) -> int:
     )
     stream = sys.stdout
     shown = 0
-    async with SqliteJournal(path) as journal:
+    async with open_journal(location) as journal:
         entries = journal.iter_history(
             source_id=args.source_id,
             wave=args.wave,
@@ -241,16 +246,17 @@ def check(args: argparse.Namespace) -> int:
 
 
 async def _check(args: argparse.Namespace) -> int:
-    from sms_flow.journal_sqlite import SqliteJournal
-
-    path = existing_journal(args)
+    location = existing_journal(args)
+    path = describe(location)
+    sqlite = isinstance(location, Path)
     try:
-        # Opened without the quick check that refuses a damaged file: this reports on it.
-        async with SqliteJournal(path, quick_check=False) as journal:
+        # An SQLite file is opened without the quick check that refuses a damaged file:
+        # this reports on it.
+        async with open_journal(location, **({"quick_check": False} if sqlite else {})) as journal:
             found = await journal.check()
     except JournalError as exc:  # so damaged that SQLite gave up reading it
         if args.json:
-            print_json({"journal": str(path), "ok": False, "problems": [str(exc)]})
+            print_json({"journal": path, "ok": False, "problems": [str(exc)]})
         else:
             out(f"journal {path}: DAMAGED: {exc}")
         err(f"sms-flow: journal {path} is damaged; keep a copy, then restore it from a backup")
@@ -270,9 +276,10 @@ async def _check(args: argparse.Namespace) -> int:
         )
     else:
         if found.ok:
-            out(f"journal {found.location}: sound (integrity_check: ok)")
+            out(f"journal {found.location}: sound" + (" (integrity_check: ok)" if sqlite else ""))
         else:
-            out(f"journal {found.location}: DAMAGED, integrity_check reports:")
+            checked = "integrity_check reports" if sqlite else "its schema is not as expected"
+            out(f"journal {found.location}: DAMAGED, {checked}:")
             for problem in found.problems[:50]:
                 out(f"  - {problem}")
         out(f"  schema version {found.schema_version}")
@@ -282,11 +289,44 @@ async def _check(args: argparse.Namespace) -> int:
             out(f"    - {run.describe()}")
         out(f"  sources held by live runs: {found.claims:,}")
     if not found.ok:
-        err(
-            f"sms-flow: journal {found.location} is damaged; keep a copy, then restore it from a "
-            f"backup or recover what SQLite can read (sqlite3 {found.location} .recover)"
-        )
+        if sqlite:
+            err(
+                f"sms-flow: journal {found.location} is damaged; keep a copy, then restore it "
+                "from a backup or recover what SQLite can read "
+                f"(sqlite3 {found.location} .recover)"
+            )
+        else:
+            err(
+                f"sms-flow: journal {found.location} is damaged: its schema sms_flow is not "
+                "what sms-flow wrote; restore the database from a backup"
+            )
         return EXIT_API
+    return EXIT_OK
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """``sms-flow journal migrate``: apply pending migrations, say from which version to which."""
+    return asyncio.run(_migrate(args))
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    from sms_flow.journals import migrate as apply
+
+    done = await apply(existing_journal(args))
+    if args.json:
+        print_json(
+            {
+                "journal": done.journal,
+                "from_version": done.before,
+                "to_version": done.after,
+                "migrated": done.before != done.after,
+            }
+        )
+    elif done.before == done.after:
+        out(f"journal {done.journal}: schema version {done.after}, the latest; nothing to do")
+    else:
+        was = f"version {done.before}" if done.before else "no schema (new)"
+        out(f"journal {done.journal}: migrated from {was} to version {done.after}")
     return EXIT_OK
 
 
@@ -300,11 +340,11 @@ async def _recover(args: argparse.Namespace) -> int:
     from sms_flow.cli.service import client_from
     from sms_flow.engine import Engine
     from sms_flow.journal import Lease
-    from sms_flow.journal_sqlite import SqliteJournal
     from sms_flow.wave.recovery import recover as settle_open
 
-    path = existing_journal(args)
-    async with client_from(args) as client, SqliteJournal(path) as journal:
+    location = existing_journal(args)
+    path = describe(location)
+    async with client_from(args) as client, open_journal(location) as journal:
         lease = Lease(
             journal,
             "recover",
@@ -335,7 +375,7 @@ async def _recover(args: argparse.Namespace) -> int:
         finally:
             await lease.end()
     if args.json:
-        print_json({"journal": str(path), "endpoint": client.endpoint, **report.to_dict()})
+        print_json({"journal": path, "endpoint": client.endpoint, **report.to_dict()})
     else:
         what = f"wave {args.wave}" if args.wave else "every driver"
         out(

@@ -29,7 +29,8 @@ def _add_journal_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--journal",
         metavar="PATH",
-        help="journal file (default: $SMS_FLOW_JOURNAL, else journal.sqlite in $SMS_FLOW_HOME, "
+        help="journal file, or a PostgreSQL database as postgresql://USER@HOST:PORT/DB "
+        "(default: $SMS_FLOW_JOURNAL, else journal.sqlite in $SMS_FLOW_HOME, "
         "else ./.sms-flow/journal.sqlite; a wave or drill file's journal: comes before both)",
     )
 
@@ -276,7 +277,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--report",
         metavar="PATH",
-        help="JSON report (default: beside the journal, reports/WAVE.json)",
+        help="JSON report (default: reports/WAVE.json beside the journal file, or in "
+        "$SMS_FLOW_HOME for a PostgreSQL journal)",
     )
     p.add_argument(
         "--concurrency", type=int, metavar="N", help="sources driven at once (overrides the file)"
@@ -338,7 +340,8 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--report",
         metavar="PATH",
-        help="JSON report (default: beside the journal, reports/NAME.json)",
+        help="JSON report (default: reports/NAME.json beside the journal file, or in "
+        "$SMS_FLOW_HOME for a PostgreSQL journal)",
     )
     p.add_argument("--concurrency", type=int, metavar="N", help="sources drilled at once")
     p.add_argument(
@@ -409,9 +412,10 @@ def _journal_options(p: argparse.ArgumentParser) -> None:
     sub.required = True
     check = sub.add_parser(
         "check",
-        help="check the journal file in full and show what it holds",
+        help="check the journal in full and show what it holds",
         description=(
-            "Run SQLite's full integrity_check on the journal and show its schema version, "
+            "Run SQLite's full integrity_check on a journal file (or check a PostgreSQL "
+            "journal's schema) and show its schema version, "
             "entries, open intents, live runs and the sources they hold. Exit 0 when it is "
             "sound, 3 when it is damaged or cannot be read."
         ),
@@ -419,6 +423,18 @@ def _journal_options(p: argparse.ArgumentParser) -> None:
     check.set_defaults(handler="sms_flow.cli.journal:check")
     _add_journal_option(check)
     check.add_argument("--json", action="store_true", help="print the findings as JSON")
+    migrate = sub.add_parser(
+        "migrate",
+        help="bring the journal's schema up to this sms-flow's",
+        description=(
+            "Apply the journal's pending schema migrations (SQLite file or PostgreSQL "
+            "database) and say from which version to which. A journal written by a newer "
+            "sms-flow is refused, untouched (exit 2): upgrade sms-flow to use it."
+        ),
+    )
+    migrate.set_defaults(handler="sms_flow.cli.journal:migrate")
+    _add_journal_option(migrate)
+    migrate.add_argument("--json", action="store_true", help="print what was done as JSON")
 
 
 def _recover_options(p: argparse.ArgumentParser) -> None:

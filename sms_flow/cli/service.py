@@ -128,8 +128,8 @@ async def _set(args: argparse.Namespace) -> int:
     from sms_flow.auth import auth_from_env
     from sms_flow.engine import Engine
     from sms_flow.errors import OwnedError
-    from sms_flow.journal import Lease, default_journal_path
-    from sms_flow.journal_sqlite import SqliteJournal
+    from sms_flow.journal import Lease
+    from sms_flow.journals import open_journal
     from sms_flow.planner import ReasonCode
     from sms_flow.states import StateRequest, parse_copystate, parse_cycle
 
@@ -168,7 +168,7 @@ async def _set(args: argparse.Namespace) -> int:
             f"--allow {unknown[0]}: no move of chart {chart.name!r} has that trigger; the "
             f"irreversible ones are: {', '.join(marked) or 'none'}"
         )
-    journal = None if args.no_journal else SqliteJournal(args.journal or default_journal_path())
+    journal = None if args.no_journal else open_journal(args.journal)
     async with client_from(args) as client:
         lease = None
         if journal is not None:

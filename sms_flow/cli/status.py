@@ -33,10 +33,11 @@ def status(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    from sms_flow.journal_sqlite import SqliteJournal
+    from sms_flow.journals import describe, open_journal
 
-    path = existing_journal(args)
-    async with SqliteJournal(path) as journal:
+    location = existing_journal(args)
+    path = describe(location)
+    async with open_journal(location) as journal:
         found = await journal.wave_status(args.wave, shown=200 if args.json else _SHOWN)
         runs = [r for r in await journal.runs(live=True) if r.name == args.wave]
         known = await journal.waves() if not (found.members or found.entries) else []

@@ -8,6 +8,7 @@ together; the live display and the summary are :mod:`sms_flow.cli.progress`'s.
 
 Before anything is opened, the journal's and the report's paths are checked
 (:mod:`sms_flow.cli._paths`): a run never pushes and then finds that it cannot write them.
+(A journal that is a PostgreSQL database is no file: opening it says what is wrong.)
 The first Ctrl-C (or SIGTERM) stops the run: no new step starts, the steps in flight finish
 and are journalled, and a request waiting for a rate-limit slot is not sent (its step ends
 there, and with it the run: the other steps in flight are cancelled as on a second signal);
@@ -264,12 +265,13 @@ async def _drive_session(
 ) -> int:
     from sms_flow.cli._paths import check_writable_file
 
-    check_writable_file(
-        session.journal_path,
-        "journal",
-        folder=True,
-        hint="give --journal FILE (or set SMS_FLOW_JOURNAL)",
-    )
+    if isinstance(session.journal_location, Path):  # a database is no file to check
+        check_writable_file(
+            session.journal_location,
+            "journal",
+            folder=True,
+            hint="give --journal FILE (or set SMS_FLOW_JOURNAL)",
+        )
     check_writable_file(
         session.report_path, "report", hint="give --report FILE (or report: in the file)"
     )
@@ -345,6 +347,7 @@ async def _drive(
     request was waiting for a rate-limit slot: :class:`~sms_flow.errors.WaitInterrupted`
     ends that step and, reaching the runner, the run; the runner then cancels the others.
     """
+    from sms_flow.journals import describe
     from sms_flow.wave import state_counts
 
     spec = session.spec
@@ -373,7 +376,7 @@ async def _drive(
             ticker = asyncio.create_task(tick())
         if not args.json:
             screen.print(
-                f"{what} {spec.name} → {spec.target} on {runner.endpoint}; journal {session.journal_path}"
+                f"{what} {spec.name} → {spec.target} on {runner.endpoint}; journal {describe(session.journal_location)}"
             )
         before = asyncio.all_tasks()
         try:

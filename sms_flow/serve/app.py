@@ -34,8 +34,8 @@ from sms_flow.auth import AkSkAuth, Auth
 from sms_flow.chart import Chart, default_chart
 from sms_flow.client import SmsClient
 from sms_flow.errors import ConfigError
-from sms_flow.journal import DEFAULT_LEASE, Journal, default_journal_path
-from sms_flow.journal_sqlite import SqliteJournal
+from sms_flow.journal import DEFAULT_LEASE, Journal
+from sms_flow.journals import open_journal
 from sms_flow.log import get_logger
 from sms_flow.metrics import CONTENT_TYPE, Metrics
 from sms_flow.planner import Planner
@@ -58,7 +58,8 @@ class ServeConfig:
     ``endpoint`` (or ``region``): where SMS is. ``auth``: the gateway's own credentials
     (``CLOUD_SDK_*`` or ``SMS_FLOW_TOKEN``, as the CLI), used for AK/SK callers; ``None``
     only for a simulator on this machine, or when every caller sends a token. ``journal``:
-    a journal path, or an open-able :class:`~sms_flow.journal.Journal` (default:
+    a journal location (a path or a PostgreSQL DSN), or an open-able
+    :class:`~sms_flow.journal.Journal` (default: ``$SMS_FLOW_JOURNAL``, else
     :func:`~sms_flow.journal.default_journal_path`). ``keys``: the AK/SK
     keys callers sign with; ``tokens``: the API tokens of sms-flow's routes.
     """
@@ -84,8 +85,10 @@ class Service:
         check_binding(config.host, config.tokens)
         self.config = config
         self.metrics = Metrics()
-        given = config.journal if config.journal is not None else default_journal_path()
-        self.journal: Journal = SqliteJournal(given) if isinstance(given, str | Path) else given
+        given = config.journal
+        self.journal: Journal = (
+            open_journal(given) if given is None or isinstance(given, str | Path) else given
+        )
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._client: SmsClient | None = None

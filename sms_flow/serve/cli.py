@@ -74,7 +74,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: ServeConfig) -> int:
-    from sms_flow.journal import default_journal_path
+    from sms_flow.journals import describe
     from sms_flow.serve import Service
 
     loop = asyncio.get_running_loop()
@@ -96,9 +96,15 @@ async def _serve(config: ServeConfig) -> int:
                     "only callers sending an IAM token are served"
                     + ("" if not len(config.keys) else ", and AK/SK callers only on loopback")
                 )
+            given = config.journal
+            shown = (
+                "(a journal object)"
+                if not isinstance(given, str | os.PathLike | None)
+                else describe(given)
+            )
             err(
                 f"sms-flow serve listening on {service.url}: gateway to {service.endpoint}, "
-                f"journal {config.journal or default_journal_path()}, metrics at {service.url}/metrics "
+                f"journal {shown}, metrics at {service.url}/metrics "
                 "(SIGINT or SIGTERM stops it)"
             )
             await stop.wait()

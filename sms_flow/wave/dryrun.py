@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sms_flow.chart import By, Chart, Edge, default_chart
+from sms_flow.journals import Location
 from sms_flow.planner import Planner, step_dict
 from sms_flow.states import CopyState, MigrationCycle, StatePair, StateRequest
 from sms_flow.wave.spec import WaveSpec, chart_of
@@ -255,7 +256,7 @@ async def dry_run(
     # A session object says where things are (the journal, the embedded simulator's state);
     # it is never opened, so nothing is claimed and no run starts.
     where = WaveSession(spec, endpoint=endpoint, region=region, journal_path=journal_path)
-    known = await _known_members(where.journal_path, spec.name)
+    known = await _known_members(where.journal_location, spec.name)
     simulator: Any = None
     client: Any = None
     try:
@@ -323,14 +324,15 @@ async def dry_run(
             await simulator.stop()
 
 
-async def _known_members(journal_path: Path, wave: str) -> list[str]:
-    """The members an earlier run journalled for ``wave``; the journal is only read, and not
-    created when it does not exist."""
-    if not await asyncio.to_thread(journal_path.exists):
+async def _known_members(location: Location, wave: str) -> list[str]:
+    """The members an earlier run journalled for ``wave``; the journal is only read, and an
+    SQLite file is not created when it does not exist (a database's schema is created on
+    first use, as by any command)."""
+    if isinstance(location, Path) and not await asyncio.to_thread(location.exists):
         return []
-    from sms_flow.journal_sqlite import SqliteJournal
+    from sms_flow.journals import open_journal
 
-    async with SqliteJournal(journal_path) as journal:
+    async with open_journal(location) as journal:
         return list(await journal.members(wave))
 
 

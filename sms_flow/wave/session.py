@@ -18,7 +18,8 @@ from typing import Any
 
 from sms_flow.engine import Engine
 from sms_flow.errors import ConfigError
-from sms_flow.journal import DEFAULT_LEASE, Lease
+from sms_flow.journal import DEFAULT_LEASE, Lease, is_dsn
+from sms_flow.journals import Location, describe, open_journal, resolve, state_folder
 from sms_flow.wave.ratelimit import limited
 from sms_flow.wave.report import Event, WaveReport
 from sms_flow.wave.runner import WaveRunner
@@ -66,9 +67,10 @@ class WaveSession:
         self.spec = spec
         self._endpoint = endpoint
         self._region = region
-        self.journal_path = Path(journal_path) if journal_path else journal_of(spec, base_dir)
-        """``journal_path``, else the file's ``journal:`` (relative to ``base_dir``), else the
-        default (``$SMS_FLOW_JOURNAL``, ``$SMS_FLOW_HOME``, ``./.sms-flow``)."""
+        self.journal_location: Location = _location(spec, journal_path, base_dir)
+        """Where the journal is (an SQLite file's path or a PostgreSQL DSN): ``journal_path``,
+        else the file's ``journal:`` (a path relative to ``base_dir``), else the default
+        (``$SMS_FLOW_JOURNAL``, ``$SMS_FLOW_HOME``, ``./.sms-flow``)."""
         self._base_dir = base_dir
         self._fresh = fresh
         self.on_event = on_event
@@ -87,6 +89,13 @@ class WaveSession:
         self.runner: WaveRunner = None  # type: ignore[assignment]  # set in __aenter__
 
     @property
+    def journal_path(self) -> Path | None:
+        """The journal's file; ``None`` when the journal is a PostgreSQL database (see
+        :attr:`journal_location`)."""
+        where = self.journal_location
+        return where if isinstance(where, Path) else None
+
+    @property
     def embedded(self) -> bool:
         return self._endpoint is None and self._region is None and self.spec.uses_simulator
 
@@ -98,23 +107,24 @@ class WaveSession:
     @property
     def simulator_state_file(self) -> Path:
         """Where the embedded simulator keeps this wave's sources: ``simulator.state_file``,
-        else ``simulator/NAME.sqlite`` beside the journal (one file per wave or drill, so
-        that ``--fresh`` starts this one over and no other)."""
+        else ``simulator/NAME.sqlite`` in the journal's state folder (beside an SQLite file;
+        ``$SMS_FLOW_HOME`` for a database): one file per wave or drill, so that ``--fresh``
+        starts this one over and no other."""
         configured = self.spec.simulator.state_file
         if configured:
             return Path(configured)
-        return self.journal_path.parent / "simulator" / f"{self.spec.name}.sqlite"
+        return state_folder(self.journal_location) / "simulator" / f"{self.spec.name}.sqlite"
 
     @property
     def report_path(self) -> Path:
+        """``report:``, else ``reports/NAME.json`` in the journal's state folder."""
         if self.spec.report:
             return Path(self.spec.report)
-        return self.journal_path.parent / "reports" / f"{self.spec.name}.json"
+        return state_folder(self.journal_location) / "reports" / f"{self.spec.name}.json"
 
     async def __aenter__(self) -> WaveSession:
         from sms_flow.auth import auth_from_env
         from sms_flow.client import SmsClient
-        from sms_flow.journal_sqlite import SqliteJournal
 
         spec = self.spec
         if self._fresh and not self.embedded:
@@ -163,7 +173,7 @@ class WaveSession:
                 # The project AK/SK signing names (a token's project is not known here).
                 project = getattr(auth_from_env(), "project_id", None)
             await self.client.open()
-            self.journal = SqliteJournal(self.journal_path)
+            self.journal = open_journal(self.journal_location)
             await self.journal.open()
             await self._check_membership()
             actor = self.actor
@@ -216,7 +226,7 @@ class WaveSession:
         if elsewhere:
             raise ConfigError(
                 f"{self.kind} {name} has members on {elsewhere[0]} in journal "
-                f"{self.journal_path}, and this run goes to {self.endpoint}: its sources there "
+                f"{describe(self.journal_location)}, and this run goes to {self.endpoint}: its sources there "
                 f"are not these. Give the {self.kind} another name, use another journal "
                 "(--journal FILE), or start its membership over on this endpoint with "
                 "--reset-members (its history stays)"
@@ -258,6 +268,18 @@ class WaveSession:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
+
+
+def _location(spec: WaveSpec, given: str | Path | None, base_dir: Path | None) -> Location:
+    """The journal a session writes to: ``given``, else the file's ``journal:``, else the
+    default; a DSN is kept as written."""
+    if given:
+        return resolve(given)
+    if spec.journal is not None and is_dsn(spec.journal):
+        return spec.journal
+    if spec.journal is None:
+        return resolve(None)
+    return journal_of(spec, base_dir)
 
 
 def _wipe_sqlite(path: Path) -> None:

@@ -1,5 +1,6 @@
-"""``sms-flow history`` and ``sms-flow journal check`` (``sms_flow/cli/journal.py``): bad input
-is exit 2 with one line; check says whether the journal file is sound and what it holds."""
+"""``sms-flow history``, ``journal check`` and ``journal migrate`` (``sms_flow/cli/journal.py``):
+bad input is exit 2 with one line; check says whether the journal file is sound and what it
+holds; migrate says from which schema version to which, and refuses a newer journal."""
 
 from __future__ import annotations
 
@@ -220,3 +221,92 @@ def test_history_refuses_a_mistyped_outcome_with_a_suggestion(
     assert_refused(done, "'yesterday' is neither an ISO-8601 time")
     done = spawn.run(*SMS_FLOW_COMMAND, "history", "--since", "1h", "--until", "2h", cwd=tmp_path)
     assert_refused(done, "is not before --until")
+
+
+# --- journal migrate ---------------------------------------------------------------------------
+
+
+def migrate(spawn: Spawner, location: str, cwd: Path) -> tuple[int, str, str]:
+    done = spawn.run(*SMS_FLOW_COMMAND, "journal", "migrate", "--journal", location, cwd=cwd)
+    assert done.returncode is not None, "spawn.run waits for the end"
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_migrate_brings_an_sqlite_journal_up_and_refuses_a_newer_one(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    import contextlib
+    import sqlite3
+
+    from sms_flow.journal_sqlite import _MIGRATIONS, SCHEMA_VERSION
+    from tests.test_journal_sqlite import _SCHEMA_1
+
+    path = tmp_path / "j.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(_SCHEMA_1)
+        for statement in _MIGRATIONS[1].split(";"):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute("INSERT INTO wave_members (wave, source_id) VALUES ('w1', 'a')")
+        conn.commit()
+
+    def version() -> int:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    code, stdout, stderr = migrate(spawn, str(path), tmp_path)
+    assert (code, stderr) == (0, "")
+    assert stdout == f"journal {path}: migrated from version 2 to version {SCHEMA_VERSION}\n"
+    assert version() == SCHEMA_VERSION
+    code, stdout, _ = migrate(spawn, str(path), tmp_path)
+    assert (code, stdout) == (0, f"journal {path}: schema version 3, the latest; nothing to do\n")
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA user_version = 7")
+    code, stdout, stderr = migrate(spawn, str(path), tmp_path)
+    assert (code, stdout) == (2, "")
+    assert "has schema version 7, newer than this sms-flow knows (up to 3)" in stderr
+    assert "upgrade sms-flow" in stderr and "Traceback" not in stderr
+    assert version() == 7, "a newer journal is left untouched"
+
+
+async def test_migrate_brings_a_postgresql_journal_up_and_refuses_a_newer_one(
+    spawn: Spawner, tmp_path: Path, pg_dsn: str
+) -> None:
+    from urllib.parse import urlsplit
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    from sms_flow.journal_postgres import _MIGRATIONS, SCHEMA_VERSION
+    from sms_flow.journals import describe
+
+    password = urlsplit(pg_dsn).password
+    assert password
+    shown = describe(pg_dsn)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(_MIGRATIONS[0])
+        await conn.execute("INSERT INTO sms_flow.meta VALUES ('schema_version', '1')")
+        outputs: list[str] = []
+        code, stdout, stderr = migrate(spawn, pg_dsn, tmp_path)
+        outputs += [stdout, stderr]
+        assert (code, stderr) == (0, "")
+        assert stdout == f"journal {shown}: migrated from version 1 to version {SCHEMA_VERSION}\n"
+        assert await conn.fetchval("SELECT value FROM sms_flow.meta") == str(SCHEMA_VERSION)
+        code, stdout, stderr = migrate(spawn, pg_dsn, tmp_path)
+        outputs += [stdout, stderr]
+        assert (code, stdout) == (
+            0,
+            f"journal {shown}: schema version 2, the latest; nothing to do\n",
+        )
+
+        await conn.execute("UPDATE sms_flow.meta SET value = '9'")
+        code, stdout, stderr = migrate(spawn, pg_dsn, tmp_path)
+        outputs += [stdout, stderr]
+        assert (code, stdout) == (2, "")
+        assert f"journal {shown} has schema version 9, newer than this sms-flow knows" in stderr
+        assert "upgrade sms-flow" in stderr
+        assert await conn.fetchval("SELECT value FROM sms_flow.meta") == "9"
+    finally:
+        await conn.close()
+    assert all(password not in text for text in outputs), outputs

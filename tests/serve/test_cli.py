@@ -87,3 +87,23 @@ async def test_serve_refuses_another_host_without_api_tokens(
     assert await done.await_exit() == 2
     assert "--host 0.0.0.0 would serve other machines" in done.stderr
     assert "SMS_FLOW_SERVE_TOKENS" in done.stderr
+
+
+@pytest.mark.slow
+async def test_serve_on_a_postgresql_journal_never_prints_its_password(
+    sim: Simulator, spawn: Spawner, pg_dsn: str
+) -> None:
+    """The banner names the journal without the DSN's password (it printed the DSN whole)."""
+    from urllib.parse import urlsplit
+
+    password = urlsplit(pg_dsn).password
+    assert password
+    child = spawn.sms_flow(
+        "serve", "--endpoint", sim.url, "--port", "0", "--journal", pg_dsn, env=ENV
+    )
+    url = (await child.areadline()).strip()
+    assert url.startswith("http://127.0.0.1:")
+    child.popen.send_signal(signal.SIGTERM)
+    assert await child.await_exit() == 0, child.stderr
+    assert "listening on" in child.stderr and "journal postgresql://" in child.stderr
+    assert password not in child.stderr + child.stdout

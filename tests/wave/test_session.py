@@ -77,3 +77,26 @@ async def test_make_demo_then_the_drill_example(spawn: Spawner, tmp_path: Path) 
     assert code == (1 if report["failures"] else 0), after.stderr
     states = tmp_path / ".sms-flow" / "simulator"
     assert sorted(p.name for p in states.glob("*.sqlite")) == ["drill-1.sqlite", "wave-1.sqlite"]
+
+
+def test_a_database_journal_puts_reports_and_simulator_states_in_sms_flow_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sms_flow.wave import WaveSession
+    from tests.wave.conftest import spec
+
+    dsn = "postgresql://alice:pw@db.example/sms"
+    monkeypatch.setenv("SMS_FLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SMS_FLOW_JOURNAL", raising=False)
+    for session in (
+        WaveSession(spec(), journal_path=dsn),
+        WaveSession(spec(journal=dsn)),  # a wave file's journal:
+    ):
+        assert (session.journal_location, session.journal_path) == (dsn, None)
+        assert session.report_path == tmp_path / "home" / "reports" / "w.json"
+        assert session.simulator_state_file == tmp_path / "home" / "simulator" / "w.sqlite"
+    monkeypatch.setenv("SMS_FLOW_JOURNAL", dsn)
+    assert WaveSession(spec()).journal_location == dsn
+    beside = WaveSession(spec(), journal_path=tmp_path / "x" / "j.sqlite")
+    assert beside.journal_path == tmp_path / "x" / "j.sqlite"
+    assert beside.report_path == tmp_path / "x" / "reports" / "w.json"
