@@ -63,7 +63,14 @@ from types import TracebackType
 from typing import Any, Final, Protocol, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sms_flow.errors import JournalError, LeaseLostError, OwnedError
+from sms_flow.errors import (
+    InputError,
+    JournalError,
+    LeaseLostError,
+    OwnedError,
+    did_you_mean,
+    truncate,
+)
 from sms_flow.log import get_logger
 
 __all__ = [
@@ -89,6 +96,8 @@ __all__ = [
     "final_outcome",
     "is_dsn",
     "iso_utc",
+    "parse_moment",
+    "parse_outcomes",
     "process_alive",
     "redact_dsn",
     "source_id_list",
@@ -949,3 +958,44 @@ def redact_dsn(dsn: str) -> str:
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         return "the PostgreSQL DSN given (unreadable, shown without it)"
+
+
+# --- reading filters of the history (the CLI's options, the API's query) -------------------
+
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_moment(text: str, name: str) -> float:
+    """A point in time as unix seconds: ISO-8601 (UTC unless it names an offset), or a
+    duration ago (``90s``, ``30m``, ``2h``, ``7d``, ``1w``); ``name`` names it in the
+    :class:`~sms_flow.errors.InputError` for anything else."""
+    raw = text.strip()
+    unit = _DURATION_UNITS.get(raw[-1:].lower())
+    if unit is not None and raw[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(raw[:-1]) * unit
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InputError(
+            f"{name} {truncate(text, 60)!r} is neither an ISO-8601 time (2026-12-02, "
+            "2026-12-02T04:30, 2026-12-02T04:30:00+08:00; UTC unless an offset is given) nor "
+            "a duration ago (90s, 30m, 2h, 7d, 1w)"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def parse_outcomes(given: Sequence[str]) -> list[Outcome]:
+    """Outcomes named in ``given`` (each one or several, comma-separated); an unknown one is an
+    :class:`~sms_flow.errors.InputError` that suggests the closest."""
+    valid = [o.value for o in Outcome]
+    found: list[Outcome] = []
+    for name in (part.strip().lower() for text in given for part in text.split(",")):
+        if not name:
+            continue
+        if name not in valid:
+            raise InputError(
+                f"unknown outcome {truncate(name, 40)!r}{did_you_mean(name, valid)}; valid: "
+                f"{', '.join(valid)}"
+            )
+        found.append(Outcome(name))
+    return found

@@ -19,8 +19,8 @@ from typing import Any, Final
 
 from sms_flow.cli import EXIT_API, EXIT_OK, EXIT_OWNED
 from sms_flow.cli._output import err, out, print_json
-from sms_flow.errors import InputError, JournalError, did_you_mean
-from sms_flow.journal import Entry, Outcome
+from sms_flow.errors import InputError, JournalError
+from sms_flow.journal import Entry, parse_moment, parse_outcomes
 from sms_flow.journals import Location, describe, open_journal, resolve
 
 __all__ = ["check", "existing_journal", "history", "migrate", "recover"]
@@ -61,48 +61,6 @@ _CSV_FIELDS: Final = (
     "outcome", "actor", "reason", "forced", "wave", "request_id", "attempts", "error",
     "endpoint", "project", "run_id", "fence",
 )  # fmt: skip
-
-
-_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-
-
-def moment(text: str, option: str) -> float:
-    """A point in time as unix seconds: ISO-8601 (UTC unless it names an offset), or a
-    duration ago (``90s``, ``30m``, ``2h``, ``7d``, ``1w``); ``option`` names it in errors."""
-    from datetime import UTC, datetime
-
-    raw = text.strip()
-    unit = _DURATION_UNITS.get(raw[-1:].lower())
-    if unit is not None and raw[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(raw[:-1]) * unit
-    try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InputError(
-            f"{option} {text!r} is neither an ISO-8601 time (2026-12-02, 2026-12-02T04:30, "
-            "2026-12-02T04:30:00+08:00; UTC unless an offset is given) nor a duration ago "
-            "(90s, 30m, 2h, 7d, 1w)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
-def outcomes(given: Sequence[str]) -> list[Outcome]:
-    """The outcomes of ``--outcome`` options (each one or several, comma-separated)."""
-    valid = [o.value for o in Outcome]
-    found: list[Outcome] = []
-    for text in given:
-        for name in (part.strip().lower() for part in text.split(",")):
-            if not name:
-                continue
-            if name not in valid:
-                raise InputError(
-                    f"unknown outcome {name!r}{did_you_mean(name, valid)}; valid: "
-                    f"{', '.join(valid)}"
-                )
-            found.append(Outcome(name))
-    return found
 
 
 def _iso_times() -> Callable[[float | None], str]:
@@ -149,9 +107,9 @@ async def _history(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 0:
         raise InputError(f"--limit {args.limit} is below 0; give the number of entries to show")
     iso = _iso_times()
-    since = moment(args.since, "--since") if args.since is not None else None
-    until = moment(args.until, "--until") if args.until is not None else None
-    wanted = outcomes(args.outcome) if args.outcome else None
+    since = parse_moment(args.since, "--since") if args.since is not None else None
+    until = parse_moment(args.until, "--until") if args.until is not None else None
+    wanted = parse_outcomes(args.outcome) if args.outcome else None
     if since is not None and until is not None and since >= until:
         raise InputError(
             f"--since {args.since} ({iso(since)}) is not before --until {args.until} "

@@ -43,9 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -66,10 +64,18 @@ from sms_flow.errors import (
     TransitionRejected,
     TransportError,
     UnverifiedError,
-    did_you_mean,
     truncate,
 )
-from sms_flow.journal import DEFAULT_LEASE, Entry, Journal, Lease, Outcome, iso_utc
+from sms_flow.journal import (
+    DEFAULT_LEASE,
+    Entry,
+    Journal,
+    Lease,
+    Outcome,
+    iso_utc,
+    parse_moment,
+    parse_outcomes,
+)
 from sms_flow.planner import Planner, ReasonCode, Verdict, step_dict, unasked_irreversible
 from sms_flow.serve.access import Role
 from sms_flow.serve.gateway import GatewayCode
@@ -158,39 +164,20 @@ def _pair_and_request(given: Mapping[str, object]) -> tuple[StatePair, StateRequ
 
 # ``since``/``until`` and ``outcome`` read as ``sms-flow history`` reads its options (cli and
 # serve are one layer and import nothing of each other, so the few lines are here too).
-_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
 def _moment(text: str, name: str) -> float:
-    """ISO-8601 (UTC unless it names an offset), or a duration ago (``90s``, ``2h``, ``7d``)."""
-    raw = text.strip()
-    unit = _DURATION_UNITS.get(raw[-1:].lower())
-    if unit is not None and raw[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(raw[:-1]) * unit
     try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        raise _bad(
-            f"{name} {truncate(text, 60)!r} is neither an ISO-8601 time (2026-12-02, "
-            "2026-12-02T04:30:00+08:00; UTC unless an offset is given) nor a duration ago "
-            "(90s, 30m, 2h, 7d, 1w)"
-        ) from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+        return parse_moment(text, name)
+    except InputError as exc:
+        raise _bad(str(exc)) from None
 
 
 def _outcomes(given: list[str]) -> list[Outcome]:
-    valid = [o.value for o in Outcome]
-    found: list[Outcome] = []
-    for name in (part.strip().lower() for text in given for part in text.split(",")):
-        if not name:
-            continue
-        if name not in valid:
-            raise _bad(
-                f"unknown outcome {truncate(name, 40)!r}{did_you_mean(name, valid)}; valid: "
-                f"{', '.join(valid)}"
-            )
-        found.append(Outcome(name))
-    return found
+    try:
+        return parse_outcomes(given)
+    except InputError as exc:
+        raise _bad(str(exc)) from None
 
 
 def _source_id(request: web.Request) -> str:
