@@ -793,3 +793,28 @@ async def test_an_engine_without_a_run_starts_its_own_and_claims_as_it_goes(
         await first.aclose()  # ends its run: its source is free at once
         assert (await second.fire(one, "start")).outcome is Outcome.APPLIED
     assert await journal.runs() == [], "both runs ended"
+
+
+async def test_engines_sharing_a_machine_share_its_callbacks(
+    sim: Simulator, client: SmsClient, journal: SqliteJournal
+) -> None:
+    """A machine given to several engines (the gateway makes one engine a request) is built
+    once, and a callback registered on it runs for every engine's steps."""
+    from sms_flow.chart import default_chart, default_chart_path, load_chart
+    from sms_flow.errors import ConfigError
+    from sms_flow.machine import LifecycleMachine
+
+    chart = default_chart()
+    shared = LifecycleMachine(chart)
+    seen: list[str] = []
+    shared.machine.after_state_change.append(lambda event: seen.append(event.kwargs["source_id"]))
+    first, second = await sim.register("shared-1"), await sim.register("shared-2")
+    for sid in (first, second):
+        async with Engine(client, journal=journal, machine=shared) as engine:
+            assert engine.machine is shared and engine.chart is chart
+            await engine.fire(sid, "configure")
+    assert seen == [first, second]
+    assert str(sim.source(second).pair) == "WAITING/setting"
+    other = LifecycleMachine(load_chart(default_chart_path()))  # the same file, another chart
+    with pytest.raises(ConfigError, match="built for another chart"):
+        Engine(client, chart=chart, machine=other)

@@ -76,6 +76,7 @@ from sms_flow.journal import (
     parse_moment,
     parse_outcomes,
 )
+from sms_flow.machine import LifecycleMachine
 from sms_flow.planner import Planner, ReasonCode, Verdict, step_dict, unasked_irreversible
 from sms_flow.serve.access import Role
 from sms_flow.serve.gateway import GatewayCode
@@ -221,6 +222,7 @@ class Api:
         lease_seconds: float = DEFAULT_LEASE,
     ) -> None:
         self.planner = planner
+        self._machine = LifecycleMachine(planner.chart, planner=planner)  # one for every change
         self.journal = journal
         self.client = client
         self.project = project
@@ -437,7 +439,7 @@ class Api:
         try:
             engine = Engine(
                 client,
-                chart=self.planner.chart,
+                machine=self._machine,
                 journal=self.journal,
                 actor=actor,
                 endpoint=client.endpoint,

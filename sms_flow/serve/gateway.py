@@ -85,6 +85,7 @@ from sms_flow.errors import (
 )
 from sms_flow.journal import DEFAULT_LEASE, Journal, Lease
 from sms_flow.log import get_logger
+from sms_flow.machine import LifecycleMachine
 from sms_flow.metrics import Metrics
 from sms_flow.planner import ReasonCode, Verdict
 from sms_flow.serve.access import Caller, CallerKeys, Refusal
@@ -345,6 +346,7 @@ class Gateway:
         self.keys = keys
         self.metrics = metrics
         self.chart = chart
+        self._machine = LifecycleMachine(chart)  # one for every change (each builds an Engine)
         self.project = project
         self.lease_seconds = lease_seconds
         self._locks = _Locks()
@@ -431,7 +433,7 @@ class Gateway:
             try:
                 engine = Engine(
                     self.client,
-                    chart=self.chart,
+                    machine=self._machine,
                     journal=self.journal,
                     actor=caller.actor,
                     endpoint=self.client.endpoint,
