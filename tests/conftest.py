@@ -562,7 +562,10 @@ class PostgresServer:
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every connection is cut; back once it accepts them."""
         if self.data is None:
-            pytest.skip(f"{PG_DSN_ENV} names a server this session did not start: not restarted")
+            _pg_unavailable(
+                f"restarting PostgreSQL needs a cluster this session started: {PG_DSN_ENV} "
+                "names an outside server, which the tests do not restart"
+            )
         assert self.data is not None
         log = str(self.data.parent / "server.log")  # not our pipe: pg_ctl would never end
         done = self.pg_ctl(
@@ -581,7 +584,7 @@ _databases = iter(range(1, 1_000_000))
 def _pg_unavailable(reason: str) -> None:
     if os.environ.get(PG_REQUIRE_ENV) == "1":
         pytest.fail(f"{reason}, and {PG_REQUIRE_ENV}=1 requires PostgreSQL", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(f"PostgreSQL unavailable (a missing platform feature): {reason}")
 
 
 @pytest.fixture(scope="session")

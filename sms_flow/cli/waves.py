@@ -288,7 +288,7 @@ async def _drive_session(
                 metrics.watch_client(session.client.stats)
                 metrics.watch_journal(session.journal)
                 session.runner.subscribe(metrics.on_event)
-            report, _ = await _drive(args, session, signals, what=what)
+            report = await _drive(args, session, signals, what=what)
             signals.over = True
             path, problem = _write_report(session, report)
     except asyncio.CancelledError:
@@ -339,9 +339,9 @@ async def _drive_session(
 
 async def _drive(
     args: argparse.Namespace, session: Any, signals: _Signals, *, what: str
-) -> tuple[WaveReport, bool]:
-    """Run the session's runner with its display; the report, and whether a signal cut the
-    run short (its steps in flight cancelled rather than finished).
+) -> WaveReport:
+    """Run the session's runner with its display; the report (``cut_short`` when a signal cut
+    the run short: its steps in flight cancelled rather than finished).
 
     The run is cut short by the second signal (a cancellation), or by the first one when a
     request was waiting for a rate-limit slot: :class:`~sms_flow.errors.WaitInterrupted`
@@ -380,7 +380,8 @@ async def _drive(
             )
         before = asyncio.all_tasks()
         try:
-            return await runner.run(), False
+            finished: WaveReport = await runner.run()
+            return finished
         except (asyncio.CancelledError, WaitInterrupted):
             if not signals.count:
                 raise
@@ -395,7 +396,7 @@ async def _drive(
             if not report.finished_at:  # cut short before the runner began its sources
                 report.finished_at = time.time()
             report.interrupted = report.cut_short = True
-            return report, True
+            return report
     finally:
         if ticker is not None:
             ticker.cancel()
