@@ -20,6 +20,7 @@ when none are.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,7 +177,10 @@ class Service:
                 lease_seconds=config.lease_seconds,
             )
             for method, path, role, handler in api.routes():
-                app.router.add_route(method, path, self._guard(role, handler))
+                # Any segment reaches the handler, which says what is wrong with an id
+                # ("{" included): aiohttp's default pattern leaves out braces.
+                pattern = re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
+                app.router.add_route(method, pattern, self._guard(role, handler))
             app.router.add_route(
                 "*", "/api/v1/{tail:[\\s\\S]*}", self._guard(Role.VIEWER, api.unmatched)
             )

@@ -133,7 +133,7 @@ class Dashboard:
         return [
             web.get("/", self._guard(self.index)),
             web.get("/dashboard.json", self._guard(self.update)),
-            web.get("/sources/{source_id}", self._guard(self.source)),
+            web.get("/sources/{source_id:[^/]+}", self._guard(self.source)),
             web.get("/login", self.login_form),
             web.post("/login", self.login),
             web.get("/static/{name}", self.static),

@@ -354,8 +354,8 @@ class Gateway:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.put("/v3/sources/{source_id}/changestate", self.changestate),
-            web.get("/v3/sources/{source_id}", self.pass_through, allow_head=False),
+            web.put("/v3/sources/{source_id:[^/]+}/changestate", self.changestate),
+            web.get("/v3/sources/{source_id:[^/]+}", self.pass_through, allow_head=False),
             web.get("/v3/sources", self.pass_through, allow_head=False),
             web.route("*", "/v3/{tail:.*}", self.unmatched),
         ]

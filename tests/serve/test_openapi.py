@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_spec
@@ -226,6 +226,11 @@ def calls(draw: st.DrawFn, sid: str) -> Call:
     return Call(template, method.upper(), path, body, draw(_token))
 
 
+HISTORY = "/api/v1/sources/{source_id}/history"
+SOURCE = "/api/v1/sources/{source_id}"
+WAVE = "/api/v1/waves/{name}"
+
+
 async def test_every_made_up_answer_is_in_the_document(
     sim: Simulator, serve_factory: ServeFactory
 ) -> None:
@@ -241,6 +246,11 @@ async def test_every_made_up_answer_is_in_the_document(
         suppress_health_check=[HealthCheck.too_slow],
     )
     @given(calls(sid))
+    # Found by CI: a brace in a path segment did not reach the handler (aiohttp's default
+    # pattern leaves braces out), so the catch-all answered an undocumented 404.
+    @example(Call(HISTORY, "GET", "/api/v1/sources/%7B/history", None, VIEWER))
+    @example(Call(SOURCE, "GET", "/api/v1/sources/a%7Db", None, VIEWER))
+    @example(Call(WAVE, "GET", "/api/v1/waves/%7Bw%7D", None, VIEWER))
     def answers_fit(call: Call) -> None:
         check_against_document(send(service.url, call))
 
