@@ -54,7 +54,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -91,7 +91,12 @@ __all__ = [
     "RunStart",
     "StuckSource",
     "WaveStatus",
+    "Work",
+    "Worker",
     "born_settled",
+    "check_join",
+    "check_request_rate",
+    "check_work_limit",
     "default_journal_path",
     "final_outcome",
     "is_dsn",
@@ -319,6 +324,52 @@ class RunStart:
     took_over: list[Run] = field(default_factory=list)
     """Runs of the same kind, name and endpoint found dead (lease expired or process gone),
     marked so; their open intents are the new run's to settle."""
+    session: str | None = None
+    """A joined run (``join=True``): the session of workers it joined, or started."""
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What :meth:`Journal.claim_work` did: the next batch of a joined wave's sources."""
+
+    claimed: Claimed
+    """The batch: sources now this run's (``granted``; ``taken_from`` the dead runs
+    they were taken from)."""
+    undone: int
+    """Members of the wave not yet done in the session (the batch and those other workers,
+    or this one, hold included). 0: the session's work is over."""
+    failures: int
+    """Members of the session done as ``failed``, by every worker."""
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """One worker of a joined wave (:meth:`Journal.workers`)."""
+
+    run: Run
+    session: str
+    claims: int
+    """Sources it holds now (0 once it ended or was found dead)."""
+    done: int
+    """Sources it marked done in its session."""
+
+    def to_dict(self, now: float | None = None) -> dict[str, Any]:
+        run = self.run
+        return {
+            "run_id": run.run_id,
+            "session": self.session,
+            "host": run.host,
+            "pid": run.pid,
+            "actor": run.actor,
+            "live": run.live(now),
+            "started_at": iso_utc(run.started_at),
+            "heartbeat_at": iso_utc(run.heartbeat_at),
+            "expires_at": iso_utc(run.expires_at),
+            "ended_at": iso_utc(run.ended_at) if run.ended_at is not None else None,
+            "end_reason": run.end_reason,
+            "claims": self.claims,
+            "done": self.done,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,15 +617,54 @@ class Journal(Protocol):
         lease: float = DEFAULT_LEASE,
         exclusive: bool = False,
         project: str | None = None,
+        join: bool = False,
     ) -> RunStart:
         """Start a run of this process on this host, its lease ``lease`` seconds from now.
 
         With ``exclusive``, a live run of the same ``kind``, ``name`` and ``endpoint``
-        refuses it: :class:`~sms_flow.errors.OwnedError` naming that run. Runs of that key
-        found dead are marked so and returned in :attr:`RunStart.took_over`, for the new run
-        to settle their open intents by reading back. (A non-exclusive start of the same key
-        is how several workers of one wave will share it.)
+        refuses it: :class:`~sms_flow.errors.OwnedError` naming that run; a live exclusive
+        run refuses any other of its key. Runs of that key found dead are marked so and
+        returned in :attr:`RunStart.took_over`, for the new run to settle their open intents
+        by reading back.
+
+        ``join`` (not exclusive; ``kind`` ``wave`` or ``drill``, ``name`` and ``endpoint``
+        given) makes the run a worker of the key's session: the session of its live workers,
+        or a new one (:attr:`RunStart.session`) when none is live. Workers share the wave's
+        members through :meth:`claim_work`.
         """
+        ...
+
+    async def claim_work(
+        self,
+        run_id: str,
+        session: str,
+        *,
+        wave: str,
+        endpoint: str,
+        limit: int,
+        done: Mapping[str, str] | None = None,
+        holding: Sequence[str] = (),
+    ) -> Work:
+        """Mark ``done`` (source id → outcome) done in the session, then claim up to
+        ``limit`` members of ``wave`` on ``endpoint`` not done in it and held by no live run
+        (free, or a dead run's), in membership order; in one transaction. On PostgreSQL,
+        concurrent workers skip each other's rows (``FOR UPDATE SKIP LOCKED``). A source is
+        marked done only while this run holds its claim. ``holding``: the sources the
+        caller is driving now; others this run holds but is not driving (a batch whose
+        answer was lost with the connection) are claimable again, by it. Raises
+        :class:`~sms_flow.errors.LeaseLostError` when the run is not live.
+        """
+        ...
+
+    async def reserve_requests(self, session: str, count: int, rate: float) -> float:
+        """Reserve ``count`` requests of the session's shared rate limit (``rate`` a second,
+        for all its workers): the seconds from now until the first of them may go; the rest
+        follow at ``1 / rate`` intervals. Measured on the journal's clock."""
+        ...
+
+    async def workers(self, wave: str, *, endpoint: str | None = None) -> list[Worker]:
+        """The workers of ``wave``'s latest session (on ``endpoint``, or each endpoint's),
+        oldest first: live, ended and dead."""
         ...
 
     async def heartbeat(self, run_id: str, lease: float = DEFAULT_LEASE) -> Run:
@@ -696,6 +786,35 @@ def born_settled(outcome: Outcome, doing: str) -> Outcome:
     return outcome
 
 
+def check_join(
+    join: bool, exclusive: bool, kind: str, name: str | None, endpoint: str | None
+) -> None:
+    """Refuse a ``join`` start that cannot be one (see :meth:`Journal.start_run`)."""
+    if not join:
+        return
+    if exclusive:
+        raise JournalError("a joined run shares its wave with other workers: it is not exclusive")
+    if not name or not endpoint:
+        raise JournalError(
+            f"a joined {kind} run needs the name and endpoint of what it joins, got name "
+            f"{name!r} and endpoint {endpoint!r}"
+        )
+
+
+def check_work_limit(limit: int) -> None:
+    """Refuse a batch size :meth:`Journal.claim_work` cannot take."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
+        raise JournalError(f"claim_work: a batch of {limit!r} sources; give 1 to 100000")
+
+
+def check_request_rate(count: int, rate: float) -> None:
+    """Refuse a reservation :meth:`Journal.reserve_requests` cannot take."""
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 100_000:
+        raise JournalError(f"reserve_requests: {count!r} requests; give 1 to 100000")
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 < rate < 1e9:
+        raise JournalError(f"reserve_requests: a rate of {rate!r} a second; give a number above 0")
+
+
 def source_id_list(source_ids: Sequence[str], doing: str) -> list[str]:
     """``source_ids`` as a list; JournalError for a lone string (a common slip)."""
     if isinstance(source_ids, str):
@@ -732,7 +851,8 @@ class Lease:
     a long GC pause, a suspended laptop) pushes nothing when it wakes: another run may have
     taken its sources over. :meth:`watch` guards a push in flight the same way: it is
     cancelled when the guard trips before it ends. :meth:`end` ends the run and frees every
-    claim at once.
+    claim at once. With ``join``, the run is a worker of its wave's session
+    (:attr:`session`; see :meth:`Journal.start_run`).
     """
 
     def __init__(
@@ -746,6 +866,7 @@ class Lease:
         project: str | None = None,
         seconds: float = DEFAULT_LEASE,
         exclusive: bool = False,
+        join: bool = False,
     ) -> None:
         if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
             raise JournalError(f"a lease of {seconds!r} seconds; give a number above 0")
@@ -757,6 +878,9 @@ class Lease:
         self.project = project
         self.seconds = float(seconds)
         self.exclusive = exclusive
+        self.join = join
+        self.session: str | None = None
+        """The session of workers a joined run is one of (``join``), once started."""
         self.limit = self.seconds * _LEASE_SHARE
         """Seconds without a heartbeat after which this process stops pushing."""
         self.run: Run | None = None
@@ -792,8 +916,10 @@ class Lease:
             lease=self.seconds,
             exclusive=self.exclusive,
             project=self.project,
+            join=self.join,
         )
         self.run = started.run
+        self.session = started.session
         self.took_over = started.took_over
         self._ok, self._ok_loop = sent, sent_loop
         self._beat = asyncio.create_task(self._heartbeat(), name=f"sms-flow-heartbeat:{self}")

@@ -69,7 +69,7 @@ import dataclasses
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -97,7 +97,12 @@ from sms_flow.journal import (
     RunStart,
     StuckSource,
     WaveStatus,
+    Work,
+    Worker,
     born_settled,
+    check_join,
+    check_request_rate,
+    check_work_limit,
     final_outcome,
     is_dsn,
     process_alive,
@@ -231,7 +236,36 @@ ALTER TABLE sms_flow.wave_members
 # Version 1 members get the endpoint of their wave's last entry that names one, else ''
 # (unknown: the next run of the wave adopts them).
 
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2)
+_SCHEMA_3: Final = """
+CREATE TABLE sms_flow.wave_sessions (
+    session_id   text             PRIMARY KEY,
+    kind         text             NOT NULL,
+    name         text             NOT NULL,
+    endpoint     text             NOT NULL,
+    started_at   double precision NOT NULL,
+    rate_at      double precision NOT NULL
+);
+CREATE INDEX wave_sessions_key ON sms_flow.wave_sessions (name, endpoint, started_at);
+CREATE TABLE sms_flow.wave_workers (
+    run_id       text             PRIMARY KEY,
+    session_id   text             NOT NULL
+);
+CREATE INDEX wave_workers_session ON sms_flow.wave_workers (session_id);
+CREATE TABLE sms_flow.wave_done (
+    session_id   text             NOT NULL,
+    source_id    text             NOT NULL,
+    outcome      text             NOT NULL,
+    run_id       text             NOT NULL,
+    done_at      double precision NOT NULL,
+    PRIMARY KEY (session_id, source_id)
+);
+"""
+# Version 3 adds the sessions of joined workers (``run --join``), as the SQLite journal's
+# version 4 does: a session is the workers of one wave on one endpoint that ran together;
+# ``wave_done`` the members they finished in it; ``rate_at`` the session's shared
+# request-rate limit (the time, on the database's clock, its next request may go).
+
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3)
 """``_MIGRATIONS[v]`` takes a journal from schema version ``v`` to ``v + 1`` (version 0: no
 ``sms_flow.meta`` table yet)."""
 
@@ -1346,8 +1380,10 @@ class PostgresJournal(Journal):
         lease: float = DEFAULT_LEASE,
         exclusive: bool = False,
         project: str | None = None,
+        join: bool = False,
     ) -> RunStart:
         _check_lease(lease)
+        check_join(join, exclusive, kind, name, endpoint)
         run_id = uuid.uuid4().hex
 
         async def start(conn: Any, retry: bool) -> RunStart | OwnedError:
@@ -1358,7 +1394,10 @@ class PostgresJournal(Journal):
                     f"{kind}\x1f{name or ''}\x1f{endpoint or ''}",
                 )
                 if retry and (mine := await _run_of(conn, run_id)) is not None:
-                    return RunStart(mine, [])  # the last attempt committed it
+                    session = await conn.fetchval(
+                        "SELECT session_id FROM sms_flow.wave_workers WHERE run_id = $1", run_id
+                    )
+                    return RunStart(mine, [], session)  # the last attempt committed it
                 now = await _clock(conn)
                 took_over: list[Run] = []
                 rows = await conn.fetch(
@@ -1405,7 +1444,37 @@ class PostgresJournal(Journal):
                     "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                     *dataclasses.astuple(run),
                 )
-                return RunStart(run, took_over)
+                if not join:
+                    return RunStart(run, took_over)
+                # Dead runs of the key were marked ended above: a session with a run not
+                # ended is live.
+                session = await conn.fetchval(
+                    "SELECT w.session_id FROM sms_flow.wave_workers AS w "
+                    "JOIN sms_flow.runs AS r ON r.run_id = w.run_id WHERE r.kind = $1 "
+                    "AND r.name IS NOT DISTINCT FROM $2 AND r.endpoint IS NOT DISTINCT FROM $3 "
+                    "AND r.ended_at IS NULL AND r.run_id <> $4 ORDER BY r.started_at LIMIT 1",
+                    kind,
+                    name,
+                    endpoint,
+                    run_id,
+                )
+                if session is None:
+                    session = run_id
+                    await conn.execute(
+                        "INSERT INTO sms_flow.wave_sessions (session_id, kind, name, endpoint, "
+                        "started_at, rate_at) VALUES ($1, $2, $3, $4, $5, 0)",
+                        session,
+                        kind,
+                        name or "",
+                        endpoint or "",
+                        now,
+                    )
+                await conn.execute(
+                    "INSERT INTO sms_flow.wave_workers (run_id, session_id) VALUES ($1, $2)",
+                    run_id,
+                    session,
+                )
+                return RunStart(run, took_over, session)
 
         started: RunStart = _raised(await self._call("start a run", start))
         return started
@@ -1510,6 +1579,79 @@ class PostgresJournal(Journal):
                 )
             )
 
+    async def claim_work(
+        self,
+        run_id: str,
+        session: str,
+        *,
+        wave: str,
+        endpoint: str,
+        limit: int,
+        done: Mapping[str, str] | None = None,
+        holding: Sequence[str] = (),
+    ) -> Work:
+        check_work_limit(limit)
+        finished = dict(done or {})
+        held = list(holding)
+
+        async def work(conn: Any, retry: bool) -> Work | LeaseLostError:
+            async with conn.transaction():
+                return await _claim_work(
+                    conn, run_id, session, wave, endpoint, int(limit), finished, held
+                )
+
+        found: Work = _raised(await self._call("claim work", work, after_writes=False))
+        return found
+
+    async def reserve_requests(self, session: str, count: int, rate: float) -> float:
+        check_request_rate(count, rate)
+
+        async def reserve(conn: Any, retry: bool) -> float:
+            delay: float | None = await conn.fetchval(
+                f"WITH t AS (SELECT {_NOW} AS now) UPDATE sms_flow.wave_sessions AS s "
+                "SET rate_at = greatest(s.rate_at, t.now) + $2 FROM t "
+                "WHERE s.session_id = $1 RETURNING s.rate_at - $2 - t.now",
+                session,
+                count / float(rate),
+            )
+            return max(0.0, delay or 0.0)
+
+        return await self._call("reserve requests", reserve, after_writes=False)
+
+    async def workers(self, wave: str, *, endpoint: str | None = None) -> list[Worker]:
+        async def read(conn: Any, retry: bool) -> list[Worker]:
+            now = await _clock(conn)
+            rows = await conn.fetch(
+                "SELECT DISTINCT ON (s.endpoint) s.session_id FROM sms_flow.wave_sessions AS s "
+                "WHERE s.name = $1 AND ($2::text IS NULL OR s.endpoint = $2) "
+                "ORDER BY s.endpoint, s.started_at DESC",
+                wave,
+                endpoint,
+            )
+            found: list[Worker] = []
+            for (session,) in rows:
+                done = {
+                    r[0]: r[1]
+                    for r in await conn.fetch(
+                        "SELECT run_id, count(*) FROM sms_flow.wave_done WHERE session_id = $1 "
+                        "GROUP BY run_id",
+                        session,
+                    )
+                }
+                for row in await conn.fetch(
+                    f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS.split(', '))}, "
+                    "(SELECT count(*) FROM sms_flow.claims AS c WHERE c.run_id = r.run_id) "
+                    "AS claims FROM sms_flow.runs AS r JOIN sms_flow.wave_workers AS w "
+                    "ON w.run_id = r.run_id WHERE w.session_id = $1 ORDER BY r.started_at",
+                    session,
+                ):
+                    run = _run(row)
+                    claims = row["claims"] if run.live(now) else 0
+                    found.append(Worker(run, session, claims, done.get(run.run_id, 0)))
+            return found
+
+        return await self._call("read the workers", read)
+
     async def adopt(self, entry_id: int, run_id: str) -> None:
         async def adopt(conn: Any, retry: bool) -> SmsFlowError | None:
             async with conn.transaction():
@@ -1595,6 +1737,104 @@ def _resolve(write: _Write, result: Any) -> None:
     future = write.future
     if future is not None and not future.done():
         future.set_result(result)
+
+
+async def _claim_work(
+    conn: Any,
+    run_id: str,
+    session: str,
+    wave: str,
+    endpoint: str,
+    limit: int,
+    done: dict[str, str],
+    holding: list[str],
+) -> Work | LeaseLostError:
+    """:meth:`Journal.claim_work` inside the caller's transaction."""
+    now = await _clock(conn)
+    if done:
+        await conn.execute(
+            "INSERT INTO sms_flow.wave_done (session_id, source_id, outcome, run_id, done_at) "
+            "SELECT $1, d.source_id, d.outcome, $2, $3 "
+            "FROM unnest($4::text[], $5::text[]) AS d(source_id, outcome) "
+            "WHERE EXISTS (SELECT 1 FROM sms_flow.claims AS c WHERE c.endpoint = $6 "
+            "AND c.source_id = d.source_id AND c.run_id = $2) ON CONFLICT DO NOTHING",
+            session,
+            run_id,
+            now,
+            list(done),
+            list(done.values()),
+            endpoint,
+        )
+    # Workers of the session on this host whose process is gone are dead now, not at the
+    # end of their lease: their sources are free at once.
+    for row in await conn.fetch(
+        f"SELECT {_RUN_COLUMNS}, expires_at <= $1 AS expired FROM sms_flow.runs "
+        "WHERE ended_at IS NULL AND host = $2 AND run_id <> $4 AND run_id IN "
+        "(SELECT run_id FROM sms_flow.wave_workers WHERE session_id = $3)",
+        now,
+        HOST,
+        session,
+        run_id,
+    ):
+        other = _run(row)
+        dead = _dead(other, row["expired"])
+        if dead is not None:
+            await _mark_dead(conn, other, now, dead)
+    ids = [
+        r[0]
+        for r in await conn.fetch(
+            "SELECT m.source_id FROM sms_flow.wave_members AS m "
+            "WHERE m.wave = $1 AND m.endpoint = $2 "
+            "AND NOT EXISTS (SELECT 1 FROM sms_flow.wave_done AS d "
+            "WHERE d.session_id = $3 AND d.source_id = m.source_id) "
+            "AND NOT EXISTS (SELECT 1 FROM sms_flow.claims AS c "
+            "JOIN sms_flow.runs AS r ON r.run_id = c.run_id "
+            "WHERE c.endpoint = m.endpoint AND c.source_id = m.source_id "
+            "AND r.ended_at IS NULL AND r.expires_at > $4 "
+            "AND (c.run_id <> $5 OR c.source_id = ANY($6::text[]))) "
+            "ORDER BY m.seq LIMIT $7 FOR UPDATE OF m SKIP LOCKED",
+            wave,
+            endpoint,
+            session,
+            now,
+            run_id,
+            holding,
+            limit,
+        )
+    ]
+    if ids:
+        claimed = await _claim(conn, run_id, endpoint, ids, False, None)
+        if isinstance(claimed, LeaseLostError):
+            return claimed
+    else:
+        own = await conn.fetchrow(
+            f"SELECT {_RUN_COLUMNS}, expires_at <= $2 AS expired FROM sms_flow.runs "
+            "WHERE run_id = $1",
+            run_id,
+            now,
+        )
+        if own is None or own["ended_at"] is not None or own["expired"]:
+            run = None if own is None else _run(own)
+            return LeaseLostError(
+                f"run {run_id[:8]} cannot claim sources: it is not live ("
+                + (run.describe(now) if run is not None else "unknown to this journal")
+                + "); run it again",
+                owner=run,
+            )
+        claimed = Claimed()
+    undone = await conn.fetchval(
+        "SELECT count(*) FROM sms_flow.wave_members AS m WHERE m.wave = $1 AND m.endpoint = $2 "
+        "AND NOT EXISTS (SELECT 1 FROM sms_flow.wave_done AS d "
+        "WHERE d.session_id = $3 AND d.source_id = m.source_id)",
+        wave,
+        endpoint,
+        session,
+    )
+    failures = await conn.fetchval(
+        "SELECT count(*) FROM sms_flow.wave_done WHERE session_id = $1 AND outcome = 'failed'",
+        session,
+    )
+    return Work(claimed, undone, failures)
 
 
 async def _claim(

@@ -53,11 +53,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -85,7 +86,12 @@ from sms_flow.journal import (
     RunStart,
     StuckSource,
     WaveStatus,
+    Work,
+    Worker,
     born_settled,
+    check_join,
+    check_request_rate,
+    check_work_limit,
     final_outcome,
     process_alive,
     source_id_list,
@@ -201,7 +207,36 @@ ALTER TABLE wave_members_3 RENAME TO wave_members
 # are never taken for its sources on another. Version 2 members get the endpoint of their
 # wave's last entry that names one, else '' (unknown: the next run of the wave adopts them).
 
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3)
+_SCHEMA_4: Final = """
+CREATE TABLE wave_sessions (
+    session_id  TEXT    PRIMARY KEY,
+    kind        TEXT    NOT NULL,
+    name        TEXT    NOT NULL,
+    endpoint    TEXT    NOT NULL,
+    started_at  REAL    NOT NULL,
+    rate_at     REAL    NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX wave_sessions_key ON wave_sessions (name, endpoint, started_at);
+CREATE TABLE wave_workers (
+    run_id      TEXT    PRIMARY KEY,
+    session_id  TEXT    NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX wave_workers_session ON wave_workers (session_id);
+CREATE TABLE wave_done (
+    session_id  TEXT    NOT NULL,
+    source_id   TEXT    NOT NULL,
+    outcome     TEXT    NOT NULL,
+    run_id      TEXT    NOT NULL,
+    done_at     REAL    NOT NULL,
+    PRIMARY KEY (session_id, source_id)
+) WITHOUT ROWID
+"""
+# Version 4 adds the sessions of joined workers (``run --join``): a session is the workers
+# of one wave on one endpoint that ran together; ``wave_done`` the members they finished in
+# it, so that no worker takes a finished source again; ``rate_at`` the session's shared
+# request-rate limit (the time its next request may go).
+
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)
 """``_MIGRATIONS[v]`` takes a journal from schema version ``v`` to ``v + 1`` (version 0 is a
 new, empty file). Statements are separated by ``;``."""
 
@@ -689,12 +724,13 @@ def _waves(conn: sqlite3.Connection, _: None) -> list[str]:
 
 # --- runs and claims -----------------------------------------------------------------------
 
-_Start = tuple[str, str, str | None, str | None, str | None, str, float, bool]
-"""start_run's arguments: run id, kind, name, endpoint, project, actor, lease, exclusive."""
+_Start = tuple[str, str, str | None, str | None, str | None, str, float, bool, bool]
+"""start_run's arguments: run id, kind, name, endpoint, project, actor, lease, exclusive,
+join."""
 
 
 def _start_run(conn: sqlite3.Connection, start: _Start) -> RunStart | OwnedError:
-    run_id, kind, name, endpoint, project, actor, lease, exclusive = start
+    run_id, kind, name, endpoint, project, actor, lease, exclusive, join = start
     now = time.time()
     took_over: list[Run] = []
     rows = conn.execute(
@@ -734,7 +770,139 @@ def _start_run(conn: sqlite3.Connection, start: _Start) -> RunStart | OwnedError
         f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 14)})",
         tuple(_fields(run).values()),
     )
-    return RunStart(run, took_over)
+    if not join:
+        return RunStart(run, took_over)
+    # Dead runs of the key were marked ended above: a session with a run not ended is live.
+    found = conn.execute(
+        "SELECT w.session_id FROM wave_workers AS w JOIN runs AS r ON r.run_id = w.run_id "
+        "WHERE r.kind = ? AND r.name IS ? AND r.endpoint IS ? AND r.ended_at IS NULL "
+        "AND r.run_id <> ? ORDER BY r.started_at LIMIT 1",
+        (kind, name, endpoint, run_id),
+    ).fetchone()
+    session = found[0] if found is not None else run_id
+    if found is None:
+        conn.execute(
+            "INSERT INTO wave_sessions (session_id, kind, name, endpoint, started_at, rate_at) "
+            "VALUES (?, ?, ?, ?, ?, 0)",
+            (session, kind, name or "", endpoint or "", now),
+        )
+    conn.execute("INSERT INTO wave_workers (run_id, session_id) VALUES (?, ?)", (run_id, session))
+    return RunStart(run, took_over, session)
+
+
+_Work = tuple[str, str, str, str, int, list[tuple[str, str]], str]
+"""claim_work's arguments: run id, session, wave, endpoint, limit, done (source, outcome),
+holding (a JSON list of source ids)."""
+
+
+def _claim_work(conn: sqlite3.Connection, work: _Work) -> Work | LeaseLostError:
+    run_id, session, wave, endpoint, limit, done, holding = work
+    now = time.time()
+    if done:
+        conn.executemany(
+            "INSERT OR IGNORE INTO wave_done (session_id, source_id, outcome, run_id, done_at) "
+            "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM claims "
+            "WHERE endpoint = ? AND source_id = ? AND run_id = ?)",
+            [(session, s, o, run_id, now, endpoint, s, run_id) for s, o in done],
+        )
+    # Workers of the session on this host whose process is gone are dead now, not at the
+    # end of their lease: their sources are free at once.
+    for row in conn.execute(
+        f"SELECT {_RUN_COLUMNS}, {_EXPIRED} FROM runs WHERE ended_at IS NULL AND host = ? "
+        "AND run_id IN (SELECT run_id FROM wave_workers WHERE session_id = ?)",
+        (now, HOST, session),
+    ).fetchall():
+        other = _run(row)
+        dead = _dead(other, bool(row[-1]))
+        if dead is not None and other.run_id != run_id:
+            _mark_dead(conn, other, now, dead)
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT m.source_id FROM wave_members AS m WHERE m.wave = ? AND m.endpoint = ? "
+            "AND NOT EXISTS (SELECT 1 FROM wave_done AS d "
+            "WHERE d.session_id = ? AND d.source_id = m.source_id) "
+            "AND NOT EXISTS (SELECT 1 FROM claims AS c JOIN runs AS r ON r.run_id = c.run_id "
+            "WHERE c.endpoint = m.endpoint AND c.source_id = m.source_id "
+            "AND r.ended_at IS NULL AND r.expires_at > ? AND (c.run_id <> ? "
+            "OR c.source_id IN (SELECT value FROM json_each(?)))) "
+            "ORDER BY m.seq LIMIT ?",
+            (wave, endpoint, session, now, run_id, holding, limit),
+        ).fetchall()
+    ]
+    claimed = _claim(conn, (run_id, endpoint, ids, False, None)) if ids else None
+    if isinstance(claimed, LeaseLostError):
+        return claimed
+    if claimed is None:  # nothing to claim: the run must still be live to be told so
+        live = conn.execute(
+            f"SELECT NOT {_EXPIRED} FROM runs WHERE run_id = ? AND ended_at IS NULL",
+            (now, run_id),
+        ).fetchone()
+        if live is None or not live[0]:
+            own = _run_of(conn, run_id)
+            return LeaseLostError(
+                f"run {run_id[:8]} cannot claim sources: it is not live ("
+                + (own.describe(now) if own is not None else "unknown to this journal")
+                + "); run it again",
+                owner=own,
+            )
+        claimed = Claimed()
+    (undone,) = conn.execute(
+        "SELECT count(*) FROM wave_members AS m WHERE m.wave = ? AND m.endpoint = ? "
+        "AND NOT EXISTS (SELECT 1 FROM wave_done AS d "
+        "WHERE d.session_id = ? AND d.source_id = m.source_id)",
+        (wave, endpoint, session),
+    ).fetchone()
+    (failures,) = conn.execute(
+        "SELECT count(*) FROM wave_done WHERE session_id = ? AND outcome = 'failed'", (session,)
+    ).fetchone()
+    return Work(claimed, undone, failures)
+
+
+def _reserve_requests(conn: sqlite3.Connection, ask: tuple[str, int, float]) -> float:
+    session, count, rate = ask
+    now = time.time()
+    row = conn.execute(
+        "SELECT rate_at FROM wave_sessions WHERE session_id = ?", (session,)
+    ).fetchone()
+    start = max(row[0] if row is not None else 0.0, now)
+    conn.execute(
+        "UPDATE wave_sessions SET rate_at = ? WHERE session_id = ?", (start + count / rate, session)
+    )
+    return start - now
+
+
+def _workers(conn: sqlite3.Connection, key: tuple[str, str | None]) -> list[Worker]:
+    wave, endpoint = key
+    sessions = [
+        r[0]
+        for r in conn.execute(
+            "SELECT s.session_id FROM wave_sessions AS s WHERE s.name = ? "
+            "AND (? IS NULL OR s.endpoint = ?) AND s.started_at = (SELECT max(started_at) "
+            "FROM wave_sessions AS t WHERE t.name = s.name AND t.endpoint = s.endpoint)",
+            (wave, endpoint, endpoint),
+        ).fetchall()
+    ]
+    found: list[Worker] = []
+    now = time.time()
+    for session in sessions:
+        done = dict(
+            conn.execute(
+                "SELECT run_id, count(*) FROM wave_done WHERE session_id = ? GROUP BY run_id",
+                (session,),
+            ).fetchall()
+        )
+        for row in conn.execute(
+            f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS.split(', '))}, "
+            "(SELECT count(*) FROM claims AS c WHERE c.run_id = r.run_id) "
+            "FROM runs AS r JOIN wave_workers AS w ON w.run_id = r.run_id "
+            "WHERE w.session_id = ? ORDER BY r.started_at",
+            (session,),
+        ).fetchall():
+            run = _run(row)
+            claims = row[-1] if run.live(now) else 0
+            found.append(Worker(run, session, claims, done.get(run.run_id, 0)))
+    return found
 
 
 def _heartbeat(conn: sqlite3.Connection, beat: tuple[str, float]) -> Run | LeaseLostError:
@@ -940,6 +1108,9 @@ _START_RUN: Final = each("start_run", _start_run, writes=True)
 _HEARTBEAT: Final = each("heartbeat", _heartbeat, writes=True)
 _END_RUN: Final = each("end_run", _end_run, writes=True)
 _CLAIM: Final = each("claim", _claim, writes=True)
+_CLAIM_WORK: Final = each("claim_work", _claim_work, writes=True)
+_RESERVE_REQUESTS: Final = each("reserve_requests", _reserve_requests, writes=True)
+_WORKERS: Final = each("workers", _workers, writes=False)
 _ADOPT: Final = each("adopt", _adopt, writes=True)
 _RUNS: Final = each("runs", _runs, writes=False)
 _CHECK: Final = each("check", _check, writes=False)
@@ -1271,11 +1442,50 @@ class SqliteJournal(Journal):
         lease: float = DEFAULT_LEASE,
         exclusive: bool = False,
         project: str | None = None,
+        join: bool = False,
     ) -> RunStart:
         _check_lease(lease)
-        start = (uuid.uuid4().hex, kind, name, endpoint, project, actor, float(lease), exclusive)
+        check_join(join, exclusive, kind, name, endpoint)
+        start = (
+            uuid.uuid4().hex,
+            kind,
+            name,
+            endpoint,
+            project,
+            actor,
+            float(lease),
+            exclusive,
+            join,
+        )
         started: RunStart = _raised(await self._live().submit(_START_RUN, start))
         return started
+
+    async def claim_work(
+        self,
+        run_id: str,
+        session: str,
+        *,
+        wave: str,
+        endpoint: str,
+        limit: int,
+        done: Mapping[str, str] | None = None,
+        holding: Sequence[str] = (),
+    ) -> Work:
+        check_work_limit(limit)
+        finished = list((done or {}).items())
+        work = (run_id, session, wave, endpoint, int(limit), finished, json.dumps(list(holding)))
+        found: Work = _raised(await self._live().submit(_CLAIM_WORK, work))
+        return found
+
+    async def reserve_requests(self, session: str, count: int, rate: float) -> float:
+        check_request_rate(count, rate)
+        delay: float = await self._live().submit(
+            _RESERVE_REQUESTS, (session, int(count), float(rate))
+        )
+        return delay
+
+    async def workers(self, wave: str, *, endpoint: str | None = None) -> list[Worker]:
+        return await self._live().submit(_WORKERS, (wave, endpoint))
 
     async def heartbeat(self, run_id: str, lease: float = DEFAULT_LEASE) -> Run:
         _check_lease(lease)

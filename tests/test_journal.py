@@ -876,3 +876,137 @@ async def test_census_counts_every_source_by_state_and_lists_the_stuck_longest_f
     assert before <= later.stuck[0].since <= b.since
     with pytest.raises(JournalError, match="shown must be 0 or more, got -1"):
         await journal.census(stuck_before=0, shown=-1)
+
+
+# --- joined workers: sessions, work in batches, the shared rate -------------------------
+
+
+async def join(journal: Journal, name: str = "w1", *, lease: float = 30.0) -> tuple[str, str]:
+    started = await journal.start_run(
+        "wave", name=name, endpoint=ENDPOINT, actor=f"wave:{name}", lease=lease, join=True
+    )
+    assert started.session is not None
+    return started.run.run_id, started.session
+
+
+async def test_joined_workers_share_one_session_and_never_the_same_source(
+    backend: Backend, journal: Journal
+) -> None:
+    members = [f"s{i:02d}" for i in range(10)]
+    await journal.add_members("w1", members, endpoint=ENDPOINT)
+    first, session = await join(journal)
+    async with backend() as other:
+        second, joined = await join(other)
+        assert joined == session and second != first
+        a = await journal.claim_work(first, session, wave="w1", endpoint=ENDPOINT, limit=4)
+        b = await other.claim_work(second, session, wave="w1", endpoint=ENDPOINT, limit=4)
+        assert list(a.claimed.granted) == members[:4]  # in membership order
+        assert list(b.claimed.granted) == members[4:8]
+        assert (a.undone, b.undone, b.failures) == (10, 10, 0)
+        # Done is recorded with the next batch; a failure counts for the whole session.
+        done = dict.fromkeys(members[:4], "finished") | {members[0]: "failed"}
+        c = await journal.claim_work(
+            first, session, wave="w1", endpoint=ENDPOINT, limit=4, done=done
+        )
+        assert list(c.claimed.granted) == members[8:]
+        assert (c.undone, c.failures) == (6, 1)
+        # A source this run does not hold is not marked done by it.
+        d = await other.claim_work(
+            second,
+            session,
+            wave="w1",
+            endpoint=ENDPOINT,
+            limit=4,
+            done={members[9]: "finished"},
+            holding=members[4:8],
+        )
+        assert d.claimed.granted == {} and (d.undone, d.failures) == (6, 1)
+        workers = await journal.workers("w1")
+        assert [(w.run.run_id, w.session, w.claims, w.done) for w in workers] == [
+            (first, session, 6, 4),
+            (second, session, 4, 0),
+        ]
+    # An exclusive run is refused while workers are live; a run of another wave is not.
+    with pytest.raises(OwnedError):
+        await start(journal, "w1")
+    await start(journal, "w2")
+
+
+async def test_a_dead_workers_sources_go_to_the_next_batch_and_a_new_session_starts_over(
+    backend: Backend, journal: Journal
+) -> None:
+    await journal.add_members("w1", ["s1", "s2", "s3"], endpoint=ENDPOINT)
+    started = await journal.start_run(
+        "wave", name="w1", endpoint=ENDPOINT, actor="wave:w1", lease=0.3, join=True
+    )
+    dying, session = started.run.run_id, started.session
+    assert session is not None
+    await journal.claim_work(dying, session, wave="w1", endpoint=ENDPOINT, limit=2)
+    async with backend() as other:
+        taker, same = await join(other)
+        assert same == session
+        first = await other.claim_work(taker, session, wave="w1", endpoint=ENDPOINT, limit=5)
+        assert list(first.claimed.granted) == ["s3"]  # s1, s2 held by a live worker
+        await eventually(lambda: time.time() > started.run.expires_at)
+        taken = await other.claim_work(
+            taker, session, wave="w1", endpoint=ENDPOINT, limit=5, holding=["s3"]
+        )
+        assert sorted(taken.claimed.granted) == ["s1", "s2"]
+        assert {r.run_id for r in taken.claimed.taken_from.values()} == {dying}
+        with pytest.raises(LeaseLostError):
+            await journal.claim_work(dying, session, wave="w1", endpoint=ENDPOINT, limit=5)
+        await other.claim_work(
+            taker,
+            session,
+            wave="w1",
+            endpoint=ENDPOINT,
+            limit=5,
+            done=dict.fromkeys(["s1", "s2", "s3"], "finished"),
+        )
+        await other.end_run(taker)
+    # Every worker of the session ended: the next worker starts a new session, all to do.
+    fresh, new_session = await join(journal)
+    assert new_session != session
+    work = await journal.claim_work(fresh, new_session, wave="w1", endpoint=ENDPOINT, limit=5)
+    assert (sorted(work.claimed.granted), work.undone) == (["s1", "s2", "s3"], 3)
+
+
+async def test_sources_the_run_holds_but_is_not_driving_are_claimable_by_it(
+    journal: Journal,
+) -> None:
+    await journal.add_members("w1", ["s1", "s2"], endpoint=ENDPOINT)
+    run, session = await join(journal)
+    await journal.claim_work(run, session, wave="w1", endpoint=ENDPOINT, limit=2)
+    # The answer was lost (the connection died after the commit): the batch is held, but
+    # nothing drives it; asked again without it in holding, the same run gets it back.
+    again = await journal.claim_work(run, session, wave="w1", endpoint=ENDPOINT, limit=2)
+    assert sorted(again.claimed.granted) == ["s1", "s2"]
+    none = await journal.claim_work(
+        run, session, wave="w1", endpoint=ENDPOINT, limit=2, holding=["s1", "s2"]
+    )
+    assert none.claimed.granted == {} and none.undone == 2
+
+
+async def test_the_shared_rate_is_reserved_in_turn(backend: Backend, journal: Journal) -> None:
+    run, session = await join(journal)
+    first = await journal.reserve_requests(session, 10, 100.0)  # 0.1 s of requests
+    async with backend() as other:
+        second = await other.reserve_requests(session, 10, 100.0)
+    third = await journal.reserve_requests(session, 5, 100.0)
+    assert first == pytest.approx(0.0, abs=0.05)
+    assert second == pytest.approx(0.1, abs=0.05)  # after the first ten
+    assert third == pytest.approx(0.2, abs=0.06)
+    with pytest.raises(JournalError, match="rate"):
+        await journal.reserve_requests(session, 1, 0)
+
+
+async def test_join_is_refused_when_it_cannot_be(journal: Journal) -> None:
+    with pytest.raises(JournalError, match="not exclusive"):
+        await journal.start_run(
+            "wave", name="w1", endpoint=ENDPOINT, actor="a", exclusive=True, join=True
+        )
+    with pytest.raises(JournalError, match="name and endpoint"):
+        await journal.start_run("wave", name=None, endpoint=ENDPOINT, actor="a", join=True)
+    run, session = await join(journal)
+    with pytest.raises(JournalError, match="batch"):
+        await journal.claim_work(run, session, wave="w1", endpoint=ENDPOINT, limit=0)
