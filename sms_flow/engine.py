@@ -437,6 +437,12 @@ class Engine:
                 )
         return claimed
 
+    def hold(self, granted: Mapping[str, int]) -> None:
+        """Note sources the engine's run was granted outside :meth:`claim` (a joined
+        worker's batch, :meth:`Journal.claim_work <sms_flow.journal.Journal.claim_work>`),
+        with their fencing tokens, so that pushing them claims nothing again."""
+        self._claims.update(granted)
+
     async def _await_in_flight(self, source_ids: list[str], victims: dict[str, Any]) -> None:
         """Wait until the intents the runs ``victims`` had begun on the sources are settled."""
         journal = self.journal

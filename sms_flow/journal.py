@@ -649,7 +649,9 @@ class Journal(Protocol):
         ``limit`` members of ``wave`` on ``endpoint`` not done in it and held by no live run
         (free, or a dead run's), in membership order; in one transaction. On PostgreSQL,
         concurrent workers skip each other's rows (``FOR UPDATE SKIP LOCKED``). A source is
-        marked done only while this run holds its claim. ``holding``: the sources the
+        marked done only while this run holds its claim, or another took it from this run
+        (``set --force``: the session leaves it to them). ``limit`` 0 marks done and
+        counts, claiming nothing. ``holding``: the sources the
         caller is driving now; others this run holds but is not driving (a batch whose
         answer was lost with the connection) are claimable again, by it. Raises
         :class:`~sms_flow.errors.LeaseLostError` when the run is not live.
@@ -803,8 +805,8 @@ def check_join(
 
 def check_work_limit(limit: int) -> None:
     """Refuse a batch size :meth:`Journal.claim_work` cannot take."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
-        raise JournalError(f"claim_work: a batch of {limit!r} sources; give 1 to 100000")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 100_000:
+        raise JournalError(f"claim_work: a batch of {limit!r} sources; give 0 to 100000")
 
 
 def check_request_rate(count: int, rate: float) -> None:

@@ -1757,7 +1757,8 @@ async def _claim_work(
             "SELECT $1, d.source_id, d.outcome, $2, $3 "
             "FROM unnest($4::text[], $5::text[]) AS d(source_id, outcome) "
             "WHERE EXISTS (SELECT 1 FROM sms_flow.claims AS c WHERE c.endpoint = $6 "
-            "AND c.source_id = d.source_id AND c.run_id = $2) ON CONFLICT DO NOTHING",
+            "AND c.source_id = d.source_id AND (c.run_id = $2 OR c.taken_from = $2)) "
+            "ON CONFLICT DO NOTHING",
             session,
             run_id,
             now,

@@ -802,8 +802,8 @@ def _claim_work(conn: sqlite3.Connection, work: _Work) -> Work | LeaseLostError:
         conn.executemany(
             "INSERT OR IGNORE INTO wave_done (session_id, source_id, outcome, run_id, done_at) "
             "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM claims "
-            "WHERE endpoint = ? AND source_id = ? AND run_id = ?)",
-            [(session, s, o, run_id, now, endpoint, s, run_id) for s, o in done],
+            "WHERE endpoint = ? AND source_id = ? AND (run_id = ? OR taken_from = ?))",
+            [(session, s, o, run_id, now, endpoint, s, run_id, run_id) for s, o in done],
         )
     # Workers of the session on this host whose process is gone are dead now, not at the
     # end of their lease: their sources are free at once.

@@ -988,7 +988,7 @@ async def test_sources_the_run_holds_but_is_not_driving_are_claimable_by_it(
 
 
 async def test_the_shared_rate_is_reserved_in_turn(backend: Backend, journal: Journal) -> None:
-    run, session = await join(journal)
+    _, session = await join(journal)
     first = await journal.reserve_requests(session, 10, 100.0)  # 0.1 s of requests
     async with backend() as other:
         second = await other.reserve_requests(session, 10, 100.0)
@@ -1009,4 +1009,4 @@ async def test_join_is_refused_when_it_cannot_be(journal: Journal) -> None:
         await journal.start_run("wave", name=None, endpoint=ENDPOINT, actor="a", join=True)
     run, session = await join(journal)
     with pytest.raises(JournalError, match="batch"):
-        await journal.claim_work(run, session, wave="w1", endpoint=ENDPOINT, limit=0)
+        await journal.claim_work(run, session, wave="w1", endpoint=ENDPOINT, limit=-1)

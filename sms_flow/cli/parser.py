@@ -299,6 +299,15 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     _add_membership_option(p)
     _add_lease_option(p)
     p.add_argument(
+        "--join",
+        action="store_true",
+        help="run as one worker of the wave: start it when no worker runs it, or join the "
+        "live ones (on any machine sharing the journal; the PostgreSQL journal for several "
+        "machines); each claims the next batch of sources its workers have not done, and "
+        "takes over a dead worker's once its lease ends. Without --join a second run is "
+        "refused while the wave is driven",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         metavar="N",

@@ -95,7 +95,8 @@ class WaveDisplay:
         elif kind is EventKind.QUEUED and event.report is not None:
             self.report = event.report
             for record in event.report.sources.values():
-                if record.outcome is None:
+                # A joined worker queues batch after batch: count each source once.
+                if record.outcome is None and record.source_id not in self._queued:
                     state = (record.start or "?").partition("/")[0]
                     self._queued[record.source_id] = state
                     self._queued_by_state[state] += 1

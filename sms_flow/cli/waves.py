@@ -83,6 +83,7 @@ async def _run_wave(args: argparse.Namespace) -> int:
             lease=args.lease,
             reset_members=args.reset_members,
             client_options=options,
+            join=args.join,
         )
         if metrics is not None:
             assert port is not None

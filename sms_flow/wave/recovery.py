@@ -96,6 +96,21 @@ class RecoveryReport:
             self.unread += 1
         self.details.append(detail)
 
+    def merge(self, other: RecoveryReport) -> None:
+        """Add what another recovery found (a joined worker recovers batch by batch)."""
+        for name in (
+            "applied",
+            "pushed_again",
+            "ignored",
+            "conflicts",
+            "failed",
+            "unread",
+            "held",
+            "unknown_endpoint",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.details.extend(other.details)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "applied": self.applied,

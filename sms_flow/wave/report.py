@@ -131,6 +131,10 @@ class WaveReport:
     """Why the run stopped pushing when its lease lapsed or it was taken over, if it did."""
     took_over: list[str] = field(default_factory=list)
     """The dead runs of this wave this run took over (their open intents it settled)."""
+    session: str | None = None
+    """A joined worker's (``run --join``) session: its sources are the ones it drove."""
+    taken_over: int = 0
+    """A joined worker: sources it took from dead workers of its session."""
     retries: dict[str, int] = field(default_factory=dict)
     """The client's retries during the run, by cause (``connect``, ``dropped``, ``timeout``,
     ``429``, ``5xx``) and in all (``total``); empty when the client does not count them."""
@@ -244,6 +248,8 @@ class WaveReport:
             "interrupted": self.interrupted,
             "lease_lost": self.lease_lost,
             "took_over": self.took_over,
+            "session": self.session,
+            "taken_over": self.taken_over,
             "recovery": self.recovery.to_dict() if self.recovery else None,
             "failures": [  # every source not done, with why: failed, owned, taken, unverified
                 {

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Final
 
 from sms_flow.chart import Edge
 from sms_flow.engine import Engine, StepResult
@@ -46,10 +46,10 @@ from sms_flow.errors import (
     TransportError,
     UnverifiedError,
 )
-from sms_flow.journal import Intent, Journal, Outcome
+from sms_flow.journal import Intent, Journal, Lease, Outcome
 from sms_flow.log import get_logger
 from sms_flow.states import StateRequest, parse_pair
-from sms_flow.wave.recovery import SourceReader, read_states, recover
+from sms_flow.wave.recovery import RecoveryReport, SourceReader, read_states, recover
 from sms_flow.wave.report import Event, EventKind, SourceOutcome, SourceRecord, WaveReport
 from sms_flow.wave.spec import WaveSpec
 from sms_flow.wire import SourceServer
@@ -57,6 +57,19 @@ from sms_flow.wire import SourceServer
 __all__ = ["WaveRunner"]
 
 _log = get_logger("sms_flow.wave.runner")
+
+_DONE_IN_SESSION: Final = frozenset(
+    {
+        SourceOutcome.FINISHED,
+        SourceOutcome.ALREADY,
+        SourceOutcome.FAILED,
+        SourceOutcome.SKIPPED,
+        SourceOutcome.TAKEN,
+        SourceOutcome.UNVERIFIED,
+    }
+)
+"""The outcomes a joined worker records as done in its session (no worker of the session
+takes the source again); a stopped source is handed back instead."""
 
 
 class WaveRunner:
@@ -199,29 +212,210 @@ class WaveRunner:
     # -- running ----------------------------------------------------------------------------------
 
     async def run(self) -> WaveReport:
-        """Claim, recover, read the members' states, and drive them all."""
+        """Claim, recover, read the members' states, and drive them all (a joined worker:
+        batch after batch of those its session has not done, see :meth:`_run_joined`)."""
         report = self.report
         engine = self.engine
         counted: Any = getattr(self.client, "stats", None)
         retries_before = counted() if callable(counted) else None
         if retries_before is not None:
             report.counting = lambda: _retries_since(retries_before, counted())
-        if engine.lease is not None:
-            report.took_over = [run.describe() for run in engine.lease.took_over]
+        lease = engine.lease
+        if lease is not None:
+            report.took_over = [run.describe() for run in lease.took_over]
         members = await self.resolve_members()
-        claimed = await engine.claim(members)
+        try:
+            if lease is not None and lease.session is not None:
+                await self._run_joined(lease, lease.session)
+            else:
+                await self._run_alone(members)
+        finally:
+            for record in report.sources.values():
+                if record.outcome is None:
+                    record.outcome = SourceOutcome.STOPPED
+            report.finished_at = time.time()
+            if retries_before is not None:
+                report.retries = _retries_since(retries_before, counted())
+                report.counting = None
+            self.emit(EventKind.WAVE_DONE, report=report)
+            for q in self._queues:
+                q.put_nowait(None)
+        return report
+
+    async def _run_alone(self, members: list[str]) -> None:
+        report = self.report
+        claimed = await self.engine.claim(members)
         report.recovery = await recover(
-            engine,
+            self.engine,
             self.journal,
             client=self.client,
             wave=self.spec.name,
             concurrency=self.spec.concurrency,
         )
-        conflicts = {
-            d["source_id"] for d in report.recovery.details if d.get("result") == "conflict"
-        }
         self.emit(EventKind.WAVE_STARTED, report=report)
-        mine = [s for s in members if s not in claimed.refused]
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for source_id in await self._prepare(members, claimed.refused, report.recovery):
+            queue.put_nowait(source_id)
+        self.emit(EventKind.QUEUED, report=report)
+
+        async def worker() -> None:
+            while not self._stop.is_set():
+                try:
+                    source_id = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await self.drive(report.sources[source_id])
+
+        workers = [
+            asyncio.create_task(worker())
+            for _ in range(min(self.spec.concurrency, max(1, queue.qsize())))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+
+    async def _run_joined(self, lease: Lease, session: str) -> None:
+        """Drive the wave as one of its session's workers (``run --join``).
+
+        A feeder claims the next batch of members the session has not done and no live
+        worker holds (:meth:`Journal.claim_work <sms_flow.journal.Journal.claim_work>`),
+        settles the open intents on them (a dead worker's), reads them and queues them; the
+        drivers, ``concurrency`` of them, take them one by one. Each claim also records the
+        sources finished since the last one as done in the session, and returns the
+        session's failures, so that the failure policy counts every worker's. When nothing
+        is left to claim but other workers still hold sources, the feeder waits and asks
+        again: a dead worker's sources come free when its lease ends. The run ends when
+        every member is done in the session.
+        """
+        report = self.report
+        engine = self.engine
+        report.session = session
+        report.recovery = recovered = RecoveryReport()
+        self.emit(EventKind.WAVE_STARTED, report=report)
+        drivers = max(1, self.spec.concurrency)
+        limit = max(8, drivers)
+        poll = min(2.0, max(0.2, lease.seconds / 6))
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        holding: set[str] = set()
+        done: dict[str, str] = {}
+        wake = asyncio.Event()
+        halt_after = self.spec.halt_after
+
+        def settled(source_id: str) -> None:
+            holding.discard(source_id)
+            outcome = report.sources[source_id].outcome
+            if outcome is not None and outcome in _DONE_IN_SESSION:
+                done[source_id] = outcome.value
+            wake.set()
+
+        async def drive() -> None:
+            while (source_id := await queue.get()) is not None:
+                if self._stop.is_set():
+                    holding.discard(source_id)
+                    continue  # left STOPPED, not done: the session's next claim takes it
+                try:
+                    await self.drive(report.sources[source_id])
+                finally:
+                    settled(source_id)
+
+        async def feed() -> None:
+            while not self._stop.is_set():
+                failing = any(v == SourceOutcome.FAILED.value for v in done.values())
+                if queue.qsize() >= drivers and not failing:
+                    wake.clear()
+                    await self._until(wake, None)
+                    continue
+                sent = dict(done)
+                try:
+                    work = await self.journal.claim_work(
+                        lease.run_id,
+                        session,
+                        wave=self.spec.name,
+                        endpoint=engine.endpoint,
+                        limit=0 if queue.qsize() >= drivers else limit,
+                        done=sent,
+                        holding=sorted(holding),
+                    )
+                except LeaseLostError as exc:
+                    self.lose(exc)
+                    return
+                for source_id in sent:
+                    done.pop(source_id, None)
+                granted = work.claimed.granted
+                engine.hold(granted)
+                if halt_after is not None and work.failures >= halt_after:
+                    if not report.halted:
+                        report.halted = True
+                        _log.warning("halting", wave=self.spec.name, failed=work.failures)
+                    self.stop()
+                    return
+                if granted:
+                    ids = list(granted)
+                    holding.update(ids)
+                    report.taken_over += len(work.claimed.taken_from)
+                    recovery = await recover(
+                        engine,
+                        self.journal,
+                        client=self.client,
+                        wave=self.spec.name,
+                        concurrency=self.spec.concurrency,
+                        source_ids=ids,
+                    )
+                    recovered.merge(recovery)
+                    queued = await self._prepare(ids, {}, recovery)
+                    for source_id in ids:
+                        if source_id not in queued:
+                            settled(source_id)  # finished without driving (unreadable...)
+                    for source_id in queued:
+                        queue.put_nowait(source_id)
+                    self.emit(EventKind.QUEUED, report=report)
+                    continue
+                if work.undone == 0:
+                    return  # every member is done in the session
+                wake.clear()
+                await self._until(wake, poll)
+
+        tasks = [asyncio.create_task(drive()) for _ in range(drivers)]
+        try:
+            await feed()
+            for _ in tasks:
+                queue.put_nowait(None)
+            await asyncio.gather(*tasks)
+            if done and not self._stop.is_set():
+                with contextlib.suppress(LeaseLostError):  # mark the last ones done
+                    await self.journal.claim_work(
+                        lease.run_id,
+                        session,
+                        wave=self.spec.name,
+                        endpoint=engine.endpoint,
+                        limit=0,
+                        done=done,
+                    )
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _until(self, event: asyncio.Event, timeout: float | None) -> None:
+        """Wait for ``event``, the run's stop, or ``timeout`` seconds, whichever is first."""
+        waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _prepare(
+        self, ids: list[str], refused: dict[str, Any], recovery: RecoveryReport
+    ) -> list[str]:
+        """Read ``ids`` and make their records: those to drive (returned, in order), and
+        those finished at once (held by another driver (``refused``), unreadable, unknown to
+        the service, in no state of the chart, in conflict after ``recovery``)."""
+        report = self.report
+        engine = self.engine
+        conflicts = {d["source_id"] for d in recovery.details if d.get("result") == "conflict"}
+        mine = [s for s in ids if s not in refused]
         read_at = time.monotonic()
         first = _FirstRead(self.client)
         states = await read_states(first, mine, self.spec.concurrency)
@@ -233,10 +427,10 @@ class WaveRunner:
             else {}
         )
         moved = await self._moved_elsewhere(states)
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        for source_id in members:
+        queued: list[str] = []
+        for source_id in ids:
             record = report.sources[source_id] = SourceRecord(source_id)
-            owner = claimed.refused.get(source_id)
+            owner = refused.get(source_id)
             if owner is not None:
                 self.finish(
                     record,
@@ -292,38 +486,8 @@ class WaveRunner:
                     "Conflict",
                 )
                 continue
-            queue.put_nowait(source_id)
-
-        self.emit(EventKind.QUEUED, report=report)
-
-        async def worker() -> None:
-            while not self._stop.is_set():
-                try:
-                    source_id = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                await self.drive(report.sources[source_id])
-
-        workers = [
-            asyncio.create_task(worker())
-            for _ in range(min(self.spec.concurrency, max(1, queue.qsize())))
-        ]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            for task in workers:
-                task.cancel()
-            for record in report.sources.values():
-                if record.outcome is None:
-                    record.outcome = SourceOutcome.STOPPED
-            report.finished_at = time.time()
-            if retries_before is not None:
-                report.retries = _retries_since(retries_before, counted())
-                report.counting = None
-            self.emit(EventKind.WAVE_DONE, report=report)
-            for q in self._queues:
-                q.put_nowait(None)
-        return report
+            queued.append(source_id)
+        return queued
 
     async def _moved_elsewhere(self, states: dict[str, Any]) -> dict[str, str]:
         """Record an ``observed`` entry for each source found elsewhere than the journal's last

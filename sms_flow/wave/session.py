@@ -43,6 +43,11 @@ class WaveSession:
     off the engine's read before a push whose last read is not fresh. A subclass makes another kind
     of runner by overriding :meth:`make_runner` (the drill session does) and names its kind
     of run in :attr:`kind`.
+
+    ``join`` makes the run a worker of its wave (``run --join``): it starts the wave when no
+    worker runs it, or joins the live ones (on this machine or others sharing the journal),
+    and drives the members its session has not done, batch by batch. A run without it is
+    refused while workers are live, and a joining one while a run without it is.
     """
 
     kind = "wave"
@@ -63,8 +68,10 @@ class WaveSession:
         lease: float = DEFAULT_LEASE,
         look: bool = True,
         reset_members: bool = False,
+        join: bool = False,
     ) -> None:
         self.spec = spec
+        self.join = join
         self._endpoint = endpoint
         self._region = region
         self.journal_location: Location = _location(spec, journal_path, base_dir)
@@ -117,10 +124,15 @@ class WaveSession:
 
     @property
     def report_path(self) -> Path:
-        """``report:``, else ``reports/NAME.json`` in the journal's state folder."""
+        """``report:``, else ``reports/NAME.json`` in the journal's state folder; a joined
+        worker's is ``NAME.worker-RUN.json`` beside it (``RUN``: its run id's first 8)."""
+        name = self.spec.name
+        if self.join and self.lease is not None and self.lease.run is not None:
+            name = f"{name}.worker-{self.lease.run.run_id[:8]}"  # workers share the folder
         if self.spec.report:
-            return Path(self.spec.report)
-        return state_folder(self.journal_location) / "reports" / f"{self.spec.name}.json"
+            given = Path(self.spec.report)
+            return given if name == self.spec.name else given.with_name(f"{name}.json")
+        return state_folder(self.journal_location) / "reports" / f"{name}.json"
 
     async def __aenter__(self) -> WaveSession:
         from sms_flow.auth import auth_from_env
@@ -131,6 +143,8 @@ class WaveSession:
             raise ConfigError(
                 "--fresh starts the embedded simulator over; it cannot be used with a real endpoint"
             )
+        if self.join:
+            self._check_join()
         if spec.sources.count is not None and not self.embedded:
             where = self._endpoint or self._region
             raise ConfigError(
@@ -185,7 +199,8 @@ class WaveSession:
                 endpoint=self.endpoint,
                 project=project,
                 seconds=self.lease_seconds,
-                exclusive=True,
+                exclusive=not self.join,
+                join=self.join,
             )
             await self.lease.start()
             api = limited(self.client, spec.rate_limit)
@@ -205,6 +220,22 @@ class WaveSession:
             await self.aclose()
             raise
         return self
+
+    def _check_join(self) -> None:
+        """Refuse what a worker joining others cannot do."""
+        name = self.spec.name
+        if self.embedded:
+            raise ConfigError(
+                f"--join: workers of {self.kind} {name} must push to one service, and the "
+                "embedded simulator lives inside one process; start one with `sms-flow "
+                "simulator --port 8000` and give every worker --endpoint "
+                "http://127.0.0.1:8000 (or run without --join)"
+            )
+        if self.reset_members:
+            raise ConfigError(
+                f"--join with --reset-members would start the membership of {self.kind} "
+                f"{name} over under the workers running it; reset it in a run without --join"
+            )
 
     async def _check_membership(self) -> None:
         """Refuse a run on another endpoint than the one the journal has the wave's members on.
@@ -295,11 +326,12 @@ async def run_wave(
     on_event: Callable[[Event], None] | None = None,
     fresh: bool = False,
     lease: float = DEFAULT_LEASE,
+    join: bool = False,
 ) -> WaveReport:
     """Run a wave from Python: recover, drive every source, write the JSON report.
 
     ``spec`` is a :class:`WaveSpec` or the path of a wave file. ``on_event`` sees every
-    :class:`Event`. For an async iterator of events, or to stop a run, use
+    :class:`Event`. ``join``: run as one worker of the wave (see :class:`WaveSession`). For an async iterator of events, or to stop a run, use
     :class:`WaveSession` and its ``runner``.
     """
     base_dir = None
@@ -315,6 +347,7 @@ async def run_wave(
             fresh=fresh,
             on_event=on_event,
             lease=lease,
+            join=join,
         )
     )
 
