@@ -98,6 +98,7 @@ __all__ = [
     "check_request_rate",
     "check_work_limit",
     "default_journal_path",
+    "driven_elsewhere",
     "final_outcome",
     "is_dsn",
     "iso_utc",
@@ -786,6 +787,29 @@ def born_settled(outcome: Outcome, doing: str) -> Outcome:
             "begin() it, then settle it"
         )
     return outcome
+
+
+def driven_elsewhere(
+    kind: str, name: str | None, endpoint: str | None, other: Run, now: float, *, join: bool
+) -> OwnedError:
+    """The refusal of a run start while ``other``, a live run of its key, drives it."""
+    what = f"{kind} {name}" if name else kind
+    if join and other.exclusive:
+        why = (
+            "; it runs alone (started without --join), and workers join only runs started "
+            "with --join"
+        )
+    elif not other.exclusive and other.kind in ("wave", "drill"):
+        why = f"; it is a worker of the {kind} (--join): add --join to be another one"
+    else:
+        why = ""
+    return OwnedError(
+        f"{what} on {endpoint} is driven by another live run: {other.describe(now)}{why}; "
+        f"wait for it to finish or stop it (Ctrl-C in its terminal, or kill {other.pid} on "
+        f"{other.host}); if it is stuck, its lease ends at the time shown and the next run "
+        "takes over",
+        owner=other,
+    )
 
 
 def check_join(

@@ -103,6 +103,7 @@ from sms_flow.journal import (
     check_join,
     check_request_rate,
     check_work_limit,
+    driven_elsewhere,
     final_outcome,
     is_dsn,
     process_alive,
@@ -1416,15 +1417,7 @@ class PostgresJournal(Journal):
                     if dead is not None:
                         took_over.append(await _mark_dead(conn, other, now, dead))
                     elif exclusive or other.exclusive:
-                        what = f"{kind} {name}" if name else kind
-                        return OwnedError(
-                            f"{what} on {endpoint} is driven by another live run: "
-                            f"{other.describe(now)}; wait for it to finish or stop it (Ctrl-C "
-                            f"in its terminal, or kill {other.pid} on {other.host}); if it is "
-                            "stuck, its lease ends at the time shown and the next run takes "
-                            "over",
-                            owner=other,
-                        )
+                        return driven_elsewhere(kind, name, endpoint, other, now, join=join)
                 run = Run(
                     run_id,
                     kind,

@@ -92,6 +92,7 @@ from sms_flow.journal import (
     check_join,
     check_request_rate,
     check_work_limit,
+    driven_elsewhere,
     final_outcome,
     process_alive,
     source_id_list,
@@ -744,14 +745,7 @@ def _start_run(conn: sqlite3.Connection, start: _Start) -> RunStart | OwnedError
         if dead is not None:
             took_over.append(_mark_dead(conn, other, now, dead))
         elif exclusive or other.exclusive:
-            what = f"{kind} {name}" if name else kind
-            return OwnedError(
-                f"{what} on {endpoint} is driven by another live run: {other.describe(now)}; "
-                "wait for it to finish or stop it (Ctrl-C in its terminal, or kill "
-                f"{other.pid} on {other.host}); if it is stuck, its lease ends at the time "
-                "shown and the next run takes over",
-                owner=other,
-            )
+            return driven_elsewhere(kind, name, endpoint, other, now, join=join)
     run = Run(
         run_id,
         kind,

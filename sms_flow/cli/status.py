@@ -3,7 +3,9 @@
 Everything comes from the journal (no request to the service): how many of the wave's
 sources are in each state (:meth:`~sms_flow.journal.Journal.wave_status`), the sources
 whose latest step failed, the open intents, and the live driver (the run that holds the
-wave, with its process and heartbeat). The counting and filtering run in SQLite, so the
+wave, with its process and heartbeat), or the workers of its latest session of joined runs
+(``run --join``: each one's host, pid, sources held and done, last heartbeat, or how it
+ended). The counting and filtering run in SQLite, so the
 answer comes at once and memory stays flat however long the journal; it reads a journal a
 running wave is writing (WAL mode), from another terminal.
 """
@@ -19,7 +21,7 @@ from sms_flow.cli import EXIT_BAD_INPUT, EXIT_OK
 from sms_flow.cli._output import err, out, print_json
 from sms_flow.cli.journal import existing_journal
 from sms_flow.errors import did_you_mean
-from sms_flow.journal import Entry, Run, iso_utc
+from sms_flow.journal import Entry, Run, Worker, iso_utc
 
 __all__ = ["status"]
 
@@ -40,6 +42,7 @@ async def _status(args: argparse.Namespace) -> int:
     async with open_journal(location) as journal:
         found = await journal.wave_status(args.wave, shown=200 if args.json else _SHOWN)
         runs = [r for r in await journal.runs(live=True) if r.name == args.wave]
+        workers = await journal.workers(args.wave)
         known = await journal.waves() if not (found.members or found.entries) else []
     if not (found.members or found.entries):
         hint = did_you_mean(args.wave, known)
@@ -65,6 +68,7 @@ async def _status(args: argparse.Namespace) -> int:
                 "open_intents": found.open_intents,
                 "open": [_entry(e) for e in found.open],
                 "live_runs": [_run(r, now) for r in live],
+                "workers": [w.to_dict(now) for w in workers],
             }
         )
         return EXIT_OK
@@ -74,10 +78,13 @@ async def _status(args: argparse.Namespace) -> int:
         else ""
     )
     out(f"wave {found.wave} ({path}): {found.members:,} sources, {found.entries:,} entries{last}")
-    if live:
-        for run in live:
+    joined = {w.run.run_id for w in workers}
+    for run in live:
+        if run.run_id not in joined:
             out(f"  driven by: {run.describe(now)}")
-    else:
+    if workers:
+        _print_workers(workers, now)
+    if not live:
         out("  no live driver (the wave is not running; sms-flow run WAVE.yaml resumes it)")
     out("  sources by state (the last the journal knows):")
     width = max(len(state) for state in found.states)
@@ -107,6 +114,29 @@ async def _status(args: argparse.Namespace) -> int:
     if found.open_intents and not live:
         out(f"    (the next run settles them, or: sms-flow recover --wave {found.wave})")
     return EXIT_OK
+
+
+def _print_workers(workers: list[Worker], now: float) -> None:
+    """The workers of the wave's latest session of joined runs (``run --join``)."""
+    sessions = sorted({w.session for w in workers})
+    alive = sum(1 for w in workers if w.run.live(now))
+    where = f"session {sessions[0][:8]}" if len(sessions) == 1 else f"{len(sessions)} sessions"
+    out(
+        f"  workers ({where}): {alive} live of {len(workers)}, "
+        f"{sum(w.done for w in workers):,} sources done"
+    )
+    for w in workers:
+        run = w.run
+        if run.live(now):
+            state = f"live, holds {w.claims:,}, last heartbeat {now - run.heartbeat_at:.0f} s ago"
+        else:
+            state = f"{run.end_reason or 'ended'}" + (
+                f" {now - run.ended_at:.0f} s ago" if run.ended_at is not None else ""
+            )
+        out(
+            f"    run {run.run_id[:8]}  pid {run.pid} on {run.host}  since "
+            f"{iso_utc(run.started_at)}  done {w.done:,}  {state}"
+        )
 
 
 def _short(text: str, limit: int = 120) -> str:

@@ -1,4 +1,5 @@
-"""A request-rate limit towards the service: :class:`RateLimiter` and :func:`limited`.
+"""A request-rate limit towards the service: :class:`RateLimiter`, :class:`SharedRateLimiter`
+(one limit for every worker of a joined wave, kept in the journal) and :func:`limited`.
 
 A rate is at least :data:`RATE_LIMIT_MIN` (0.01 requests a second, one every 100 s) and
 finite: a slower one (``1e-300``) would leave a request waiting for ages. A wait for a slot
@@ -18,7 +19,7 @@ from typing import Any, Final
 from sms_flow.errors import ConfigError, WaitInterrupted
 from sms_flow.wire import SourceServer
 
-__all__ = ["RATE_LIMIT_MIN", "RateLimiter", "interrupt_waits", "limited"]
+__all__ = ["RATE_LIMIT_MIN", "RateLimiter", "SharedRateLimiter", "interrupt_waits", "limited"]
 
 RATE_LIMIT_MIN: Final = 0.01
 """The slowest rate limit accepted: 0.01 requests a second (one every 100 seconds)."""
@@ -76,10 +77,70 @@ class RateLimiter:
         self._interrupted.set()
 
 
+class SharedRateLimiter:
+    """Spaces the calls of every worker of a joined wave to at most ``rate`` a second in all.
+
+    The limit is kept in the journal (:meth:`Journal.reserve_requests
+    <sms_flow.journal.Journal.reserve_requests>`, on the journal's clock): a worker reserves
+    ``batch`` slots at a time, one round trip for several requests, and spends them
+    ``1 / rate`` apart from the time the journal gave. Slots a worker reserved and did not
+    use are lost, so the wave goes a little slower than ``rate``, never faster.
+    """
+
+    __slots__ = (
+        "_batch",
+        "_interrupted",
+        "_interval",
+        "_journal",
+        "_lock",
+        "_rate",
+        "_session",
+        "_slots",
+    )
+
+    def __init__(
+        self, journal: Any, session: str, rate: float, *, batch: int | None = None
+    ) -> None:
+        RateLimiter(rate)  # the same checks of the rate, the same message
+        self._journal = journal
+        self._session = session
+        self._rate = float(rate)
+        self._interval = 1.0 / rate
+        self._batch = batch or max(1, min(50, int(rate // 4)))
+        self._slots: list[float] = []  # monotonic times of the reserved slots, latest first
+        self._lock = asyncio.Lock()
+        self._interrupted = asyncio.Event()
+
+    async def acquire(self) -> None:
+        """Wait for this worker's next slot (reserving more from the journal when it has
+        none); :class:`~sms_flow.errors.WaitInterrupted` once :meth:`interrupt` was called."""
+        if self._interrupted.is_set():
+            raise WaitInterrupted(_STOPPING)
+        async with self._lock:
+            if not self._slots:
+                delay = await self._journal.reserve_requests(self._session, self._batch, self._rate)
+                first = time.monotonic() + delay
+                self._slots = [first + i * self._interval for i in range(self._batch)][::-1]
+            slot = self._slots.pop()
+        wait = slot - time.monotonic()
+        if wait <= 0:
+            return
+        try:
+            async with asyncio.timeout(wait):
+                await self._interrupted.wait()
+        except TimeoutError:
+            return  # the slot has come
+        raise WaitInterrupted(_STOPPING)
+
+    def interrupt(self) -> None:
+        """End every wait for a slot, now and from now on (see :meth:`RateLimiter.interrupt`)."""
+        self._interrupted.set()
+
+
 class _LimitedApi:
     """An SMS client whose calls wait for the rate limiter first."""
 
-    def __init__(self, client: Any, limiter: RateLimiter) -> None:
+    def __init__(self, client: Any, limiter: RateLimiter | SharedRateLimiter) -> None:
         self._client = client
         self.limiter = limiter
 
@@ -114,10 +175,16 @@ class _LimitedApi:
         return result
 
 
-def limited(client: Any, rate_limit: float | None) -> Any:
-    """``client`` itself, or a wrapper that spaces its calls to ``rate_limit`` a second."""
+def limited(
+    client: Any, rate_limit: float | None, *, journal: Any = None, session: str | None = None
+) -> Any:
+    """``client`` itself, or a wrapper that spaces its calls to ``rate_limit`` a second;
+    with ``journal`` and ``session`` (a joined worker), ``rate_limit`` a second for every
+    worker of the session together (:class:`SharedRateLimiter`)."""
     if rate_limit is None:
         return client
+    if journal is not None and session is not None:
+        return _LimitedApi(client, SharedRateLimiter(journal, session, rate_limit))
     return _LimitedApi(client, RateLimiter(rate_limit, burst=max(1, int(rate_limit // 10))))
 
 

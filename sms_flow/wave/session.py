@@ -203,7 +203,9 @@ class WaveSession:
                 join=self.join,
             )
             await self.lease.start()
-            api = limited(self.client, spec.rate_limit)
+            api = limited(
+                self.client, spec.rate_limit, journal=self.journal, session=self.lease.session
+            )
             engine = Engine(
                 api,
                 chart=chart_of(spec, self._base_dir),
