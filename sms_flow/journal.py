@@ -116,8 +116,11 @@ _log = get_logger("sms_flow.journal")
 DEFAULT_LEASE: Final = 30.0
 """Seconds a run's lease lasts unless renewed; its heartbeat renews it every third of that."""
 
-HOST: Final = os.uname().nodename
-"""This machine's name, as runs record it (a dead process is known only on its own host)."""
+HOST: Final = os.environ.get("SMS_FLOW_HOST", "").strip()[:255] or os.uname().nodename
+"""This machine's name, as runs record it (a dead process is known only on its own host):
+``$SMS_FLOW_HOST``, else the host name. Set ``SMS_FLOW_HOST`` where host names are not
+unique (containers made from one image with a fixed host name): two machines recorded
+under one name would each take the other's live processes for dead ones."""
 
 
 class Outcome(StrEnum):
