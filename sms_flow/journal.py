@@ -353,7 +353,7 @@ class Worker:
     run: Run
     session: str
     claims: int
-    """Sources it holds now (0 once it ended or was found dead)."""
+    """Sources it holds now and has not done (0 once it ended or was found dead)."""
     done: int
     """Sources it marked done in its session."""
 

@@ -1633,7 +1633,9 @@ class PostgresJournal(Journal):
                 }
                 for row in await conn.fetch(
                     f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS.split(', '))}, "
-                    "(SELECT count(*) FROM sms_flow.claims AS c WHERE c.run_id = r.run_id) "
+                    "(SELECT count(*) FROM sms_flow.claims AS c WHERE c.run_id = r.run_id "
+                    "AND NOT EXISTS (SELECT 1 FROM sms_flow.wave_done AS d "
+                    "WHERE d.session_id = w.session_id AND d.source_id = c.source_id)) "
                     "AS claims FROM sms_flow.runs AS r JOIN sms_flow.wave_workers AS w "
                     "ON w.run_id = r.run_id WHERE w.session_id = $1 ORDER BY r.started_at",
                     session,

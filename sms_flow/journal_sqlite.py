@@ -888,7 +888,9 @@ def _workers(conn: sqlite3.Connection, key: tuple[str, str | None]) -> list[Work
         )
         for row in conn.execute(
             f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS.split(', '))}, "
-            "(SELECT count(*) FROM claims AS c WHERE c.run_id = r.run_id) "
+            "(SELECT count(*) FROM claims AS c WHERE c.run_id = r.run_id AND NOT EXISTS "
+            "(SELECT 1 FROM wave_done AS d WHERE d.session_id = w.session_id "
+            "AND d.source_id = c.source_id)) "
             "FROM runs AS r JOIN wave_workers AS w ON w.run_id = r.run_id "
             "WHERE w.session_id = ? ORDER BY r.started_at",
             (session,),
@@ -1662,7 +1664,7 @@ def _connect(path: Path, synchronous: str, quick_check: bool) -> sqlite3.Connect
 def _prepare(conn: sqlite3.Connection, path: Path, synchronous: str, quick_check: bool) -> None:
     try:
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _wal(conn)
     except sqlite3.Error as exc:
         if getattr(exc, "sqlite_errorname", None) == "SQLITE_NOTADB":
             raise ConfigError(
@@ -1693,6 +1695,22 @@ def _prepare(conn: sqlite3.Connection, path: Path, synchronous: str, quick_check
             raise
     except sqlite3.Error as exc:
         raise _explain(path, exc, "set up the journal") from exc
+
+
+def _wal(conn: sqlite3.Connection) -> str:
+    """Put the file in WAL mode; its mode. Two processes opening a new file at once (workers
+    of one wave started together) can find it locked while the other one switches it, and
+    SQLite does not wait for that lock with the busy timeout: wait here, as long."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    pause = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _check_schema(conn: sqlite3.Connection, path: Path) -> None:

@@ -86,3 +86,27 @@ def test_wave_and_drill_files_run_with_the_cli(spawn: Spawner, tmp_path: Path) -
     # the example's check fails sources whose id ends in 0 or 1: exit 1 exactly when one does
     expect_fail = any(s["source_id"][-1] in "01" for s in report["sources"])
     assert code == (1 if expect_fail else 0), drill.stderr
+
+
+def test_the_systemd_unit_starts_a_worker_the_cli_accepts() -> None:
+    """The unit's ExecStart, with its instance name filled in, is a command line sms-flow
+    takes (--join, and nothing it would refuse), and it stops workers with SIGINT (Ctrl-C:
+    the steps in flight finish and the sources are handed back)."""
+    import shlex
+
+    from sms_flow.cli.parser import build_parser
+
+    unit = (REPO / "examples" / "systemd" / "sms-flow-worker@.service").read_text()
+    settings = dict(
+        line.split("=", 1) for line in unit.splitlines() if "=" in line and line[0] != "#"
+    )
+    argv = shlex.split(settings["ExecStart"].replace("%i", "wave-1"))
+    assert argv[0].endswith("/sms-flow")
+    args = build_parser().parse_args(argv[1:])
+    assert (args.wave, args.join, args.no_progress) == (
+        "/etc/sms-flow/waves/wave-1.yaml",
+        True,
+        True,
+    )
+    assert settings["KillSignal"] == "SIGINT"
+    assert "PGPASSWORD" not in settings and "EnvironmentFile" in settings

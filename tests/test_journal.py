@@ -923,7 +923,7 @@ async def test_joined_workers_share_one_session_and_never_the_same_source(
         assert d.claimed.granted == {} and (d.undone, d.failures) == (6, 1)
         workers = await journal.workers("w1")
         assert [(w.run.run_id, w.session, w.claims, w.done) for w in workers] == [
-            (first, session, 6, 4),
+            (first, session, 2, 4),
             (second, session, 4, 0),
         ]
     # An exclusive run is refused while workers are live; a run of another wave is not.

@@ -34,7 +34,9 @@ class WaveDisplay:
         total: Callable[[], int],
         order: Sequence[str] = (),
         interval: float = 5.0,
+        label: str = "sources done",
     ) -> None:
+        self.label = label
         self.console = console
         self._order = {name: i for i, name in enumerate(order)}
         self.wave = wave
@@ -72,7 +74,7 @@ class WaveDisplay:
 
     def __enter__(self) -> WaveDisplay:
         self._progress.start()
-        self._overall = self._progress.add_task("sources done", total=1, extra="")
+        self._overall = self._progress.add_task(self.label, total=1, extra="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -135,7 +137,7 @@ class WaveDisplay:
             f"elapsed {_clock(elapsed)}",
         ]
         left = total - self.done
-        if self.done and left > 0:
+        if self.done and left > 0 and self.label == "sources done":  # a worker's total grows
             parts.append(f"ETA {_clock(elapsed / self.done * left)}")
         return " · ".join(parts)
 
@@ -244,6 +246,16 @@ def print_wave_summary(
             f"{cause}: {n}" for cause, n in report.retries.items() if n and cause != "total"
         )
         console.print(f"retries: {report.retries['total']} ({causes})")
+    if report.session is not None:
+        taken = (
+            f", {report.taken_over:,} of them taken over from dead workers"
+            if report.taken_over
+            else ""
+        )
+        console.print(
+            f"worker of session {report.session[:8]}: drove {len(report.sources):,} of the "
+            f"wave's sources{taken}; the whole wave: sms-flow status {report.wave}"
+        )
     for run in report.took_over:
         console.print(f"took over from a dead run: {run}")
     if report.recovery is not None and (report.recovery.total or report.recovery.left_open):

@@ -358,13 +358,21 @@ async def _drive(
     ticker = None
     try:
         if not args.json and not args.no_progress:
+            joined = bool(getattr(session, "join", False))
+
+            def shown() -> list[str]:
+                # A joined worker shows the sources it took, batch after batch; the whole
+                # wave is `sms-flow status`'s.
+                return list(runner.report.sources) if joined else runner.members
+
             display = WaveDisplay(
                 screen,
                 wave=spec.name,
                 target=spec.target,
-                counts=lambda: state_counts(runner.engine, runner.members),
-                total=lambda: len(runner.members),
+                counts=lambda: state_counts(runner.engine, shown()),
+                total=lambda: len(shown()),
                 order=[cs.value for cs in runner.engine.chart.states],
+                label="this worker's" if joined else "sources done",
             )
             runner.subscribe(display.on_event)
             display.__enter__()

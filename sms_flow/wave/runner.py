@@ -383,8 +383,8 @@ class WaveRunner:
             for _ in tasks:
                 queue.put_nowait(None)
             await asyncio.gather(*tasks)
-            if done and not self._stop.is_set():
-                with contextlib.suppress(LeaseLostError):  # mark the last ones done
+            if done:  # the last ones done, stopping or not: no worker takes them again
+                with contextlib.suppress(LeaseLostError):
                     await self.journal.claim_work(
                         lease.run_id,
                         session,
