@@ -287,7 +287,15 @@ def print_wave_summary(
     if report.lease_lost:
         console.print(f"[red]stopped: {report.lease_lost}[/]")
     elif report.halted:
-        console.print("[red]halted: the failure policy's limit of failed sources was reached[/]")
+        across = " (counted across the wave's workers)" if report.session else ""
+        console.print(
+            f"[red]halted: the failure policy's limit of failed sources was reached{across}[/]"
+        )
+    elif report.interrupted and report.session:
+        console.print(
+            "[yellow]interrupted: this worker's unfinished sources went back to the wave's "
+            "other workers (or the next run); run the same command again to join them[/]"
+        )
     elif report.interrupted:
         console.print("[yellow]interrupted before the end; run the same command again to resume[/]")
     if report_path:
