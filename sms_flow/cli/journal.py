@@ -20,7 +20,7 @@ from typing import Any, Final
 from sms_flow.cli import EXIT_API, EXIT_OK, EXIT_OWNED
 from sms_flow.cli._output import err, out, print_json
 from sms_flow.errors import InputError, JournalError
-from sms_flow.journal import Entry, parse_moment, parse_outcomes
+from sms_flow.journal import Entry, Run, parse_moment, parse_outcomes
 from sms_flow.journals import Location, describe, open_journal, resolve
 
 __all__ = ["check", "existing_journal", "history", "migrate", "recover"]
@@ -52,6 +52,7 @@ _TABLE_COLUMNS: Final = (
     ("from → to", 44),
     ("outcome", 10),
     ("actor", 16),
+    ("by (host:pid)", 20),
     ("request_id", 32),
     ("note", 0),
 )
@@ -85,8 +86,11 @@ def _table_line(cells: Sequence[str]) -> str:
     ).rstrip()
 
 
-def _table_row(e: Entry, short_source: bool, iso: Callable[[float | None], str]) -> str:
-    """One entry as a line of the table (the widths of :data:`_TABLE_COLUMNS`)."""
+def _table_row(
+    e: Entry, short_source: bool, iso: Callable[[float | None], str], runs: dict[str, Run]
+) -> str:
+    """One entry as a line of the table (the widths of :data:`_TABLE_COLUMNS`); ``runs``
+    names the process each entry's run was (the workers of a wave, on any machine)."""
     note = e.error or e.reason or ""
     if e.forced:
         note = f"FORCED: {note}"
@@ -95,10 +99,13 @@ def _table_row(e: Entry, short_source: bool, iso: Callable[[float | None], str])
         if len(note) > _NOTE_MAX:
             note = note[: _NOTE_MAX - 1] + "… (--format json shows all)"
     moved = f"{e.from_state} → {e.to_state}"
+    run = runs.get(e.run_id) if e.run_id is not None else None
+    by = f"{run.host[:13]}:{run.pid}" if run is not None else "-"
     line = (
         f"{e.id:<7}  {iso(e.created_at)[:-1].replace('T', ' '):<23}  "
         f"{e.source_id[:8] if short_source else e.source_id:<36}  {e.trigger or '-':<14}  "
-        f"{moved:<44}  {e.outcome.value:<10}  {e.actor:<16}  {e.request_id or '-':<32}  {note}"
+        f"{moved:<44}  {e.outcome.value:<10}  {e.actor:<16}  {by:<20}  "
+        f"{e.request_id or '-':<32}  {note}"
     )
     return line.rstrip() if not note else line
 
@@ -168,13 +175,14 @@ async def _history(args: argparse.Namespace) -> int:
                         stream.flush()
             else:
                 short = args.source_id is not None
+                runs = {r.run_id: r for r in await journal.runs(live=False)}
                 lines: list[str] = []
                 async for e in entries:
                     if not shown:
                         lines.append(f"history of {what or 'every source'} ({path})")
                         lines.append(_table_line([name for name, _ in _TABLE_COLUMNS]))
                         lines.append(_table_line(["-" * max(w, len(n)) for n, w in _TABLE_COLUMNS]))
-                    lines.append(_table_row(e, short, iso))
+                    lines.append(_table_row(e, short, iso, runs))
                     shown += 1
                     if len(lines) >= _FLUSH_EVERY:
                         stream.write("\n".join(lines) + "\n")

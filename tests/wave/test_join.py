@@ -8,6 +8,8 @@ killed and paused, and PostgreSQL restarted under them: ``test_join_chaos.py``.)
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from sms_flow.errors import ConfigError, OwnedError
 from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.simulator import Faults, Simulator
 from sms_flow.wave import SourceOutcome, WaveReport, WaveSession, WaveSpec
-from tests.conftest import eventually
+from tests.conftest import SMS_FLOW_COMMAND, Spawner, eventually
 from tests.wave.conftest import MAIN_PATH, WAVE_SIMULATOR, applied_entries, assert_clean_history
 from tests.wave.conftest import spec as make_spec
 
@@ -35,7 +37,9 @@ async def drive(session: WaveSession) -> WaveReport:
         return report
 
 
-async def test_three_workers_drive_every_source_once(sim: Simulator, tmp_path: Path) -> None:
+async def test_three_workers_drive_every_source_once(
+    sim: Simulator, tmp_path: Path, spawn: Spawner
+) -> None:
     ids = await sim.register_many(60, prefix="team")
     sim.set_faults(Faults(latency=0.005))
     path = tmp_path / "j.sqlite"
@@ -60,6 +64,19 @@ async def test_three_workers_drive_every_source_once(sim: Simulator, tmp_path: P
     # Each worker's report is its own file, beside the others.
     reports_dir = path.parent / "reports"
     assert len(list(reports_dir.glob("team.worker-*.json"))) == 3
+    # `status` shows every worker and what it did; `history`, which process made each step.
+    shown = spawn.run(*SMS_FLOW_COMMAND, "status", "team", "--journal", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert f"workers (session {reports[0].session[:8]}): 0 live of 3" in shown.stdout
+    for w in workers:
+        assert f"run {w.run.run_id[:8]}  pid {w.run.pid} on {w.run.host}" in shown.stdout
+        assert f"done {w.done:,}  ended" in shown.stdout
+    data = json.loads(
+        spawn.run(*SMS_FLOW_COMMAND, "status", "team", "--journal", str(path), "--json").stdout
+    )
+    assert sorted(w["done"] for w in data["workers"]) == sorted(len(d) for d in driven)
+    steps = spawn.run(*SMS_FLOW_COMMAND, "history", ids[0], "--journal", str(path)).stdout
+    assert f"{workers[0].run.host}:{os.getpid()}" in steps  # every worker was this process
 
 
 async def test_a_run_without_join_and_a_worker_refuse_each_other(
