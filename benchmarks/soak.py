@@ -187,7 +187,9 @@ def drive(seed: int, per_scenario: int, folder: Path) -> Verdict:
         journal = folder / "journal.sqlite"
         actors = Actors(sim.url, journal, folder)
         waves = {
-            "soak-a": actors.wave("soak-a", a),
+            # Spaced out too: the two runs of A start together and must overlap (a process
+            # starting late on a loaded machine must not find the first one done already).
+            "soak-a": actors.wave("soak-a", a, concurrency=2, rate=max(5.0, n / 2)),
             # Spaced out, so that the operator's sets come while it drives its sources.
             "soak-b": actors.wave("soak-b", b, concurrency=2, rate=max(5.0, n / 2)),
             "soak-c1": actors.wave("soak-c1", c1),
