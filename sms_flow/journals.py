@@ -319,7 +319,7 @@ async def _copy(
             async with destination.loading() as loader:
                 held = await loader.sizes([t.name for t in COPIED if not t.counter])
                 if any(held.values()):
-                    what = ", ".join(f"{n:,} {name}" for name, n in held.items() if n)
+                    what = ", ".join(f"{name}: {n:,}" for name, n in held.items() if n)
                     raise ConfigError(
                         f"journal {shown_dst} is not empty: it holds {what}; copy into a new "
                         "journal (a file that does not exist yet, or an empty database), or "
