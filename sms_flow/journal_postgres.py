@@ -624,12 +624,14 @@ class PostgresLoader:
     """Rows written into a PostgreSQL journal in one transaction
     (:meth:`PostgresJournal.loading`)."""
 
-    __slots__ = ("_conn", "_journal", "_types")
+    __slots__ = ("_conn", "_counter", "_journal", "_types")
 
     def __init__(self, conn: Any, journal: PostgresJournal) -> None:
         self._conn = conn
         self._journal = journal
         self._types: dict[str, dict[str, str]] = {}
+        self._counter = 0
+        """The fencing token copied, set by :meth:`finish`."""
 
     async def sizes(self, tables: Sequence[str]) -> dict[str, int]:
         """The rows of each table in the transaction (of ``fencing``: its last token)."""
@@ -640,7 +642,7 @@ class PostgresLoader:
 
     async def load(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
         """Insert ``rows`` (values of ``columns``, ids included) into ``table`` with ``COPY``;
-        into ``fencing``: set the sequence to the row's value, never lowering it."""
+        into ``fencing``: the token :meth:`finish` sets the sequence to."""
         try:
             await self._load(table, columns, rows)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
@@ -651,14 +653,8 @@ class PostgresLoader:
     async def _load(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
         _named(table, *columns)
         conn = self._conn
-        if table == _COUNTER:
-            for (last,) in rows:
-                if int(last) > 0:
-                    await conn.execute(
-                        f"SELECT setval('sms_flow.{_COUNTER}', "
-                        f"greatest($1::int8, (SELECT {_COUNTER_LAST} FROM sms_flow.{_COUNTER})))",
-                        int(last),
-                    )
+        if table == _COUNTER:  # set by finish(): a sequence is not rolled back with the rest
+            self._counter = max([self._counter, *(int(last) for (last,) in rows)])
             return
         if table not in self._types:
             self._types[table] = {
@@ -685,8 +681,16 @@ class PostgresLoader:
         )
 
     async def finish(self) -> None:
-        """Set every identity sequence past the largest id copied (before the commit)."""
+        """Set the fencing sequence to the token copied (never lowering it) and every
+        identity sequence past the largest id copied: last before the commit, since a
+        sequence is not rolled back with the transaction."""
         conn = self._conn
+        if self._counter > 0:
+            await conn.execute(
+                f"SELECT setval('sms_flow.{_COUNTER}', "
+                f"greatest($1::int8, (SELECT {_COUNTER_LAST} FROM sms_flow.{_COUNTER})))",
+                self._counter,
+            )
         for row in await conn.fetch(
             "SELECT table_name, column_name FROM information_schema.columns "
             "WHERE table_schema = 'sms_flow' AND is_identity = 'YES' ORDER BY table_name"

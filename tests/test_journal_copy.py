@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -233,3 +234,164 @@ async def test_a_journal_goes_to_postgresql_and_back_losing_nothing(
 
     await _settles_and_fences_on(pg_dsn, sim, filled)
     await _settles_and_fences_on(str(back), sim, filled)
+
+
+# --- refusals, and a copy that fails half-way ------------------------------------------------
+
+
+async def _small(path: Path, entries: int = 40) -> None:
+    """A journal of a few entries, a wave's members, a run that ended and its claims."""
+    async with SqliteJournal(path) as journal:
+        for i in range(entries):
+            await journal.record(
+                Intent(f"s{i:03d}", None, "WAITING/checking", "WAITING/checking", "cli", None,
+                       wave="w1", endpoint="https://e"),
+                Outcome.OBSERVED,
+            )  # fmt: skip
+        await journal.add_members("w1", ["s001", "s002", "bad"], endpoint="https://e")
+        run = await journal.start_run("wave", name="w1", endpoint="https://e", actor="wave:w1")
+        await journal.claim(run.run.run_id, "https://e", ["s001", "s002"])
+        await journal.end_run(run.run.run_id)
+
+
+_EMPTY = {t.name: 0 for t in COPIED}
+
+
+async def test_a_copy_that_breaks_a_constraint_half_way_leaves_postgresql_as_it_was(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    import asyncpg
+
+    source = tmp_path / "j.sqlite"
+    await _small(source)
+    async with PostgresJournal(pg_dsn):
+        pass
+    conn = await asyncpg.connect(pg_dsn)
+    try:  # members come after the entries: the entries are written, then the copy fails
+        await conn.execute(
+            "ALTER TABLE sms_flow.wave_members ADD CONSTRAINT no_bad CHECK (source_id <> 'bad')"
+        )
+        with pytest.raises(JournalError, match=r"sms_flow\.wave_members.*no_bad") as failed:
+            await copy(source, pg_dsn, batch=10)
+        assert "nothing of the copy is written" in str(failed.value)
+        password = urlsplit(pg_dsn).password
+        assert password and password not in str(failed.value)
+    finally:
+        await conn.close()
+    async with PostgresJournal(pg_dsn) as journal:
+        assert await journal.sizes([t.name for t in COPIED]) == _EMPTY
+        entry_id = await journal.record(
+            Intent("n", None, "WAITING/checking", "WAITING/checking", "cli", None),
+            Outcome.OBSERVED,
+        )
+    assert entry_id == 1, "the id sequence is where it was"
+
+
+async def test_a_copy_that_fails_half_way_leaves_sqlite_as_it_was(tmp_path: Path) -> None:
+    source, target = tmp_path / "j.sqlite", tmp_path / "copy.sqlite"
+    await _small(source)
+    async with SqliteJournal(target):
+        pass
+    with contextlib.closing(sqlite3.connect(target)) as conn:
+        conn.execute(
+            "CREATE TRIGGER no_claims BEFORE INSERT ON claims "
+            "BEGIN SELECT RAISE(ABORT, 'claims refused here'); END"
+        )
+        conn.commit()
+    with pytest.raises(JournalError, match="could not copy rows into claims: claims refused"):
+        await copy(source, target, batch=10)
+    async with SqliteJournal(target) as journal:
+        assert await journal.sizes([t.name for t in COPIED]) == _EMPTY
+
+
+async def test_a_lost_source_connection_leaves_no_destination_file(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """The source's connection is killed mid-copy (pg_terminate_backend): the copy fails
+    saying so, and the SQLite file it was making is gone."""
+    import asyncpg
+
+    await _small(tmp_path / "first.sqlite", entries=200)
+    await copy(tmp_path / "first.sqlite", pg_dsn)
+    target = tmp_path / "copy.sqlite"
+    killed: list[str] = []
+
+    async def kill() -> None:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+
+    def progress(table: str, rows: int) -> None:
+        if not killed:  # at the first batch, on the event loop: nothing else runs meanwhile
+            killed.append(table)
+            worker = threading.Thread(target=asyncio.run, args=(kill(),))
+            worker.start()
+            worker.join()
+
+    with pytest.raises(JournalError, match="could not read the journal to copy it"):
+        await copy(pg_dsn, target, batch=10, progress=progress)
+    assert killed == ["entries"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("copy.sqlite")]
+
+
+async def test_a_source_with_a_live_run_is_refused_naming_it(tmp_path: Path) -> None:
+    source, target = tmp_path / "j.sqlite", tmp_path / "copy.sqlite"
+    await _small(source)
+    async with SqliteJournal(source) as journal:
+        live = await journal.start_run("wave", name="w2", endpoint="https://e", actor="wave:w2")
+        dead = await journal.start_run("set", name=None, endpoint="https://e", actor="c", lease=1)
+        await eventually(lambda: not dead.run.live(), what="the set's lease to lapse")
+    with pytest.raises(OwnedError, match="has 1 live run: wave w2 \\(run ") as refused:
+        await copy(source, target)
+    assert refused.value.owner is not None and refused.value.owner.run_id == live.run.run_id
+    assert "wait for them to end, or stop them" in str(refused.value)
+    assert not target.exists(), "nothing written"
+    async with SqliteJournal(source) as journal:
+        await journal.end_run(live.run.run_id)
+    done = await copy(source, target)  # the dead run, not ended, is copied as it is
+    assert done.ok and done.tables["runs"] == (3, 3)
+
+
+async def test_a_destination_that_holds_anything_is_refused(tmp_path: Path, pg_dsn: str) -> None:
+    source = tmp_path / "j.sqlite"
+    await _small(source)
+    async with PostgresJournal(pg_dsn) as journal:
+        await journal.add_members("other", ["x"], endpoint="https://e")
+    with pytest.raises(ConfigError, match="is not empty: it holds waves: 1, wave_members: 1"):
+        await copy(source, pg_dsn)
+    async with PostgresJournal(pg_dsn) as journal:
+        assert await journal.sizes(["entries", "wave_members"]) == {"entries": 0, "wave_members": 1}
+    with pytest.raises(ConfigError, match="the same journal"):
+        await copy(source, source)
+
+
+async def test_a_source_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    source, target = tmp_path / "j.sqlite", tmp_path / "copy.sqlite"
+    await _small(source)
+    with contextlib.closing(sqlite3.connect(source)) as conn:
+        conn.execute("PRAGMA user_version = 9")
+    with pytest.raises(ConfigError, match="schema version 9, newer than this sms-flow"):
+        await copy(source, target)
+    assert not target.exists()
+
+
+async def test_postgresql_to_postgresql_on_another_database(
+    tmp_path: Path, pg_dsn: str, postgres: PostgresServer
+) -> None:
+    source = tmp_path / "j.sqlite"
+    await _small(source)
+    await copy(source, pg_dsn)
+    other = postgres.create_database()
+    try:
+        done = await copy(pg_dsn, other, batch=16)
+        assert done.ok and done.tables["entries"] == (40, 40) and done.tables["claims"] == (2, 2)
+        back = tmp_path / "back.sqlite"
+        await copy(other, back)
+        assert _tables(back) == _tables(source)
+    finally:
+        postgres.give_back(other)
