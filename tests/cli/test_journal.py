@@ -15,7 +15,7 @@ from sms_flow.cli import main
 from sms_flow.journal import Intent, Outcome
 from sms_flow.journal_sqlite import SqliteJournal
 from tests.cli.conftest import assert_refused
-from tests.conftest import SMS_FLOW_COMMAND, Spawner
+from tests.conftest import SMS_FLOW_COMMAND, Child, Spawner
 from tests.test_journal_sqlite import _interior_pages
 
 
@@ -310,3 +310,106 @@ async def test_migrate_brings_a_postgresql_journal_up_and_refuses_a_newer_one(
     finally:
         await conn.close()
     assert all(password not in text for text in outputs), outputs
+
+
+# --- journal copy ------------------------------------------------------------------------------
+
+
+def copy_journal(spawn: Spawner, cwd: Path, *argv: str) -> Child:
+    return spawn.run(*SMS_FLOW_COMMAND, "journal", "copy", *argv, cwd=cwd, timeout=120)
+
+
+def test_copy_goes_to_postgresql_and_back_printing_the_counts(
+    spawn: Spawner, tmp_path: Path, pg_dsn: str
+) -> None:
+    from urllib.parse import urlsplit
+
+    from sms_flow.journals import describe
+
+    password = urlsplit(pg_dsn).password
+    assert password
+    source = tmp_path / "journal.sqlite"
+    asyncio.run(_fill(source, 30))  # 31 entries, a live run: ended first
+    asyncio.run(_end_runs(source))
+
+    there = copy_journal(spawn, tmp_path, str(source), pg_dsn)
+    assert (there.returncode, there.stderr) == (0, ""), there.stdout + there.stderr
+    lines = there.stdout.splitlines()
+    assert lines[0].startswith(f"copied journal {source} to {describe(pg_dsn)} in ")
+    assert lines[1].split() == ["table", "source", "destination"]
+    assert [line.split() for line in lines[2:]] == [
+        ["entries", "31", "31"],
+        ["waves", "0", "0"],
+        ["wave_members", "0", "0"],
+        ["runs", "1", "1"],
+        ["claims", "2", "2"],
+        ["fencing", "(last", "token)", "2", "2"],
+    ]
+
+    back = tmp_path / "back.sqlite"
+    again = copy_journal(spawn, tmp_path, pg_dsn, str(back), "--json")
+    assert again.returncode == 0, again.stderr
+    found = json.loads(again.stdout)
+    assert (found["source"], found["destination"], found["ok"]) == (
+        describe(pg_dsn),
+        str(back),
+        True,
+    )
+    assert found["tables"]["entries"] == {"source": 31, "destination": 31}
+    assert all(password not in text for text in (there.stdout, again.stdout, again.stderr))
+
+
+async def _end_runs(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        for run in await journal.runs():
+            await journal.end_run(run.run_id)
+
+
+def test_copy_refuses_a_destination_that_holds_anything(spawn: Spawner, tmp_path: Path) -> None:
+    source, target = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    asyncio.run(_fill(source, 3))
+    asyncio.run(_end_runs(source))
+    asyncio.run(_fill(target, 2))
+    before = target.read_bytes()
+    done = copy_journal(spawn, tmp_path, str(source), str(target))
+    assert_refused(
+        done,
+        f"journal {target} is not empty: it holds entries: 3, runs: 1, claims: 2",
+        "copy into a new journal",
+    )
+    assert target.read_bytes() == before, "nothing written"
+
+
+def test_copy_refuses_a_source_with_a_live_run_naming_it(spawn: Spawner, tmp_path: Path) -> None:
+    source, target = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    asyncio.run(_fill(source, 3))  # its wave run is live: this process holds it
+    done = copy_journal(spawn, tmp_path, str(source), str(target))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert f"journal {source} has 1 live run: wave w1 (run " in done.stderr
+    assert "wait for them to end, or stop them" in done.stderr and "Traceback" not in done.stderr
+    assert not target.exists(), "nothing written"
+
+
+def test_copy_refuses_an_unreachable_database_without_its_password(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dsn = f"postgresql://ann:s3cret-pw@127.0.0.1:{port}/journal"
+    source, target = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    asyncio.run(_fill(source, 3))
+    asyncio.run(_end_runs(source))
+
+    done = copy_journal(spawn, tmp_path, dsn, str(target))
+    assert_refused(done, f"cannot connect to journal postgresql://ann@127.0.0.1:{port}/journal")
+    assert not target.exists(), "nothing written"
+    done = copy_journal(spawn, tmp_path, str(source), dsn, "--json")
+    assert done.returncode == 2
+    assert "cannot connect to journal" in json.loads(done.stdout)["message"]
+    assert "s3cret-pw" not in done.stdout + done.stderr
+
+    done = copy_journal(spawn, tmp_path, str(tmp_path / "none.sqlite"), str(target))
+    assert_refused(done, f"no journal at {tmp_path / 'none.sqlite'}")
