@@ -413,3 +413,22 @@ def test_copy_refuses_an_unreachable_database_without_its_password(
 
     done = copy_journal(spawn, tmp_path, str(tmp_path / "none.sqlite"), str(target))
     assert_refused(done, f"no journal at {tmp_path / 'none.sqlite'}")
+
+
+def test_copy_help_says_what_it_copies_and_what_it_refuses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["journal", "copy", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for said in (
+        "SQLite and PostgreSQL in either direction",
+        "every entry with its id",
+        "the claims and the fencing counter",
+        "the waves and their members in order",
+        "a DST that holds anything (exit 2",
+        "a SRC with a live run, a wave in progress (exit 5",
+        "a copy that fails leaves DST as it was",
+    ):
+        assert said in text, said
