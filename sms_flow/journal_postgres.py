@@ -577,7 +577,7 @@ _COUNTER: Final = "fencing"
 granted (0: none yet)."""
 _COUNTER_LAST: Final = "CASE WHEN is_called THEN last_value ELSE 0 END"
 _MADE_ON_LOAD: Final[dict[str, dict[str, Callable[[], Any]]]] = {
-    "entries": {"write_key": uuid.uuid4},
+    "entries": {"write_key": lambda: os.urandom(16).hex()},  # a random key, as a uuid's hex
 }
 """Columns a copy does not carry but this journal needs (``NOT NULL``): made anew per row."""
 
@@ -605,19 +605,6 @@ async def _sizes(conn: Any, tables: Sequence[str]) -> dict[str, int]:
         else:
             sizes[table] = int(await conn.fetchval(f"SELECT count(*) FROM sms_flow.{table}"))
     return sizes
-
-
-def _converter(data_type: str) -> Callable[[Any], Any] | None:
-    """How a value read from another back end becomes one ``COPY`` takes for a column of
-    ``data_type`` (SQLite keeps booleans as integers, and may hand back an integer for a
-    real); ``None``: as it is."""
-    if data_type == "boolean":
-        return bool
-    if data_type == "double precision":
-        return float
-    if data_type in ("integer", "bigint", "smallint"):
-        return int
-    return None
 
 
 class PostgresLoader:
@@ -665,17 +652,20 @@ class PostgresLoader:
                     table,
                 )
             }
-        types = self._types[table]
-        convert = [_converter(types.get(c, "")) for c in columns]
+        # SQLite keeps booleans as integers: the one type COPY does not take as it comes.
+        flags = [i for i, c in enumerate(columns) if self._types[table].get(c) == "boolean"]
         made = _MADE_ON_LOAD.get(table, {})
         extra = [name for name in made if name not in columns]
-        records = [
-            (
-                *(v if f is None or v is None else f(v) for f, v in zip(convert, row, strict=True)),
-                *(made[name]() for name in extra),
-            )
-            for row in rows
-        ]
+        records: list[Any] = rows
+        if flags or extra:
+            records = []
+            for row in rows:
+                record = list(row)
+                for i in flags:
+                    if record[i] is not None:
+                        record[i] = bool(record[i])
+                record.extend(made[name]() for name in extra)
+                records.append(record)
         await conn.copy_records_to_table(
             table, records=records, columns=[*columns, *extra], schema_name="sms_flow"
         )
