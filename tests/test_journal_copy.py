@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.journals import COPIED, NOT_COPIED, copy
 from sms_flow.simulator import Simulator
 from sms_flow.wave import recover, run_wave
-from tests.conftest import PostgresServer, eventually
+from tests.conftest import PostgresServer, Spawner, eventually
 from tests.wave.conftest import WAVE_SIMULATOR, spec
 
 pytestmark = WAVE_SIMULATOR
@@ -395,3 +396,25 @@ async def test_postgresql_to_postgresql_on_another_database(
         assert _tables(back) == _tables(source)
     finally:
         postgres.give_back(other)
+
+
+@pytest.mark.slow
+def test_a_long_journal_is_copied_in_flat_memory(
+    spawn: Spawner, tmp_path: Path, pg_dsn: str
+) -> None:
+    """200,000 entries to PostgreSQL and back (each exits 0: the counts agree), each copy in
+    a process whose peak memory stays well under what holding them would take (about 50 MB
+    whatever the size)."""
+    from benchmarks.b10_history import fill_journal
+    from tests.cli.test_journal import _PEAK_RSS
+
+    first, back = tmp_path / "first.sqlite", tmp_path / "back.sqlite"
+    fill_journal(first, 200_000, wave="long")
+    for source, target in ((str(first), pg_dsn), (pg_dsn, str(back))):
+        done = spawn.run(
+            sys.executable, "-c", _PEAK_RSS, "journal", "copy", source, target, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        code, peak_mb = (int(x) for x in done.stdout.split())
+        assert code == 0
+        assert peak_mb < 120, f"peak RSS {peak_mb} MB"
