@@ -402,14 +402,14 @@ async def test_postgresql_to_postgresql_on_another_database(
 def test_a_long_journal_is_copied_in_flat_memory(
     spawn: Spawner, tmp_path: Path, pg_dsn: str
 ) -> None:
-    """200,000 entries to PostgreSQL and back (each exits 0: the counts agree), each copy in
+    """120,000 entries to PostgreSQL and back (each exits 0: the counts agree), each copy in
     a process whose peak memory stays well under what holding them would take (about 50 MB
     whatever the size)."""
     from benchmarks.b10_history import fill_journal
     from tests.cli.test_journal import _PEAK_RSS
 
     first, back = tmp_path / "first.sqlite", tmp_path / "back.sqlite"
-    fill_journal(first, 200_000, wave="long")
+    fill_journal(first, 120_000, wave="long")
     for source, target in ((str(first), pg_dsn), (pg_dsn, str(back))):
         done = spawn.run(
             sys.executable, "-c", _PEAK_RSS, "journal", "copy", source, target, timeout=300
