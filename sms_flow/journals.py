@@ -253,7 +253,7 @@ async def copy(
 
     Both ends are opened first (so migrated to this sms-flow's schema; one of a newer schema
     is refused with :class:`~sms_flow.errors.ConfigError`). Refused before anything is
-    written: a source that does not exist or is the destination, or that has a live run
+    written: a source that holds no journal or is the destination, or that has a live run
     (:class:`~sms_flow.errors.OwnedError`: a wave in progress; dead runs not ended are
     copied as they are), and a destination that holds anything
     (:class:`~sms_flow.errors.ConfigError`). Rows are read from one snapshot of the source
@@ -301,7 +301,13 @@ async def _copy(
     progress: Callable[[str, int], None] | None,
     batch: int,
 ) -> dict[str, tuple[int, int]]:
-    async with _opened(src) as source:
+    source = _opened(src)
+    if await source.stored_version() == 0:  # read without opening: opening would create it
+        raise ConfigError(
+            f"no journal in {shown_src} to copy (it holds no sms-flow schema); give the "
+            "journal to copy as SRC"
+        )
+    async with source:
         now = time.time()
         live = [run for run in await source.runs(live=True) if run.live(now)]
         if live:

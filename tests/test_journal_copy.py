@@ -418,3 +418,10 @@ def test_a_long_journal_is_copied_in_flat_memory(
         code, peak_mb = (int(x) for x in done.stdout.split())
         assert code == 0
         assert peak_mb < 120, f"peak RSS {peak_mb} MB"
+
+
+async def test_a_database_without_a_journal_is_no_source(tmp_path: Path, pg_dsn: str) -> None:
+    with pytest.raises(ConfigError, match=r"no journal in .* to copy"):
+        await copy(pg_dsn, tmp_path / "copy.sqlite")
+    assert not (tmp_path / "copy.sqlite").exists()
+    assert await PostgresJournal(pg_dsn).stored_version() == 0, "no schema made in the source"
