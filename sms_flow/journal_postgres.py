@@ -57,6 +57,16 @@ Schema
     newer one is refused: that database belongs to a newer sms-flow. Version 2 keys a wave's
     members by endpoint (as the SQLite journal's version 3).
 
+Copying
+    :meth:`PostgresJournal.dump` reads tables in one read-only ``REPEATABLE READ``
+    transaction (one snapshot) through cursors, a batch at a time; :meth:`PostgresJournal.loading`
+    writes rows with ``COPY`` (``copy_records_to_table``) in one transaction, its tables
+    locked against other writers, committed at the end or rolled back whole (``sms-flow
+    journal copy``). Ids are copied as they are, and the identity sequences set past the
+    largest; the fencing sequence is set to the last token copied, never lowered. An entry's
+    ``write_key`` is made anew (it only serves the retries of the process that wrote it),
+    ``settle_key`` left empty.
+
 Secrets
     The DSN's password never appears in a repr, a message or a log line: the journal shows
     the DSN without it (:func:`redact_dsn`), and scrubs it from any database error it wraps.
@@ -65,11 +75,12 @@ Secrets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -120,7 +131,7 @@ except ImportError as exc:  # pragma: no cover - asyncpg is installed wherever t
         "pip install 'sms-flow[postgres]' (or give --journal the path of an SQLite file)"
     ) from exc
 
-__all__ = ["SCHEMA_VERSION", "PostgresJournal", "redact_dsn"]
+__all__ = ["SCHEMA_VERSION", "PostgresJournal", "PostgresLoader", "redact_dsn"]
 
 _log = get_logger("sms_flow.journal")
 
@@ -588,6 +599,133 @@ def _raised(value: Any) -> Any:
     if isinstance(value, Exception):
         raise value
     return value
+
+
+# --- copying (sms-flow journal copy) -------------------------------------------------------
+
+_CopySpec = tuple[str, Sequence[str], Sequence[str]]
+"""A table to copy: its name, the columns carried, and the columns its rows are read in order
+of (none: any order). The list of them is :data:`sms_flow.journals.COPIED`."""
+
+_COUNTER: Final = "fencing"
+"""The fencing sequence, copied as a table of one row and one column, ``last``: the last token
+granted (0: none yet)."""
+_COUNTER_LAST: Final = "CASE WHEN is_called THEN last_value ELSE 0 END"
+_MADE_ON_LOAD: Final[dict[str, dict[str, Callable[[], Any]]]] = {
+    "entries": {"write_key": lambda: os.urandom(16).hex()},  # a random key, as a uuid's hex
+}
+"""Columns a copy does not carry but this journal needs (``NOT NULL``): made anew per row."""
+
+
+def _named(*names: str) -> None:
+    for name in names:
+        if not name.isidentifier():
+            raise JournalError(f"cannot copy {name!r}: not a table or column name")
+
+
+def _select(table: str, columns: Sequence[str], order: Sequence[str]) -> str:
+    _named(table, *columns, *order)
+    if table == _COUNTER:
+        return f"SELECT {_COUNTER_LAST} AS last FROM sms_flow.{_COUNTER}"
+    sql = f"SELECT {', '.join(columns)} FROM sms_flow.{table}"
+    return sql + (f" ORDER BY {', '.join(order)}" if order else "")
+
+
+async def _sizes(conn: Any, tables: Sequence[str]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for table in tables:
+        _named(table)
+        if table == _COUNTER:
+            sizes[table] = int(await conn.fetchval(_select(_COUNTER, ("last",), ())))
+        else:
+            sizes[table] = int(await conn.fetchval(f"SELECT count(*) FROM sms_flow.{table}"))
+    return sizes
+
+
+class PostgresLoader:
+    """Rows written into a PostgreSQL journal in one transaction
+    (:meth:`PostgresJournal.loading`)."""
+
+    __slots__ = ("_conn", "_counter", "_journal", "_types")
+
+    def __init__(self, conn: Any, journal: PostgresJournal) -> None:
+        self._conn = conn
+        self._journal = journal
+        self._types: dict[str, dict[str, str]] = {}
+        self._counter = 0
+        """The fencing token copied, set by :meth:`finish`."""
+
+    async def sizes(self, tables: Sequence[str]) -> dict[str, int]:
+        """The rows of each table in the transaction (of ``fencing``: its last token)."""
+        try:
+            return await _sizes(self._conn, tables)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise self._journal._error("count the rows of the copy", exc) from None
+
+    async def load(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` (values of ``columns``, ids included) into ``table`` with ``COPY``;
+        into ``fencing``: the token :meth:`finish` sets the sequence to."""
+        try:
+            await self._load(table, columns, rows)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise self._journal._error(
+                f"copy rows into sms_flow.{table} (nothing of the copy is written)", exc
+            ) from None
+
+    async def _load(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        _named(table, *columns)
+        conn = self._conn
+        if table == _COUNTER:  # set by finish(): a sequence is not rolled back with the rest
+            self._counter = max([self._counter, *(int(last) for (last,) in rows)])
+            return
+        if table not in self._types:
+            self._types[table] = {
+                r["column_name"]: r["data_type"]
+                for r in await conn.fetch(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_schema = 'sms_flow' AND table_name = $1",
+                    table,
+                )
+            }
+        # SQLite keeps booleans as integers: the one type COPY does not take as it comes.
+        flags = [i for i, c in enumerate(columns) if self._types[table].get(c) == "boolean"]
+        made = _MADE_ON_LOAD.get(table, {})
+        extra = [name for name in made if name not in columns]
+        records: list[Any] = rows
+        if flags or extra:
+            records = []
+            for row in rows:
+                record = list(row)
+                for i in flags:
+                    if record[i] is not None:
+                        record[i] = bool(record[i])
+                record.extend(made[name]() for name in extra)
+                records.append(record)
+        await conn.copy_records_to_table(
+            table, records=records, columns=[*columns, *extra], schema_name="sms_flow"
+        )
+
+    async def finish(self) -> None:
+        """Set the fencing sequence to the token copied (never lowering it) and every
+        identity sequence past the largest id copied: last before the commit, since a
+        sequence is not rolled back with the transaction."""
+        conn = self._conn
+        if self._counter > 0:
+            await conn.execute(
+                f"SELECT setval('sms_flow.{_COUNTER}', "
+                f"greatest($1::int8, (SELECT {_COUNTER_LAST} FROM sms_flow.{_COUNTER})))",
+                self._counter,
+            )
+        for row in await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'sms_flow' AND is_identity = 'YES' ORDER BY table_name"
+        ):
+            table, column = row["table_name"], row["column_name"]
+            _named(table, column)
+            await conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('sms_flow.{table}', '{column}'), m) "
+                f"FROM (SELECT max({column}) AS m FROM sms_flow.{table}) AS s WHERE m IS NOT NULL"
+            )
 
 
 # --- the journal ---------------------------------------------------------------------------
@@ -1726,6 +1864,89 @@ class PostgresJournal(Journal):
             return JournalCheck(self._shown, True, [], version, entries, open_, live, claims)
 
         return await self._call("check the journal", check)
+
+    # --- copying -----------------------------------------------------------------------
+
+    async def dump(
+        self, tables: Sequence[_CopySpec], *, batch: int = 5000
+    ) -> AsyncGenerator[tuple[str, list[tuple[Any, ...]]], None]:
+        """Every row of ``tables`` (name, columns, order), table after table, as ``(table,
+        rows)`` in batches of up to ``batch`` rows, all read in one read-only ``REPEATABLE
+        READ`` transaction (one snapshot, whatever is written meanwhile) through a cursor;
+        the next batch is fetched while the caller handles this one."""
+        if batch < 1:
+            raise JournalError(f"dump: batch must be 1 or more, got {batch}")
+        self._live()
+        await self._barrier()
+        try:
+            async with (
+                self._pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                for table, columns, order in tables:
+                    cursor = await conn.cursor(_select(table, columns, order))
+                    rows = await cursor.fetch(batch)
+                    while rows:
+                        ahead = (
+                            asyncio.ensure_future(cursor.fetch(batch))
+                            if len(rows) == batch
+                            else None
+                        )
+                        try:
+                            yield table, [tuple(r) for r in rows]
+                        except BaseException:
+                            if ahead is not None:
+                                ahead.cancel()
+                                with contextlib.suppress(BaseException):
+                                    await ahead
+                            raise
+                        rows = await ahead if ahead is not None else []
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise self._error("read the journal to copy it", exc) from None
+
+    @contextlib.asynccontextmanager
+    async def loading(self) -> AsyncIterator[PostgresLoader]:
+        """A transaction to copy rows into (``sms-flow journal copy``), every table of the
+        schema locked against other writers: committed when the block ends (the identity
+        sequences set past the largest ids first), rolled back whole (nothing of it
+        written) when the block raises."""
+        self._live()
+        await self._barrier()
+        failure = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+        try:
+            async with self._pool.acquire() as conn:
+                transaction = conn.transaction()
+                await transaction.start()
+                try:
+                    tables = await conn.fetch(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'sms_flow' "
+                        "AND tablename <> 'meta' ORDER BY tablename"
+                    )
+                    names = [r["tablename"] for r in tables]
+                    _named(*names)
+                    await conn.execute(
+                        f"LOCK TABLE {', '.join('sms_flow.' + n for n in names)} IN EXCLUSIVE MODE"
+                    )
+                    loader = PostgresLoader(conn, self)
+                    yield loader
+                    await loader.finish()
+                except BaseException:
+                    with contextlib.suppress(*failure):
+                        await transaction.rollback()
+                    raise
+                await transaction.commit()
+        except failure as exc:
+            raise self._error(
+                "copy into the journal (nothing of the copy is written)", exc
+            ) from None
+
+    async def sizes(self, tables: Sequence[str]) -> dict[str, int]:
+        """The rows of each table now (of ``fencing``: its last token)."""
+
+        async def read(conn: Any, retry: bool) -> dict[str, int]:
+            return await _sizes(conn, tables)
+
+        return await self._call("count the rows", read)
 
 
 def _resolve(write: _Write, result: Any) -> None:

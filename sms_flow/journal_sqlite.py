@@ -40,6 +40,13 @@ Durability
     ``synchronous="FULL"`` every commit is fsynced and survives both, at the cost of one fsync
     per batch.
 
+Copying
+    :meth:`SqliteJournal.dump` reads tables in one read transaction (one snapshot of the
+    file) and :meth:`SqliteJournal.loading` writes rows in one write transaction, committed
+    at the end or rolled back whole (``sms-flow journal copy``). Each is one operation of the
+    journal's thread that holds its transaction open while the event loop hands it work a
+    batch of rows at a time (:class:`_Held`), so a journal of any size is never in memory.
+
 Schema
     The file carries an application id (``PRAGMA application_id``, "SMSF") and its schema
     version (``PRAGMA user_version``). Opening a file of an older version migrates it, step
@@ -52,15 +59,17 @@ Schema
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
+import queue
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from sms_flow._sqlite import Operation, SqliteWorker, each
 from sms_flow.errors import (
@@ -101,7 +110,9 @@ from sms_flow.log import get_logger
 
 _log = get_logger("sms_flow.journal")
 
-__all__ = ["SCHEMA_VERSION", "SqliteJournal"]
+_T = TypeVar("_T")
+
+__all__ = ["SCHEMA_VERSION", "SqliteJournal", "SqliteLoader"]
 
 _APPLICATION_ID: Final = 0x534D5346  # "SMSF": marks the file as an sms-flow journal
 _BUSY_TIMEOUT_MS: Final = 10_000
@@ -1113,6 +1124,163 @@ _CHECK: Final = each("check", _check, writes=False)
 _CENSUS: Final = each("census", _census, writes=False)
 
 
+# --- copying (sms-flow journal copy) -------------------------------------------------------
+
+_CopySpec = tuple[str, Sequence[str], Sequence[str]]
+"""A table to copy: its name, the columns carried, and the columns its rows are read in order
+of (none: any order). The list of them is :data:`sms_flow.journals.COPIED`."""
+
+_COUNTER: Final = "fencing"
+"""The table that holds one value, the last fencing token granted, not rows: copying it sets
+the counter (never lowering it), and its size is that value."""
+
+
+class _RolledBack(Exception):
+    """Ends a held transaction that must not commit (the worker rolls it back)."""
+
+
+_Request = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+
+
+class _Held:
+    """A transaction of the journal's thread held open while the event loop hands it work.
+
+    :meth:`serve` is a worker operation of its own (so it runs inside the transaction the
+    worker began): it runs each function :meth:`run` sends, in order, each answer going back
+    to the event loop, and returns (the worker commits) once :meth:`end` is called with
+    ``commit=True``, or raises (the worker rolls back) once it is called with ``False``.
+    """
+
+    __slots__ = ("_loop", "_requests", "_served", "done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._requests: queue.SimpleQueue[_Request | bool] = queue.SimpleQueue()
+        self._served = False
+        self.done: asyncio.Future[None] | None = None
+        """The worker operation's future: resolved once the transaction is over."""
+
+    def serve(self, conn: sqlite3.Connection) -> None:
+        """Run what is sent until the end; on the journal's thread."""
+        if self._served:  # a batch replayed: this transaction was over already
+            raise _RolledBack("a held transaction is served once")
+        self._served = True
+        while True:
+            request = self._requests.get()
+            if request is True:
+                return
+            if request is False:
+                raise _RolledBack("rolled back")
+            fn, future = request
+            try:
+                value, error = fn(conn), None
+            except Exception as exc:
+                value, error = None, exc
+            self._loop.call_soon_threadsafe(_answer, future, error, value)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``fn(conn)`` on the journal's thread, inside the held transaction."""
+        done = self.done
+        assert done is not None
+        if done.done():  # the transaction could not begin (or is over): say why
+            await done
+            raise JournalError("the journal's copy transaction is over")
+        future: asyncio.Future[_T] = self._loop.create_future()
+        self._requests.put((fn, future))
+        await asyncio.wait((future, done), return_when=asyncio.FIRST_COMPLETED)
+        if not future.done():
+            await done
+            raise JournalError("the journal's copy transaction ended early")
+        return future.result()
+
+    def end(self, *, commit: bool) -> None:
+        self._requests.put(commit)
+
+
+def _answer(future: asyncio.Future[Any], error: Exception | None, value: Any) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+def _serve(conn: sqlite3.Connection, held: _Held) -> None:
+    held.serve(conn)
+
+
+_HOLD_READ: Final = each("hold_read", _serve, writes=False)
+_HOLD_WRITE: Final = each("hold_write", _serve, writes=True)
+
+
+def _select(table: str, columns: Sequence[str], order: Sequence[str]) -> str:
+    for name in (table, *columns, *order):
+        if not name.isidentifier():
+            raise JournalError(f"cannot copy {table}.{name}: not a column name")
+    sql = f"SELECT {', '.join(columns)} FROM {table}"
+    return sql + (f" ORDER BY {', '.join(order)}" if order else "")
+
+
+def _sizes(conn: sqlite3.Connection, tables: list[str]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for table in tables:
+        if not table.isidentifier():
+            raise JournalError(f"cannot count {table!r}: not a table name")
+        if table == _COUNTER:
+            row = conn.execute(f"SELECT max(last) FROM {_COUNTER}").fetchone()
+            sizes[table] = int(row[0] or 0)
+        else:
+            sizes[table] = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    return sizes
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    if table == _COUNTER:
+        for (last,) in rows:
+            conn.execute(f"UPDATE {_COUNTER} SET last = max(last, ?)", (int(last),))
+        return
+    for name in (table, *columns):
+        if not name.isidentifier():
+            raise JournalError(f"cannot copy into {table}.{name}: not a column name")
+    marks = ", ".join("?" * len(columns))
+    conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
+_SIZES: Final = each("sizes", _sizes, writes=False)
+
+
+class SqliteLoader:
+    """Rows written into an SQLite journal in one transaction (:meth:`SqliteJournal.loading`)."""
+
+    __slots__ = ("_held", "_path")
+
+    def __init__(self, held: _Held, path: Path) -> None:
+        self._held = held
+        self._path = path
+
+    async def sizes(self, tables: Sequence[str]) -> dict[str, int]:
+        """The rows of each table in the transaction (of ``fencing``: its last token)."""
+        wanted = list(tables)
+        try:
+            return await self._held.run(lambda conn: _sizes(conn, wanted))
+        except sqlite3.Error as exc:
+            raise _explain(self._path, exc, "count the rows of the copy") from exc
+
+    async def load(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` (values of ``columns``, ids included) into ``table``; into
+        ``fencing``: raise the counter to the row's value."""
+        try:
+            await self._held.run(lambda conn: _insert_rows(conn, table, columns, rows))
+        except sqlite3.Error as exc:
+            raise JournalError(
+                f"journal {self._path}: could not copy rows into {table}: {exc}; nothing of "
+                "the copy is written"
+            ) from exc
+
+
 def _raised(value: Any) -> Any:
     """An operation's result, or the error it handed back instead of raising (so that it
     failed for its caller alone, without replaying its batch)."""
@@ -1539,6 +1707,88 @@ class SqliteJournal(Journal):
                 for _, state, source_id, since, outcome, wave, _ in stuck
             ],
         )
+
+    # --- copying -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, writes: bool) -> AsyncIterator[_Held]:
+        """A transaction of the journal's thread held open for the block: committed when
+        the block ends, rolled back when it raises."""
+        worker = self._live()
+        held = _Held(asyncio.get_running_loop())
+        held.done = worker.submit(_HOLD_WRITE if writes else _HOLD_READ, held)
+        finished = False
+        try:
+            yield held
+            finished = True
+        finally:
+            held.end(commit=finished)
+            try:
+                await held.done
+            except _RolledBack:
+                pass
+            except Exception:
+                if finished:  # the commit failed: nothing was written
+                    raise
+
+    async def dump(
+        self, tables: Sequence[_CopySpec], *, batch: int = 5000
+    ) -> AsyncGenerator[tuple[str, list[tuple[Any, ...]]], None]:
+        """Every row of ``tables`` (name, columns, order), table after table, as ``(table,
+        rows)`` in batches of up to ``batch`` rows, all read in one transaction: one snapshot
+        of the file, whatever is written meanwhile. The next batch is read on the journal's
+        thread while the caller handles this one; only those two are in memory."""
+        if batch < 1:
+            raise JournalError(f"dump: batch must be 1 or more, got {batch}")
+        async with self._holding(writes=False) as held:
+            for table, columns, order in tables:
+                sql = _select(table, columns, order)
+                cursors: list[sqlite3.Cursor] = []
+
+                def first(
+                    conn: sqlite3.Connection, sql: str = sql, cursors: list[Any] = cursors
+                ) -> list[tuple[Any, ...]]:
+                    cursors.append(conn.execute(sql))
+                    rows: list[tuple[Any, ...]] = cursors[-1].fetchmany(batch)
+                    return rows
+
+                def following(
+                    conn: sqlite3.Connection, cursors: list[Any] = cursors
+                ) -> list[tuple[Any, ...]]:
+                    rows: list[tuple[Any, ...]] = cursors[-1].fetchmany(batch)
+                    return rows
+
+                try:
+                    rows = await held.run(first)
+                    while rows:
+                        ahead = (
+                            asyncio.ensure_future(held.run(following))
+                            if len(rows) == batch
+                            else None
+                        )
+                        try:
+                            yield table, rows
+                        except BaseException:
+                            if ahead is not None:
+                                ahead.cancel()
+                            raise
+                        if ahead is None:
+                            break
+                        rows = await ahead
+                except sqlite3.Error as exc:
+                    raise _explain(self._path, exc, f"read {table} to copy it") from exc
+
+    @contextlib.asynccontextmanager
+    async def loading(self) -> AsyncIterator[SqliteLoader]:
+        """A write transaction to copy rows into (``sms-flow journal copy``): committed when
+        the block ends, rolled back whole (nothing of it written) when the block raises. It
+        holds the file's write lock throughout: no other writer comes in between."""
+        async with self._holding(writes=True) as held:
+            yield SqliteLoader(held, self._path)
+
+    async def sizes(self, tables: Sequence[str]) -> dict[str, int]:
+        """The rows of each table now (of ``fencing``: its last token)."""
+        return await self._live().submit(_SIZES, list(tables))
 
 
 def _check_lease(lease: float) -> None:

@@ -1,7 +1,8 @@
 """The journal's commands: ``history`` (what happened to a source, or to a wave's sources,
 streamed from the journal a page at a time as a table, CSV or JSON),
 ``journal check`` (is the journal sound, what does it hold), ``journal migrate`` (bring
-its schema up to this sms-flow's) and ``recover`` (settle the intents
+its schema up to this sms-flow's), ``journal copy`` (into a new journal, SQLite or
+PostgreSQL) and ``recover`` (settle the intents
 any driver left open)."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sms_flow.errors import InputError, JournalError
 from sms_flow.journal import Entry, Run, parse_moment, parse_outcomes
 from sms_flow.journals import Location, describe, open_journal, resolve
 
-__all__ = ["check", "existing_journal", "history", "migrate", "recover"]
+__all__ = ["check", "copy", "existing_journal", "history", "migrate", "recover"]
 
 
 def existing_journal(args: argparse.Namespace) -> Location:
@@ -294,6 +295,70 @@ async def _migrate(args: argparse.Namespace) -> int:
         was = f"version {done.before}" if done.before else "no schema (new)"
         out(f"journal {done.journal}: migrated from {was} to version {done.after}")
     return EXIT_OK
+
+
+def copy(args: argparse.Namespace) -> int:
+    """``sms-flow journal copy SRC DST``: the whole journal into a new one; the counts."""
+    return asyncio.run(_copy(args))
+
+
+async def _copy(args: argparse.Namespace) -> int:
+    from sms_flow.cli._paths import check_readable_file
+    from sms_flow.journals import COPIED
+    from sms_flow.journals import copy as copy_journal
+
+    source = resolve(args.source)
+    if isinstance(source, Path):
+        check_readable_file(
+            source, "journal", hint="give an existing journal file or a postgresql:// DSN as SRC"
+        )
+    shown = _CopyProgress() if not args.json and sys.stderr.isatty() else None
+    try:
+        done = await copy_journal(source, args.destination, progress=shown)
+    finally:
+        if shown is not None:
+            shown.close()
+    if args.json:
+        print_json(done.to_dict())
+    else:
+        out(f"copied journal {done.source} to {done.destination} in {done.seconds:.1f} s")
+        out(f"  {'table':<22}  {'source':>12}  {'destination':>12}")
+        counters = {t.name for t in COPIED if t.counter}
+        for name, (read, held) in done.tables.items():
+            label = f"{name} (last token)" if name in counters else name
+            differs = "" if read == held else "  DIFFERS"
+            out(f"  {label:<22}  {read:>12,}  {held:>12,}{differs}")
+    if not done.ok:
+        differ = [name for name, (read, held) in done.tables.items() if read != held]
+        err(
+            f"sms-flow: journal {done.destination} does not hold what was read from "
+            f"{done.source} ({', '.join(differ)} differ); something else wrote to it during "
+            "the copy: keep using the source, empty the destination and copy again"
+        )
+        return EXIT_API
+    return EXIT_OK
+
+
+class _CopyProgress:
+    """Rows copied so far, on one line of standard error rewritten in place (a terminal)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, table: str, rows: int) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        sys.stderr.write(f"\rcopying {table}: {rows:,} rows\x1b[K")
+        sys.stderr.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 def recover(args: argparse.Namespace) -> int:

@@ -444,6 +444,36 @@ def _journal_options(p: argparse.ArgumentParser) -> None:
     migrate.set_defaults(handler="sms_flow.cli.journal:migrate")
     _add_journal_option(migrate)
     migrate.add_argument("--json", action="store_true", help="print what was done as JSON")
+    copy = sub.add_parser(
+        "copy",
+        help="copy a journal into a new one: SQLite to PostgreSQL, or back",
+        description=(
+            "Copy everything journal SRC holds into DST, a new file or an empty database, "
+            "SQLite and PostgreSQL in either direction (or to another file, database or "
+            "host): every entry with its id and all its columns, the runs (ended or not), "
+            "the claims and the fencing counter (tokens keep increasing after the copy), the "
+            "waves and their members in order. Both are migrated to this sms-flow's schema "
+            "first; a journal of a newer sms-flow is refused (exit 2). Refused before "
+            "anything is written: a DST that holds anything (exit 2: give a new one), a SRC "
+            "with a live run, a wave in progress (exit 5: wait for it to end, or stop it). "
+            "Rows are streamed in batches, in one transaction on DST: a copy that fails "
+            "leaves DST as it was. Prints rows copied per table on a terminal, then the rows "
+            "in SRC and in DST per table; exit 3 if they differ."
+        ),
+    )
+    copy.set_defaults(handler="sms_flow.cli.journal:copy")
+    copy.add_argument(
+        "source",
+        metavar="SRC",
+        help="the journal to copy: a journal file, or postgresql://USER@HOST:PORT/DB",
+    )
+    copy.add_argument(
+        "destination",
+        metavar="DST",
+        help="where to copy it: a file that does not exist yet (or an empty journal), or "
+        "an empty PostgreSQL database as postgresql://USER@HOST:PORT/DB",
+    )
+    copy.add_argument("--json", action="store_true", help="print the counts as JSON")
 
 
 def _recover_options(p: argparse.ArgumentParser) -> None:
@@ -713,8 +743,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         _journal_options,
         handler="sms_flow.cli.journal:check",
         logs=True,
-        help="look after the journal file (journal check)",
-        description="Commands on the journal itself: check runs the full integrity check.",
+        help="look after the journal (journal check, migrate, copy)",
+        description=(
+            "Commands on the journal itself: check runs the full integrity check, migrate "
+            "brings its schema up to date, copy moves it into a new journal (SQLite or "
+            "PostgreSQL)."
+        ),
     )
 
     _add_command(

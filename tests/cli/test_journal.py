@@ -15,7 +15,7 @@ from sms_flow.cli import main
 from sms_flow.journal import Intent, Outcome
 from sms_flow.journal_sqlite import SqliteJournal
 from tests.cli.conftest import assert_refused
-from tests.conftest import SMS_FLOW_COMMAND, Spawner
+from tests.conftest import SMS_FLOW_COMMAND, Child, Spawner
 from tests.test_journal_sqlite import _interior_pages
 
 
@@ -310,3 +310,126 @@ async def test_migrate_brings_a_postgresql_journal_up_and_refuses_a_newer_one(
     finally:
         await conn.close()
     assert all(password not in text for text in outputs), outputs
+
+
+# --- journal copy ------------------------------------------------------------------------------
+
+
+def copy_journal(spawn: Spawner, cwd: Path, *argv: str) -> Child:
+    return spawn.run(*SMS_FLOW_COMMAND, "journal", "copy", *argv, cwd=cwd, timeout=120)
+
+
+def test_copy_goes_to_postgresql_and_back_printing_the_counts(
+    spawn: Spawner, tmp_path: Path, pg_dsn: str
+) -> None:
+    from urllib.parse import urlsplit
+
+    from sms_flow.journals import COPIED, describe
+
+    password = urlsplit(pg_dsn).password
+    assert password
+    source = tmp_path / "journal.sqlite"
+    asyncio.run(_fill(source, 30))  # 31 entries, a live run: ended first
+    asyncio.run(_end_runs(source))
+
+    there = copy_journal(spawn, tmp_path, str(source), pg_dsn)
+    assert (there.returncode, there.stderr) == (0, ""), there.stdout + there.stderr
+    lines = there.stdout.splitlines()
+    assert lines[0].startswith(f"copied journal {source} to {describe(pg_dsn)} in ")
+    assert lines[1].split() == ["table", "source", "destination"]
+    counts = {line.split()[0]: line.split()[-2:] for line in lines[2:]}
+    assert list(counts) == [t.name for t in COPIED], "every table, in the order copied"
+    assert (counts["entries"], counts["runs"], counts["claims"]) == (
+        ["31"] * 2,
+        ["1"] * 2,
+        ["2"] * 2,
+    )
+    assert counts["waves"] == ["0", "0"] and "fencing (last token)" in there.stdout
+    assert counts["fencing"] == ["2", "2"]
+
+    back = tmp_path / "back.sqlite"
+    again = copy_journal(spawn, tmp_path, pg_dsn, str(back), "--json")
+    assert again.returncode == 0, again.stderr
+    found = json.loads(again.stdout)
+    assert (found["source"], found["destination"], found["ok"]) == (
+        describe(pg_dsn),
+        str(back),
+        True,
+    )
+    assert found["tables"]["entries"] == {"source": 31, "destination": 31}
+    assert all(password not in text for text in (there.stdout, again.stdout, again.stderr))
+
+
+async def _end_runs(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        for run in await journal.runs():
+            await journal.end_run(run.run_id)
+
+
+def test_copy_refuses_a_destination_that_holds_anything(spawn: Spawner, tmp_path: Path) -> None:
+    source, target = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    asyncio.run(_fill(source, 3))
+    asyncio.run(_end_runs(source))
+    asyncio.run(_fill(target, 2))
+    before = target.read_bytes()
+    done = copy_journal(spawn, tmp_path, str(source), str(target))
+    assert_refused(
+        done,
+        f"journal {target} is not empty: it holds entries: 3, runs: 1, claims: 2",
+        "copy into a new journal",
+    )
+    assert target.read_bytes() == before, "nothing written"
+
+
+def test_copy_refuses_a_source_with_a_live_run_naming_it(spawn: Spawner, tmp_path: Path) -> None:
+    source, target = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    asyncio.run(_fill(source, 3))  # its wave run is live: this process holds it
+    done = copy_journal(spawn, tmp_path, str(source), str(target))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert f"journal {source} has 1 live run: wave w1 (run " in done.stderr
+    assert "wait for them to end, or stop them" in done.stderr and "Traceback" not in done.stderr
+    assert not target.exists(), "nothing written"
+
+
+def test_copy_refuses_an_unreachable_database_without_its_password(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dsn = f"postgresql://ann:s3cret-pw@127.0.0.1:{port}/journal"
+    source, target = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    asyncio.run(_fill(source, 3))
+    asyncio.run(_end_runs(source))
+
+    done = copy_journal(spawn, tmp_path, dsn, str(target))
+    assert_refused(done, f"cannot connect to journal postgresql://ann@127.0.0.1:{port}/journal")
+    assert not target.exists(), "nothing written"
+    done = copy_journal(spawn, tmp_path, str(source), dsn, "--json")
+    assert done.returncode == 2
+    assert "cannot connect to journal" in json.loads(done.stdout)["message"]
+    assert "s3cret-pw" not in done.stdout + done.stderr
+
+    done = copy_journal(spawn, tmp_path, str(tmp_path / "none.sqlite"), str(target))
+    assert_refused(done, f"no journal at {tmp_path / 'none.sqlite'}")
+
+
+def test_copy_help_says_what_it_copies_and_what_it_refuses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["journal", "copy", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for said in (
+        "SQLite and PostgreSQL in either direction",
+        "every entry with its id",
+        "the claims and the fencing counter",
+        "the waves and their members in order",
+        "a DST that holds anything (exit 2",
+        "a SRC with a live run, a wave in progress (exit 5",
+        "a copy that fails leaves DST as it was",
+    ):
+        assert said in text, said
