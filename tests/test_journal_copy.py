@@ -5,8 +5,8 @@ written, and a copy that fails half-way leaving the destination as it was."""
 from __future__ import annotations
 
 import asyncio
-import re
 import contextlib
+import re
 import sqlite3
 import sys
 import threading
