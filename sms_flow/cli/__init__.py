@@ -24,7 +24,7 @@ and imports nothing heavy, and each command's handler is imported only when it r
 the module of its idea: :mod:`~sms_flow.cli.model` (check, plan, diagram),
 :mod:`~sms_flow.cli.service` (get, set), :mod:`~sms_flow.cli.waves` (run, drill, with the
 display of :mod:`~sms_flow.cli.progress`), :mod:`~sms_flow.cli.journal` (history, journal
-check, recover) and
+check, migrate and copy, recover), :mod:`~sms_flow.cli.status` (status) and
 :mod:`sms_flow.simulator.cli` (simulator). So ``sms-flow check`` loads neither aiohttp, SQLite,
 rich, structlog nor the simulator.
 """
