@@ -122,7 +122,10 @@ def server() -> Iterator[Server]:
         return
     why = Cluster.unavailable()
     if why is not None:
-        raise RuntimeError(f"B7 needs PostgreSQL: {why}; or set {DSN_ENV} to a server's DSN")
+        raise RuntimeError(
+            f"B7 needs PostgreSQL: {why}; install the PostgreSQL server, or set {DSN_ENV} "
+            "to the DSN of a server where its user may create databases"
+        )
     with Cluster(_SETTINGS) as cluster:
         yield Server(cluster.admin_dsn, cluster)
 

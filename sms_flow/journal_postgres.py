@@ -549,6 +549,17 @@ def _check_lease(lease: float) -> None:
         raise JournalError(f"a lease is {lease!r}; give seconds above 0 and under a day")
 
 
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset of a connection given back: nothing to send.
+
+    asyncpg's default sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``,
+    a round trip on every release (one a batch). This journal leaves no session state to
+    undo: its advisory locks are transaction-level, it opens no cursor outside a
+    transaction, listens to nothing and sets nothing; and asyncpg rolls back a transaction
+    left open (a call cancelled inside it) before calling this.
+    """
+
+
 def _raised(value: Any) -> Any:
     if isinstance(value, Exception):
         raise value
@@ -668,6 +679,7 @@ class PostgresJournal(Journal):
             max_size=self._pool_size,
             timeout=self._connect_timeout,
             command_timeout=_UNANSWERED,
+            reset=_keep_session,
         )
         try:
             await pool
@@ -1637,15 +1649,21 @@ async def _claim(
         for row in inserted:
             tokens[row["source_id"]] = row["token"]
             grants[row["source_id"]] = None
-        held = await conn.fetch(
-            "SELECT source_id, run_id, token FROM sms_flow.claims "
-            "WHERE endpoint = $1 AND source_id = ANY($2::text[]) AND NOT (source_id = ANY($3)) "
-            "ORDER BY source_id FOR UPDATE",
-            endpoint,
-            pending,
-            [r["source_id"] for r in inserted],
+        got = {r["source_id"] for r in inserted}
+        others = [s for s in pending if s not in got]
+        # Those held already (the first claim of free sources has none: no round trip).
+        held = (
+            await conn.fetch(
+                "SELECT source_id, run_id, token FROM sms_flow.claims "
+                "WHERE endpoint = $1 AND source_id = ANY($2::text[]) "
+                "ORDER BY source_id FOR UPDATE",
+                endpoint,
+                others,
+            )
+            if others
+            else []
         )
-        seen = {r["source_id"] for r in inserted} | {r["source_id"] for r in held}
+        seen = got | {r["source_id"] for r in held}
         pending = [s for s in pending if s not in seen]  # released meanwhile: try again
         takeover: list[tuple[str, Run | None]] = []
         for row in held:

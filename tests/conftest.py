@@ -579,7 +579,7 @@ def postgres() -> Iterator[PostgresServer]:
         return
     why = Cluster.unavailable()
     if why is not None:
-        _pg_unavailable(f"no PostgreSQL for the tests: {why}, and {PG_DSN_ENV} not set")
+        _pg_unavailable(f"no PostgreSQL for the tests: {why} and {PG_DSN_ENV} not set")
     cluster = Cluster(_TEST_CLUSTER)
     try:
         try:

@@ -53,7 +53,7 @@ class Cluster:
         """Why a cluster cannot be started on this machine, or ``None``."""
         missing = [name for name in ("initdb", "pg_ctl") if shutil.which(name) is None]
         if missing:
-            return f"{' and '.join(missing)} not on PATH (install the PostgreSQL server)"
+            return f"{' and '.join(missing)} not on PATH"
         if os.geteuid() == 0:
             import pwd
 
