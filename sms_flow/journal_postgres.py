@@ -134,8 +134,9 @@ _SESSION: Final = {"plan_cache_mode": "force_custom_plan"}
 run with: asyncpg prepares a statement once a connection, and a generic plan made while the
 tables were small (a new journal) stays with the connection, so that one batch's settles
 joined the whole entries table by a sequential scan, a cost growing with the journal
-(measured: 94 µs a write planned each time, 205 µs with the generic plan at 40,000 entries).
-The batches and claims carry arrays whose sizes vary from call to call too."""
+(measured, batches of 16 intents and 16 outcomes at 40,000 entries: 94 µs of the server's
+CPU a write planned each time, 205 µs with the generic plan). The batches and claims carry
+arrays whose sizes vary from call to call too. ``plan_cache_mode`` needs PostgreSQL 12."""
 
 _LOCK_SPACE: Final = 0x534D5346  # "SMSF": the first key of this journal's advisory locks
 _SCHEMA_LOCK: Final = 0  # the second key of the schema's advisory lock
