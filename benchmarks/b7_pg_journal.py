@@ -19,8 +19,8 @@ The sides are run ``repeat`` times, interleaved, each against a fresh simulator 
 best run of each counts. Each run reports the CPU per wall second of the client, the
 simulator and (PostgreSQL side, own cluster) the server's processes together, the journal's
 batching (writes per transaction), and, read from the server, the statements per push
-(``pg_stat_statements``, own cluster; a statement is a round trip, but for asyncpg's pool
-reset, four statements in one), with the statements run most.
+(``pg_stat_statements``, own cluster; each is a round trip, ``BEGIN`` and ``COMMIT``
+included), with the statements run most.
 
 Target: PostgreSQL at least 0.8x SQLite.
 """
