@@ -11,32 +11,43 @@ issue asks, and reads its CPU time from ``/proc`` so that a benchmark can show w
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from sms_flow.chart import Edge
+    from sms_flow.journal import Journal
 
 __all__ = [
     "AK",
     "PROJECT_ID",
+    "PUSH_TARGET",
     "SHARED_CORES_NOTE",
     "SK",
     "Baseline",
     "CpuClock",
     "Figure",
+    "Run",
     "SimulatorProcess",
     "cpu_seconds_of",
+    "engine_pushes",
     "load_average",
     "machine_info",
+    "push_path",
     "ratio",
     "simulator",
+    "split",
+    "workers",
 ]
 
 AK = "AKBENCHMARK0000000001"
@@ -244,3 +255,132 @@ def simulator(
                     proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+# -- pushing through the engine (B3, B7) ----------------------------------------------------------
+
+PUSH_TARGET = "FINISHED/cutovered"
+"""Where B3's and B7's sources are pushed, from the chart's initial state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One side's run: requests sent, and the clock over them."""
+
+    side: str
+    requests: int
+    wall: float
+    shares: dict[str, float | None]
+    extra: dict[str, Any]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.wall
+
+    def to_dict(self) -> dict[str, Any]:
+        cpu = self.shares.get("client_cpu_seconds") or 0.0
+        return {
+            "side": self.side,
+            "requests": self.requests,
+            "rate": round(self.rate, 1),
+            "client_cpu_us_per_request": round(cpu / self.requests * 1e6, 1),
+            **self.shares,
+            **self.extra,
+        }
+
+
+def push_path() -> tuple[Edge, ...]:
+    """The pushes that take a new source to :data:`PUSH_TARGET`."""
+    from sms_flow.chart import default_chart
+    from sms_flow.planner import Planner
+
+    chart = default_chart()
+    plan = Planner(chart).plan(chart.initial, PUSH_TARGET)
+    assert plan.found and all(e.pushable for e in plan.steps), plan.explain()
+    return plan.steps
+
+
+def split(ids: Sequence[str], warm: int) -> tuple[list[str], list[str]]:
+    """The first ``warm`` ids (pushed before the clock starts), and the rest."""
+    return list(ids[:warm]), list(ids[warm:])
+
+
+async def workers(
+    ids: Sequence[str], concurrency: int, one: Callable[[str], Awaitable[None]]
+) -> None:
+    """``one(id)`` for every id, ``concurrency`` at a time (one id's calls in order)."""
+    pending: Iterator[str] = iter(ids)
+
+    async def worker() -> None:
+        for source_id in pending:
+            await one(source_id)
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(ids)))))
+
+
+async def engine_pushes(
+    sim: SimulatorProcess,
+    warm: int,
+    concurrency: int,
+    journal: Journal,
+    *,
+    side: str = "sms-flow",
+    clock: Callable[[], CpuClock] | None = None,
+    before_window: Callable[[], Awaitable[None]] | None = None,
+) -> Run:
+    """Push every source of ``sim`` along :func:`push_path` with ``Engine.fire`` (no read
+    before or after the push), journalled in the open ``journal``, AK/SK signed, ``concurrency``
+    sources in flight; the first ``warm`` sources before the clock starts. The engine's own
+    run claims each source on its first push. ``clock`` makes the window's clock (default:
+    a :class:`CpuClock` over the simulator); ``before_window`` is awaited after the warm-up,
+    before the clock starts. The run's ``extra`` has the journal's batching."""
+    from sms_flow.auth import AkSkAuth
+    from sms_flow.chart import default_chart
+    from sms_flow.client import SmsClient
+    from sms_flow.engine import Engine
+    from sms_flow.journal import Outcome
+
+    steps = push_path()
+    chart = default_chart()
+    warm_ids, ids = split(sim.ids, warm)
+    auth = AkSkAuth(AK, SK, PROJECT_ID)
+    async with SmsClient(sim.url, auth=auth) as client:
+        engine = Engine(client, chart=chart, journal=journal, verify=False, look=False)
+        engine.track_many((sid, chart.initial) for sid in sim.ids)
+        applied = 0
+
+        async def one(source_id: str) -> None:
+            nonlocal applied
+            for edge in steps:
+                result = await engine.fire(source_id, edge.trigger)
+                if result.outcome is Outcome.APPLIED:
+                    applied += 1
+
+        await workers(warm_ids, concurrency, one)
+        if before_window is not None:
+            await before_window()
+        applied = 0
+        stats0 = journal.stats()
+        timer = clock() if clock is not None else CpuClock(sim.pid)
+        with timer:
+            await workers(ids, concurrency, one)
+        stats1 = journal.stats()
+        final = steps[-1].dest
+        done = sum(1 for sid in ids if engine.states[sid] == final)
+        await engine.aclose()
+    expected = len(ids) * len(steps)
+    if applied != expected or done != len(ids):
+        raise AssertionError(f"{side}: {applied} applied of {expected}, {done} at the target")
+    batches = stats1.batches - stats0.batches
+    ops = stats1.operations - stats0.operations
+    return Run(
+        side,
+        applied,
+        timer.wall,
+        timer.shares(),
+        {
+            "journal_ops": ops,
+            "journal_batches": batches,
+            "mean_batch": round(ops / max(batches, 1), 1),
+        },
+    )

@@ -40,8 +40,7 @@ import json
 import sys
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,123 +55,27 @@ from benchmarks._common import (
     Baseline,
     CpuClock,
     Figure,
+    Run,
     SimulatorProcess,
+    engine_pushes,
     ratio,
     simulator,
 )
+from benchmarks._common import push_path as path
+from benchmarks._common import split as _split
+from benchmarks._common import workers as _workers
 from sms_flow.auth import AkSkAuth
-from sms_flow.chart import Edge, default_chart
-from sms_flow.client import SmsClient
-from sms_flow.engine import Engine
-from sms_flow.journal import Outcome
 from sms_flow.journal_sqlite import SqliteJournal
-from sms_flow.planner import Planner
 from sms_flow.wire import ChangeStateRequest
 
 TARGET_VS_BARE = 0.7
 TARGET_VS_SDK = 5.0
-TARGET = "FINISHED/cutovered"
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """One side's run: requests sent, and the clock over them."""
-
-    side: str
-    requests: int
-    wall: float
-    shares: dict[str, float | None]
-    extra: dict[str, Any]
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.wall
-
-    def to_dict(self) -> dict[str, Any]:
-        cpu = self.shares.get("client_cpu_seconds") or 0.0
-        return {
-            "side": self.side,
-            "requests": self.requests,
-            "rate": round(self.rate, 1),
-            "client_cpu_us_per_request": round(cpu / self.requests * 1e6, 1),
-            **self.shares,
-            **self.extra,
-        }
-
-
-def path() -> tuple[Edge, ...]:
-    """The pushes that take a new source to the target."""
-    chart = default_chart()
-    plan = Planner(chart).plan(chart.initial, TARGET)
-    assert plan.found and all(e.pushable for e in plan.steps), plan.explain()
-    return plan.steps
-
-
-def _split(ids: Sequence[str], warm: int) -> tuple[list[str], list[str]]:
-    return list(ids[:warm]), list(ids[warm:])
-
-
-async def _workers(
-    ids: Sequence[str], concurrency: int, one: Callable[[str], Awaitable[None]]
-) -> None:
-    pending: Iterator[str] = iter(ids)
-
-    async def worker() -> None:
-        for source_id in pending:
-            await one(source_id)
-
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(ids)))))
-
-
-# -- sms-flow ----------------------------------------------------------------------------------
 
 
 async def _ours(sim: SimulatorProcess, warm: int, concurrency: int) -> Run:
-    steps = path()
-    chart = default_chart()
-    warm_ids, ids = _split(sim.ids, warm)
     with tempfile.TemporaryDirectory(prefix="sms-flow-bench-b3-") as tmp:
-        auth = AkSkAuth(AK, SK, PROJECT_ID)
-        async with (
-            SqliteJournal(Path(tmp) / "journal.sqlite") as journal,
-            SmsClient(sim.url, auth=auth) as client,
-        ):
-            engine = Engine(client, chart=chart, journal=journal, verify=False, look=False)
-            engine.track_many((sid, chart.initial) for sid in sim.ids)
-            applied = 0
-
-            async def one(source_id: str) -> None:
-                nonlocal applied
-                for edge in steps:
-                    result = await engine.fire(source_id, edge.trigger)
-                    if result.outcome is Outcome.APPLIED:
-                        applied += 1
-
-            await _workers(warm_ids, concurrency, one)
-            applied = 0
-            stats0 = journal.stats()
-            with CpuClock(sim.pid) as clock:
-                await _workers(ids, concurrency, one)
-            stats1 = journal.stats()
-            final = steps[-1].dest
-            done = sum(1 for sid in ids if engine.states[sid] == final)
-            await engine.aclose()
-    expected = len(ids) * len(steps)
-    if applied != expected or done != len(ids):
-        raise AssertionError(f"B3 sms-flow: {applied} applied of {expected}, {done} at the target")
-    batches = stats1.batches - stats0.batches
-    ops = stats1.operations - stats0.operations
-    return Run(
-        "sms-flow",
-        applied,
-        clock.wall,
-        clock.shares(),
-        {
-            "journal_ops": ops,
-            "journal_batches": batches,
-            "mean_batch": round(ops / max(batches, 1), 1),
-        },
-    )
+        async with SqliteJournal(Path(tmp) / "journal.sqlite") as journal:
+            return await engine_pushes(sim, warm, concurrency, journal)
 
 
 # -- bare aiohttp ------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ Real parts (no mocks: a real simulator on loopback, real child processes, real f
 
 ``postgres`` (fixture, session scope), a :class:`PostgresServer`, and ``pg_dsn``
     A real PostgreSQL: a throwaway cluster started from the server binaries on PATH
-    (``initdb``, ``pg_ctl``; as root, run as the ``postgres`` user), or the server
+    (``initdb``, ``pg_ctl``; as root, run as the ``postgres`` user; the benchmarks start
+    theirs with the same :class:`sms_flow.testing._postgres.Cluster`), or the server
     ``SMS_FLOW_TEST_PG_DSN`` names; stopped at the end of the session. ``pg_dsn`` is the DSN
     of an empty database for one test (emptied after it, and given to a later test). Without a server the tests that
     use them skip, saying why, unless ``SMS_FLOW_REQUIRE_PG=1`` (``.ci/run``): then they fail.
@@ -106,6 +107,7 @@ from sms_flow.machine import LifecycleMachine
 from sms_flow.planner import Planner
 from sms_flow.simulator import Simulator
 from sms_flow.testing import SimulatorFactory
+from sms_flow.testing._postgres import Cluster
 
 # The suite uses the plugin's fixtures as a user would, whether or not its pytest11 entry
 # point is loaded (the entry point registers it under the same name: it is loaded once).
@@ -478,7 +480,7 @@ def _catch(into: list[BaseException], call: Callable[[], object]) -> None:
 class PostgresServer:
     """The PostgreSQL server of the tests (fixture ``postgres``, one a session).
 
-    Either a throwaway cluster this session started from the server binaries on PATH
+    Either a throwaway :class:`~sms_flow.testing._postgres.Cluster` this session started
     (``initdb``, ``pg_ctl``; as root, run as the ``postgres`` user), with ``fsync=off``,
     password authentication over TCP on 127.0.0.1 and its socket in its temp dir; or the
     server ``SMS_FLOW_TEST_PG_DSN`` names. :meth:`create_database` makes a fresh database
@@ -486,11 +488,9 @@ class PostgresServer:
     fast``) only on a cluster of this session.
     """
 
-    def __init__(self, admin_dsn: str, *, data: Path | None = None, run_as: list[str]) -> None:
+    def __init__(self, admin_dsn: str, *, cluster: Cluster | None = None) -> None:
         self.admin_dsn = admin_dsn
-        self.data = data
-        self._run_as = run_as
-        self._options = ""
+        self.cluster = cluster
         self._made: list[str] = []
         self._spare: list[str] = []
 
@@ -539,43 +539,15 @@ class PostgresServer:
         self._made.clear()
         self._spare.clear()
 
-    def pg_ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        assert self.data is not None
-        return subprocess.run(
-            [*self._run_as, "pg_ctl", "-D", str(self.data), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=self.data.parent,
-            check=False,
-        )
-
-    def start(self, options: str) -> None:
-        assert self.data is not None
-        self._options = options
-        log = self.data.parent / "server.log"
-        done = self.pg_ctl("-l", str(log), "-w", "-t", "60", "-o", options, "start")
-        if done.returncode != 0:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            pytest.fail(f"pg_ctl start failed ({done.returncode}): {done.stderr}\n{text}")
-
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every connection is cut; back once it accepts them."""
-        if self.data is None:
+        if self.cluster is None:
             _pg_unavailable(
                 f"restarting PostgreSQL needs a cluster this session started: {PG_DSN_ENV} "
                 "names an outside server, which the tests do not restart"
             )
-        assert self.data is not None
-        log = str(self.data.parent / "server.log")  # not our pipe: pg_ctl would never end
-        done = self.pg_ctl(
-            "-l", log, "-w", "-t", "60", "-m", "fast", "-o", self._options, "restart"
-        )
-        assert done.returncode == 0, done.stderr
-
-    def stop(self) -> None:
-        if self.data is not None:
-            self.pg_ctl("-w", "-m", "immediate", "stop")
+        assert self.cluster is not None
+        self.cluster.restart()
 
 
 _databases = iter(range(1, 1_000_000))
@@ -592,84 +564,40 @@ def postgres() -> Iterator[PostgresServer]:
     """The tests' PostgreSQL server (see :class:`PostgresServer`); skips without one, unless
     ``SMS_FLOW_REQUIRE_PG=1``."""
     import importlib.util
-    import pwd
-    import secrets
-    import shutil
-    import socket
+
+    from sms_flow.errors import ConfigError
 
     if importlib.util.find_spec("asyncpg") is None:
         _pg_unavailable("asyncpg is not installed (pip install 'sms-flow[postgres]')")
     external = os.environ.get(PG_DSN_ENV)
     if external:
-        server = PostgresServer(external, run_as=[])
+        server = PostgresServer(external)
         try:
             yield server
         finally:
             server.drop_databases()
         return
-    missing = [name for name in ("initdb", "pg_ctl") if shutil.which(name) is None]
-    if missing:
-        _pg_unavailable(
-            f"no PostgreSQL for the tests: {' and '.join(missing)} not on PATH and "
-            f"{PG_DSN_ENV} not set"
-        )
-    run_as: list[str] = []
-    owner = None
-    if os.geteuid() == 0:  # initdb refuses root: the cluster runs as the postgres user
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            _pg_unavailable("running as root and there is no 'postgres' user to run PostgreSQL")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    top = Path(tempfile.mkdtemp(prefix="sms-flow-pg-"))
-    if owner is not None:
-        os.chown(top, owner.pw_uid, owner.pw_gid)
-    password = secrets.token_urlsafe(12)
-    pwfile = top / "pwfile"
-    pwfile.write_text(password + "\n")
-    if owner is not None:
-        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = PostgresServer(
-        f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres",
-        data=top / "data",
-        run_as=run_as,
-    )
+    why = Cluster.unavailable()
+    if why is not None:
+        _pg_unavailable(f"no PostgreSQL for the tests: {why} and {PG_DSN_ENV} not set")
+    cluster = Cluster(_TEST_CLUSTER)
     try:
-        done = subprocess.run(
-            [
-                *run_as,
-                "initdb",
-                "-D",
-                str(top / "data"),
-                "-U",
-                "postgres",
-                "--pwfile",
-                str(pwfile),
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "--no-sync",
-                "--encoding=UTF8",
-                "--locale=C",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=top,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"initdb failed ({done.returncode}): {done.stderr}")
-        server.start(
-            f"-p {port} -k {top} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        )
-        yield server
+        try:
+            cluster.start()
+        except ConfigError as exc:
+            pytest.fail(str(exc))
+        yield PostgresServer(cluster.admin_dsn, cluster=cluster)
     finally:
-        server.stop()
-        shutil.rmtree(top, ignore_errors=True)
+        cluster.stop()
+
+
+_TEST_CLUSTER = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+}
+"""The tests' cluster: no durability (a test's data is thrown away), room for many workers."""
 
 
 @pytest.fixture

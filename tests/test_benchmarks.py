@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Spawner
+from tests.conftest import PostgresServer, Spawner
 
 
 @pytest.mark.slow
@@ -69,3 +69,24 @@ def test_soak_small_finds_nothing_pushed_twice_or_recorded_wrong(
     assert 5 in exits["A: first run"] + exits["A: second run"], "one of the two runs refused"
     assert exits["B: set"] and set(exits["B: set"]) == {5}, "set refused while the wave owns it"
     assert sum(verdict["faults"].values()) > 0
+
+
+@pytest.mark.slow
+def test_b7_runs_both_journals_and_reports_their_ratio(
+    spawn: Spawner, tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """B7 on the tests' PostgreSQL (as SMS_FLOW_BENCH_PG_DSN), a few sources a side."""
+    out = tmp_path / "results.json"
+    result = spawn.run(
+        sys.executable, "-m", "benchmarks", "--only", "B7", "--b7-sources", "40", "--repeat", "1",
+        "--concurrency", "8", "--json", str(out), timeout=300,
+        env={"SMS_FLOW_BENCH_PG_DSN": postgres.admin_dsn},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    [figure] = json.loads(out.read_text())["figures"]
+    assert figure["id"] == "B7" and figure["value"] > 0
+    [baseline] = figure["baselines"]
+    assert baseline["name"] == "same run, SQLite journal" and baseline["value"] > 0
+    sides = [r["side"] for r in figure["details"]["runs"]]
+    assert sides == ["SQLite journal", "PostgreSQL journal"]
+    assert all(r["requests"] == 40 * 5 for r in figure["details"]["runs"])
