@@ -29,7 +29,7 @@ from typing import Any
 from benchmarks._common import SHARED_CORES_NOTE, Figure, load_average, machine_info
 
 _DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
-_IDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10")
+_IDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10")
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -62,6 +62,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "concurrency": args.concurrency,
             "repeat": repeat or (1 if quick else 3),
         },
+        "B8": {"sources": 600 if quick else 10_000, "solo": 200 if quick else 2_000},
         "B9": {
             "checks": 2_000 if quick else 20_000,
             "sources": 64 if quick else 400,
@@ -79,6 +80,8 @@ def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         ("B5", "intents"): args.b5_intents,
         ("B6", "runs"): args.b6_runs,
         ("B7", "sources"): args.b7_sources,
+        ("B8", "sources"): args.b8_sources,
+        ("B8", "solo"): args.b8_solo,
         ("B9", "checks"): args.b9_checks,
         ("B9", "sources"): args.b9_sources,
         ("B10", "entries"): args.b10_entries,
@@ -105,6 +108,8 @@ def _runner(bench: str) -> Callable[..., list[Figure]]:
         from benchmarks.b6_startup import run
     elif bench == "B7":
         from benchmarks.b7_pg_journal import run
+    elif bench == "B8":
+        from benchmarks.b8_workers import run
     elif bench == "B9":
         from benchmarks.b9_gateway import run
     else:
@@ -202,6 +207,10 @@ def _parser() -> argparse.ArgumentParser:
     sizes.add_argument("--b5-intents", type=int, metavar="N")
     sizes.add_argument("--b6-runs", type=int, metavar="N", help="timed runs of each side")
     sizes.add_argument("--b7-sources", type=int, metavar="N", help="5 pushes each, per journal")
+    sizes.add_argument(
+        "--b8-sources", type=int, metavar="N", help="the wave of the three workers (B8)"
+    )
+    sizes.add_argument("--b8-solo", type=int, metavar="N", help="the lone worker's wave (B8)")
     sizes.add_argument(
         "--b9-checks", type=int, metavar="N", help="POST /api/v1/check requests per side"
     )
