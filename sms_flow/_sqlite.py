@@ -37,6 +37,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Literal, TypeVar
@@ -155,6 +156,8 @@ class SqliteWorker:
         self.largest_batch = 0
         self.in_flight = 0
         """The size of the batch the thread is running now (0 when idle)."""
+        self.batch_seconds = 0.0
+        """Time spent running batches (each a transaction, its commit included) since start."""
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -272,6 +275,7 @@ class SqliteWorker:
                         break
                 if batch:
                     self.in_flight = len(batch)
+                    began = time.perf_counter()
                     try:
                         broken = self._check(conn)
                         if broken is not None:
@@ -283,6 +287,7 @@ class SqliteWorker:
                     self.operations += len(batch)
                     self.batches += 1
                     self.largest_batch = max(self.largest_batch, len(batch))
+                    self.batch_seconds += time.perf_counter() - began
                     self.in_flight = 0
                     _post(results, self._lost)
         finally:

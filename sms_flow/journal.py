@@ -246,6 +246,10 @@ class JournalStats:
     batches: int
     largest_batch: int
     in_flight: int
+    batch_seconds: float = 0.0
+    """Time spent writing batches (each one transaction, its commit included; on
+    PostgreSQL, retries after a lost connection too): ``batch_seconds / batches`` is the mean
+    commit time."""
 
 
 def process_alive(pid: int) -> bool:

@@ -807,6 +807,7 @@ class PostgresJournal(Journal):
         self._batches = 0
         self._largest_batch = 0
         self._in_flight = 0
+        self._batch_seconds = 0.0
 
     @property
     def location(self) -> str:
@@ -818,7 +819,13 @@ class PostgresJournal(Journal):
 
     def stats(self) -> JournalStats:
         """Counters since open: writes, batches (transactions), largest batch, in flight."""
-        return JournalStats(self._operations, self._batches, self._largest_batch, self._in_flight)
+        return JournalStats(
+            self._operations,
+            self._batches,
+            self._largest_batch,
+            self._in_flight,
+            self._batch_seconds,
+        )
 
     def _scrub(self, text: str) -> str:
         text = text.replace(self._dsn, self._shown)
@@ -971,12 +978,14 @@ class PostgresJournal(Journal):
                 writes = [w for w in batch if w.kind != "barrier"]
                 self._busy = True
                 self._in_flight = len(writes)
+                began = time.perf_counter()
                 try:
                     if writes:
                         await self._write(writes)
                 finally:
                     self._busy = False
                     self._in_flight = 0
+                    self._batch_seconds += time.perf_counter() - began
                 for barrier in batch:
                     if barrier.kind == "barrier":
                         _resolve(barrier, None)

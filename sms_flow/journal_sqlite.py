@@ -1349,7 +1349,11 @@ class SqliteJournal(Journal):
         if worker is None:
             return JournalStats(0, 0, 0, 0)
         return JournalStats(
-            worker.operations, worker.batches, worker.largest_batch, worker.in_flight
+            worker.operations,
+            worker.batches,
+            worker.largest_batch,
+            worker.in_flight,
+            worker.batch_seconds,
         )
 
     async def stored_version(self) -> int:

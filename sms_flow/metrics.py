@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Final
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from sms_flow import __version__
@@ -149,7 +149,9 @@ class _JournalBatching(Collector):
     def __init__(self, stats: Callable[[], JournalStats]) -> None:
         self._stats = stats
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | SummaryMetricFamily]:
         s = self._stats()
         yield CounterMetricFamily(
             "smsflow_journal_operations",
@@ -160,6 +162,12 @@ class _JournalBatching(Collector):
             "smsflow_journal_commits",
             "Journal transactions committed (each a batch of writes) since it opened",
             value=s.batches,
+        )
+        yield SummaryMetricFamily(
+            "smsflow_journal_commit_seconds",
+            "Time to write and commit each batch of journal writes (one transaction)",
+            count_value=s.batches,
+            sum_value=s.batch_seconds,
         )
         yield GaugeMetricFamily(
             "smsflow_journal_batch_size_max",

@@ -131,6 +131,9 @@ async def test_sources_by_wave_and_state_the_oldest_in_each_and_the_journal_batc
     commits = value(samples, "smsflow_journal_commits_total")
     assert operations >= 8 and 1 <= commits <= operations
     assert value(samples, "smsflow_journal_batch_size_max") >= 1
+    # Every commit timed: as many as committed, taking some time but not more than the test.
+    assert value(samples, "smsflow_journal_commit_seconds_count") >= commits
+    assert 0 < value(samples, "smsflow_journal_commit_seconds_sum") < 60
     for sid in (a, b, outside):
         assert sid not in text
 
