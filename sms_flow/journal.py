@@ -708,6 +708,12 @@ class Journal(Protocol):
         """
         ...
 
+    async def release(self, run_id: str, endpoint: str, source_ids: Sequence[str]) -> int:
+        """Free the run's claims of ``source_ids`` on ``endpoint`` now (a long-lived run done
+        with them: ``sms-flow serve`` after each change); how many it held. Claims it does
+        not hold are left alone."""
+        ...
+
     async def adopt(self, entry_id: int, run_id: str) -> None:
         """Make an open entry the run's own before pushing it again (recovery); fenced like
         :meth:`begin`: the run must hold the source's claim, checked in the same transaction.
@@ -1024,6 +1030,10 @@ class Lease:
             )
         except LeaseLostError as exc:
             raise self._lose(exc) from None
+
+    async def release(self, endpoint: str, source_ids: Sequence[str]) -> int:
+        """Free this run's claims of ``source_ids`` now (:meth:`Journal.release`)."""
+        return await self.journal.release(self.run_id, endpoint, source_ids)
 
     async def end(self, reason: str = "ended") -> None:
         """Stop the heartbeat and end the run, freeing its claims; harmless twice."""

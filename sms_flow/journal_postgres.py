@@ -1769,6 +1769,23 @@ class PostgresJournal(Journal):
         found: Work = _raised(await self._call("claim work", work, after_writes=False))
         return found
 
+    async def release(self, run_id: str, endpoint: str, source_ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(source_id_list(source_ids, "release")))
+        if not ids:
+            return 0
+
+        async def release(conn: Any, retry: bool) -> int:
+            done: str = await conn.execute(
+                "DELETE FROM sms_flow.claims WHERE endpoint = $1 AND run_id = $2 "
+                "AND source_id = ANY($3::text[])",
+                endpoint,
+                run_id,
+                ids,
+            )
+            return int(done.split()[-1])
+
+        return await self._call("release claims", release, after_writes=False)
+
     async def reserve_requests(self, session: str, count: int, rate: float) -> float:
         check_request_rate(count, rate)
 

@@ -795,6 +795,19 @@ def _start_run(conn: sqlite3.Connection, start: _Start) -> RunStart | OwnedError
     return RunStart(run, took_over, session)
 
 
+def _release(conn: sqlite3.Connection, release: tuple[str, str, list[str]]) -> int:
+    run_id, endpoint, source_ids = release
+    freed = 0
+    for start in range(0, len(source_ids), _CHUNK):
+        chunk = source_ids[start : start + _CHUNK]
+        freed += conn.execute(
+            "DELETE FROM claims WHERE endpoint = ? AND run_id = ? AND source_id IN "
+            f"({', '.join('?' * len(chunk))})",
+            (endpoint, run_id, *chunk),
+        ).rowcount
+    return freed
+
+
 _Work = tuple[str, str, str, str, int, list[tuple[str, str]], str]
 """claim_work's arguments: run id, session, wave, endpoint, limit, done (source, outcome),
 holding (a JSON list of source ids)."""
@@ -1116,6 +1129,7 @@ _HEARTBEAT: Final = each("heartbeat", _heartbeat, writes=True)
 _END_RUN: Final = each("end_run", _end_run, writes=True)
 _CLAIM: Final = each("claim", _claim, writes=True)
 _CLAIM_WORK: Final = each("claim_work", _claim_work, writes=True)
+_RELEASE: Final = each("release", _release, writes=True)
 _RESERVE_REQUESTS: Final = each("reserve_requests", _reserve_requests, writes=True)
 _WORKERS: Final = each("workers", _workers, writes=False)
 _ADOPT: Final = each("adopt", _adopt, writes=True)
@@ -1679,6 +1693,13 @@ class SqliteJournal(Journal):
             await self._live().submit(_CLAIM, (run_id, endpoint, ids, steal, reason))
         )
         return claimed
+
+    async def release(self, run_id: str, endpoint: str, source_ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(source_id_list(source_ids, "release")))
+        if not ids:
+            return 0
+        freed: int = await self._live().submit(_RELEASE, (run_id, endpoint, ids))
+        return freed
 
     async def adopt(self, entry_id: int, run_id: str) -> None:
         _raised(await self._live().submit(_ADOPT, (entry_id, run_id)))

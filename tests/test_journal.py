@@ -1012,3 +1012,27 @@ async def test_join_is_refused_when_it_cannot_be(journal: Journal) -> None:
     run, session = await join(journal)
     with pytest.raises(JournalError, match="batch"):
         await journal.claim_work(run, session, wave="w1", endpoint=ENDPOINT, limit=-1)
+
+
+async def test_release_frees_only_the_runs_own_claims(journal: Journal) -> None:
+    server = (await journal.start_run("serve", name=None, endpoint=ENDPOINT, actor="serve")).run
+    other = await start(journal, "w1")
+    await journal.claim(server.run_id, ENDPOINT, ["s1", "s2"])
+    await journal.claim(other, ENDPOINT, ["s3"])
+
+    assert await journal.release(server.run_id, ENDPOINT, ["s1", "s3", "s9"]) == 1
+    assert await journal.release(server.run_id, ENDPOINT, []) == 0
+
+    # s1 is free at once (the server run lives on); s2 is still its; s3 still the wave's.
+    taker = (await journal.start_run("set", name=None, endpoint=ENDPOINT, actor="cli")).run
+    claimed = await journal.claim(taker.run_id, ENDPOINT, ["s1", "s2", "s3"])
+    assert list(claimed.granted) == ["s1"]
+    assert {s: r.run_id for s, r in claimed.refused.items()} == {
+        "s2": server.run_id,
+        "s3": other,
+    }
+    # The taker lets it go: the server run claims it again under a new fencing token.
+    first_token = claimed.granted["s1"]
+    assert await journal.release(taker.run_id, ENDPOINT, ["s1"]) == 1
+    again = await journal.claim(server.run_id, ENDPOINT, ["s1"])
+    assert again.granted["s1"] > first_token

@@ -41,7 +41,6 @@ SMSFLOW.0014   404    no such source (neither the journal nor SMS knows it) or w
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -80,6 +79,7 @@ from sms_flow.machine import LifecycleMachine
 from sms_flow.planner import Planner, ReasonCode, Verdict, step_dict, unasked_irreversible
 from sms_flow.serve.access import Role
 from sms_flow.serve.gateway import GatewayCode
+from sms_flow.serve.owner import ServiceRun
 from sms_flow.states import StatePair, StateRequest, parse_pair, parse_request
 from sms_flow.wire import ERROR_FIELD_MAX, validate_source_id
 
@@ -208,6 +208,9 @@ class Api:
     ``reports``: the folder where ``sms-flow run`` writes a wave's report when the wave file
     names none (``reports/`` beside the journal); ``None`` when the journal is not a file.
     ``tokens``: whether API tokens are configured (a change's actor then names the role).
+    ``owner``: the service's run changes go out under, one at a time for a source
+    (:class:`~sms_flow.serve.owner.ServiceRun`, shared with the gateway); by default one of
+    the API's own.
     """
 
     def __init__(
@@ -219,6 +222,7 @@ class Api:
         project: str | None = None,
         reports: Path | None = None,
         tokens: bool = False,
+        owner: ServiceRun | None = None,
         lease_seconds: float = DEFAULT_LEASE,
     ) -> None:
         self.planner = planner
@@ -229,6 +233,12 @@ class Api:
         self.reports = reports
         self.tokens = tokens
         self.lease_seconds = lease_seconds
+        self.owner = owner or ServiceRun(
+            journal,
+            endpoint=client.endpoint if client is not None else "",
+            project=project,
+            seconds=lease_seconds,
+        )
 
     def routes(self) -> list[tuple[str, str, Role, Handler]]:
         """``(method, path, role, handler)`` of every route (the role a token needs)."""
@@ -424,18 +434,26 @@ class Api:
                 502, GatewayCode.UNREACHABLE.value, "this API has no SMS endpoint to push to"
             )
         client = self.client
-        lease = Lease(
-            self.journal,
-            "api",
-            actor=actor,
-            endpoint=client.endpoint,
-            project=self.project,
-            seconds=self.lease_seconds,
-        )
         try:
-            await lease.start()
+            async with self.owner.holding(source_id) as lease:
+                return await self._change_held(
+                    lease, client, source_id, requested, actor, reason, path, allowed, yes
+                )
         except JournalError as exc:
             raise _journal_failed(exc) from None
+
+    async def _change_held(
+        self,
+        lease: Lease,
+        client: SmsClient,
+        source_id: str,
+        requested: StateRequest,
+        actor: str,
+        reason: str | None,
+        path: bool,
+        allowed: set[str],
+        yes: bool,
+    ) -> dict[str, Any]:
         try:
             engine = Engine(
                 client,
@@ -491,10 +509,6 @@ class Api:
             raise _bad(str(exc)) from None
         except SmsFlowError as exc:
             raise _Refused(409, GatewayCode.NOT_APPLIED.value, _clip(str(exc))) from None
-        finally:
-            # A failure to end the run only delays freeing the claim (the lease runs out).
-            with contextlib.suppress(JournalError):
-                await lease.end()
 
     @staticmethod
     def _consent(verdict: Verdict, requested: StateRequest, allowed: set[str], yes: bool) -> None:

@@ -45,6 +45,7 @@ from sms_flow.serve.access import ApiTokens, CallerKeys, Role, check_binding, is
 from sms_flow.serve.api import Api
 from sms_flow.serve.dashboard import Dashboard
 from sms_flow.serve.gateway import Gateway, PassOnAuth, error_response
+from sms_flow.serve.owner import ServiceRun
 from sms_flow.wire import BODY_MAX_BYTES
 
 __all__ = ["ServeConfig", "Service"]
@@ -91,6 +92,7 @@ class Service:
             open_journal(given) if given is None or isinstance(given, str | Path) else given
         )
         self._runner: web.AppRunner | None = None
+        self._owner: ServiceRun | None = None
         self._session: aiohttp.ClientSession | None = None
         self._client: SmsClient | None = None
         self._journal_open = False
@@ -151,6 +153,12 @@ class Service:
             self.metrics.watch_client(client.stats)
             self.metrics.watch_journal(self.journal)
             project = config.auth.project_id if isinstance(config.auth, AkSkAuth) else None
+            self._owner = owner = ServiceRun(
+                self.journal,
+                endpoint=client.endpoint,
+                project=project,
+                seconds=config.lease_seconds,
+            )
             gateway = Gateway(
                 client,
                 auth,
@@ -160,6 +168,7 @@ class Service:
                 self.metrics,
                 chart=config.chart or default_chart(),
                 project=project,
+                owner=owner,
                 lease_seconds=config.lease_seconds,
                 timeout=config.retry.timeout,
             )
@@ -174,6 +183,7 @@ class Service:
                 project=project,
                 reports=journal_path.parent / "reports" if isinstance(journal_path, Path) else None,
                 tokens=config.tokens.enabled,
+                owner=owner,
                 lease_seconds=config.lease_seconds,
             )
             for method, path, role, handler in api.routes():
@@ -203,6 +213,9 @@ class Service:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            await owner.close()  # the service's run ends: whatever it held is free
         session, self._session = self._session, None
         if session is not None:
             await session.close()

@@ -12,11 +12,12 @@ served (404).
 Who calls is decided by :class:`~sms_flow.serve.access.CallerKeys`: a caller's IAM token is
 passed on to SMS with each request made for it (reads, push, read-back); an AK/SK caller is
 verified here, and the gateway's requests for it are signed with the gateway's own
-credentials. Each change runs under a run of its own in the journal (kind ``serve``, the
-caller as actor), ended when the answer is ready, so the gateway holds a source only while it
-changes it: a wave (or ``sms-flow set``) driving a source is another live driver, and a
-change through the gateway is refused while it does. Changes of one source through the
-gateway are served one at a time, in order of arrival.
+credentials. Each change goes out under the service's run in the journal (kind ``serve``,
+:class:`~sms_flow.serve.owner.ServiceRun`; each entry names the caller as its actor), which
+claims the source for the change and frees it when the answer is ready, so the gateway holds
+a source only while it changes it: a wave (or ``sms-flow set``) driving a source is another
+live driver, and a change through the gateway is refused while it does. Changes of one
+source through the gateway and the API are made one at a time, in order of arrival.
 
 Error codes of the gateway (``error_code`` of the error body; SMS's own answers, such as a
 404 for an unknown source or a 403 for a bad token, are relayed unchanged):
@@ -50,12 +51,11 @@ SMSFLOW.0011   404    the gateway does not serve this route.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
 
@@ -83,12 +83,13 @@ from sms_flow.errors import (
     UnverifiedError,
     truncate,
 )
-from sms_flow.journal import DEFAULT_LEASE, Journal, Lease
+from sms_flow.journal import DEFAULT_LEASE, Journal
 from sms_flow.log import get_logger
 from sms_flow.machine import LifecycleMachine
 from sms_flow.metrics import Metrics
 from sms_flow.planner import ReasonCode, Verdict
 from sms_flow.serve.access import Caller, CallerKeys, Refusal
+from sms_flow.serve.owner import ServiceRun
 from sms_flow.states import StateRequest
 from sms_flow.wire import (
     BODY_MAX_BYTES,
@@ -294,24 +295,6 @@ def _change_request(body: bytes) -> ChangeStateRequest:
         raise _Invalid(str(exc), params) from None
 
 
-class _Locks:
-    """One FIFO lock per source with a change in flight; dropped when nobody waits for it."""
-
-    def __init__(self) -> None:
-        self._held: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-
-    async def run(self, key: str, work: Callable[[], Awaitable[web.Response]]) -> web.Response:
-        lock, users = self._held.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                return await work()
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._held[key]
-
-
 # -- the gateway -------------------------------------------------------------------------------
 
 
@@ -321,7 +304,9 @@ class Gateway:
     ``client`` is the service's :class:`SmsClient`, built with ``auth`` (a
     :class:`PassOnAuth`); ``session`` the aiohttp session the read side passes through (the
     client's), each read given ``timeout`` seconds. ``project`` is the project the gateway's
-    own credentials sign in, when known.
+    own credentials sign in, when known. ``owner`` is the service's run the changes go
+    out under, one at a time for a source (:class:`~sms_flow.serve.owner.ServiceRun`; the API
+    shares it); by default one of the gateway's own.
     """
 
     def __init__(
@@ -335,6 +320,7 @@ class Gateway:
         *,
         chart: Chart,
         project: str | None = None,
+        owner: ServiceRun | None = None,
         lease_seconds: float = DEFAULT_LEASE,
         timeout: float = 30.0,
     ) -> None:
@@ -349,7 +335,10 @@ class Gateway:
         self._machine = LifecycleMachine(chart)  # one for every change (each builds an Engine)
         self.project = project
         self.lease_seconds = lease_seconds
-        self._locks = _Locks()
+        self.owner = owner or ServiceRun(
+            journal, endpoint=client.endpoint, project=project, seconds=lease_seconds
+        )
+        """The service's run every change goes out under (shared with the API's changes)."""
         self._redact = Redactor()
 
     def routes(self) -> list[web.RouteDef]:
@@ -397,7 +386,7 @@ class Gateway:
         except _Invalid as exc:
             return self._refused(400, GatewayCode.INVALID, str(exc), exc.params)
         requested = StateRequest(change.copystate, change.migrationcycle)
-        return await self._locks.run(source_id, lambda: self._change(caller, source_id, requested))
+        return await self._change(caller, source_id, requested)
 
     def _refused(
         self,
@@ -418,19 +407,7 @@ class Gateway:
         verdict: Verdict | None = None
         outcome = "failed"
         try:
-            lease = Lease(
-                self.journal,
-                "serve",
-                actor=caller.actor,
-                endpoint=self.client.endpoint,
-                project=self.project,
-                seconds=self.lease_seconds,
-            )
-            try:
-                await lease.start()
-            except JournalError as exc:
-                return self._journal_failed(source_id, exc)
-            try:
+            async with self.owner.holding(source_id) as lease:
                 engine = Engine(
                     self.client,
                     machine=self._machine,
@@ -456,8 +433,6 @@ class Gateway:
                 results = await engine.change(
                     source_id, requested, actor=caller.actor, reason=REASON
                 )
-            finally:
-                await self._end(lease)
             if not results:
                 outcome = "noop"
                 return web.Response(
@@ -512,15 +487,6 @@ class Gateway:
                 trigger=trigger,
                 outcome=outcome,
             )
-
-    @staticmethod
-    async def _end(lease: Lease) -> None:
-        """End the change's run; a journal failure here only delays freeing its claim (the
-        lease runs out by itself), so it is logged, not answered."""
-        try:
-            await lease.end()
-        except JournalError as exc:
-            _log.warning("serve.run_not_ended", run=repr(lease), error=str(exc))
 
     def _journal_failed(self, source_id: str, exc: JournalError) -> web.Response:
         _log.error("serve.journal_failed", source_id=source_id, error=str(exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from sms_flow.auth import TokenAuth
 from sms_flow.client import SmsClient
-from sms_flow.journal import Intent, Outcome
+from sms_flow.journal import Intent, Lease, Outcome
 from sms_flow.serve import ApiTokens, Service
 from sms_flow.simulator import Simulator
 from tests.serve.conftest import SERVE_SIMULATOR, SIM_TOKEN, ServeFactory
@@ -271,3 +272,36 @@ async def test_waves_show_counts_failures_and_the_last_report(
     status, stray = await get(f"{gateway.url}/api/v1/nothing-here")
     assert (status, stray["error_code"]) == (404, "SMSFLOW.0011")
     assert "GET /api/v1/waves" in stray["error_msg"]
+
+
+async def test_the_gateway_and_the_api_share_one_run_and_take_turns_on_a_source(
+    sim: Simulator, gateway: Service
+) -> None:
+    """Every change goes out under the service's one run (no run written per change), one at
+    a time for a source whichever door it came in by, its claim freed once it is done."""
+    sid = await sim.register("web-01")
+    other = await sim.register("web-02")
+    await sim.move(sid, pair=("REPLICATE", "replicating"))
+    await sim.move(other, pair=("REPLICATE", "replicating"))
+    body = {"to": "SYNCING/syncing", "reason": "both doors"}
+    async with SmsClient(gateway.url, auth=TokenAuth(SIM_TOKEN)) as client:
+        through_gateway, (status, answer) = await asyncio.gather(
+            client.change_state(sid, "SYNCING", "syncing"),
+            post(f"{gateway.url}/api/v1/sources/{sid}/changes", body),
+        )
+        await client.change_state(other, "SYNCING", "syncing")
+    # One of them applied the move; the other waited, then found the source there.
+    assert through_gateway.status == 200 and status == 200, answer
+    assert [e.trigger for e in sim.history(sid)].count("sync") == 1
+    runs = [r for r in await gateway.journal.runs(live=False) if r.kind == "serve"]
+    assert len(runs) == 1 and runs[0].ended_at is None, runs
+    entries = await gateway.journal.history()
+    assert {e.run_id for e in entries} == {runs[0].run_id}
+    # Its claims were freed as each change ended: a wave takes both sources at once.
+    wave = Lease(gateway.journal, "wave", actor="wave:w1", name="w1", endpoint=sim.url)
+    await wave.start()
+    try:
+        claimed = await wave.claim(sim.url, [sid, other])
+    finally:
+        await wave.end()
+    assert sorted(claimed.granted) == sorted([sid, other]) and claimed.refused == {}
