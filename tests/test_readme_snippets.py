@@ -2,7 +2,8 @@
 
 Each ```python block is a complete program (or a pytest file), run in a child process in a
 folder of its own (with a copy of ``examples/``), with ``SMS_FLOW_ENDPOINT`` and
-``SMS_FLOW_TOKEN`` naming a simulator. A program that reads ``sys.argv`` gets the ids of
+``SMS_FLOW_TOKEN`` naming a simulator (and ``SMS_FLOW_GATEWAY``, ``sms-flow serve`` in front
+of it, for a program that names that variable). A program that reads ``sys.argv`` gets the ids of
 sources registered for it; one that cuts over gets them in ``SYNCING/syncing``, as a cutover
 needs. A block that is a pytest file (it defines ``test_`` functions) is run by pytest, with
 the README's ``pyproject.toml`` setup for the plugin beside it, and must pass with no warning.
@@ -69,6 +70,14 @@ def test_a_readme_snippet_runs_as_written(
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     sim = spawn.simulator("--token", TOKEN, "--service-delay", "0.05", sources=3)
     env = {"SMS_FLOW_ENDPOINT": sim.url, "SMS_FLOW_TOKEN": TOKEN}
+    if "SMS_FLOW_GATEWAY" in code:  # a program for `sms-flow serve` in front of the simulator
+        keys = "READMECALLER1:readme-caller-secret-0001:readmeproject1"
+        gateway = spawn.sms_flow(
+            *("serve", "--endpoint", sim.url, "--port", "0"),
+            *("--journal", str(tmp_path / "gateway.sqlite")),
+            env={**env, "SMS_FLOW_SERVE_KEYS": keys},
+        )
+        env.update(SMS_FLOW_GATEWAY=gateway.readline().strip(), SMS_FLOW_SERVE_KEYS=keys)
     if re.search(r"^(async )?def test_", code, re.M):
         (tmp_path / "test_snippet.py").write_text(code, encoding="utf-8")
         (tmp_path / "pyproject.toml").write_text(_pytest_setup(), encoding="utf-8")
@@ -84,6 +93,8 @@ def test_a_readme_snippet_runs_as_written(
         (tmp_path / "snippet.py").write_text(code, encoding="utf-8")
         done = spawn.run(sys.executable, "snippet.py", *args, cwd=tmp_path, env=env, timeout=180)
     assert done.returncode == 0, f"README.md:{line}\n{done.stdout}\n{done.stderr}"
+    if "SMS_FLOW_GATEWAY" in code:  # refused by the chart, as the README says, not otherwise
+        assert done.stdout.startswith("400 SMSFLOW.0001"), done.stdout
     if "def test_" in code:
         assert "warning" not in (done.stdout + done.stderr).lower(), done.stdout
     assert "Traceback" not in done.stderr, f"README.md:{line}\n{done.stderr}"

@@ -837,4 +837,11 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
         choices=("debug", "info", "warning", "error"),
         help="log level (stderr)",
     )
+    p.add_argument(
+        "--watch-only",
+        action="store_true",
+        help="no SMS endpoint: serve the dashboard, /metrics and the API's reads of the "
+        "journal (a wave running elsewhere, make demo's included); the gateway and changes "
+        "answer 502 SMSFLOW.0010",
+    )
     _add_endpoint_options(p)

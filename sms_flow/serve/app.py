@@ -44,7 +44,7 @@ from sms_flow.retry import RetryPolicy
 from sms_flow.serve.access import ApiTokens, CallerKeys, Role, check_binding, is_loopback
 from sms_flow.serve.api import Api
 from sms_flow.serve.dashboard import Dashboard
-from sms_flow.serve.gateway import Gateway, PassOnAuth, error_response
+from sms_flow.serve.gateway import Gateway, GatewayCode, PassOnAuth, error_response
 from sms_flow.serve.owner import ServiceRun
 from sms_flow.wire import BODY_MAX_BYTES
 
@@ -63,7 +63,8 @@ class ServeConfig:
     a journal location (a path or a PostgreSQL DSN), or an open-able
     :class:`~sms_flow.journal.Journal` (default: ``$SMS_FLOW_JOURNAL``, else
     :func:`~sms_flow.journal.default_journal_path`). ``keys``: the AK/SK
-    keys callers sign with; ``tokens``: the API tokens of sms-flow's routes.
+    keys callers sign with; ``tokens``: the API tokens of sms-flow's routes. ``watch_only``:
+    no endpoint (see the field).
     """
 
     endpoint: str | None = None
@@ -78,6 +79,9 @@ class ServeConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     verify_tls: bool = True
     lease_seconds: float = DEFAULT_LEASE
+    watch_only: bool = False
+    """No SMS endpoint: the dashboard, ``/metrics`` and the API's reads of the journal; the
+    gateway's routes and the API's changes answer 502 (``SMSFLOW.0010``)."""
 
 
 class Service:
@@ -117,8 +121,20 @@ class Service:
 
     async def start(self) -> None:
         config = self.config
+        if config.watch_only and (config.endpoint or config.region):
+            raise ConfigError(
+                "a watch-only service has no SMS endpoint; give neither endpoint nor region"
+            )
         await self.journal.open()
         self._journal_open = True
+        if config.watch_only:
+            try:
+                await self._start_watching()
+            except BaseException:
+                await self.aclose()
+                raise
+            _log.info("serve.started", url=self.url, endpoint=None)
+            return
         try:
             connector = aiohttp.TCPConnector(limit=100, ssl=config.verify_tls)
             session = aiohttp.ClientSession(
@@ -186,27 +202,55 @@ class Service:
                 owner=owner,
                 lease_seconds=config.lease_seconds,
             )
-            for method, path, role, handler in api.routes():
-                # Any segment reaches the handler, which says what is wrong with an id
-                # ("{" included): aiohttp's default pattern leaves out braces.
-                pattern = re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
-                app.router.add_route(method, pattern, self._guard(role, handler))
-            app.router.add_route(
-                "*", "/api/v1/{tail:[\\s\\S]*}", self._guard(Role.VIEWER, api.unmatched)
-            )
+            self._add_api(app, api)
             Dashboard(self.journal, gateway.chart, config.tokens).add_to(app)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            self._runner = runner
-            site = web.TCPSite(runner, config.host, config.port)
-            await site.start()
-            port = runner.addresses[0][1]
-            host = config.host if ":" not in config.host else f"[{config.host}]"
-            self.url = f"http://{host}:{port}"
+            await self._listen(app)
         except BaseException:
             await self.aclose()
             raise
         _log.info("serve.started", url=self.url, endpoint=client.endpoint)
+
+    async def _start_watching(self) -> None:
+        """The dashboard, ``/metrics`` and ``/api/v1`` over the journal, no SMS endpoint."""
+        config = self.config
+        self.metrics.watch_journal(self.journal)
+        chart = config.chart or default_chart()
+        app = web.Application(client_max_size=BODY_MAX_BYTES + 1)
+        app.router.add_route("*", "/v3/{tail:.*}", _no_endpoint)
+        app.router.add_get("/metrics", self._guard(Role.VIEWER, self._metrics))
+        journal_path = getattr(self.journal, "path", None)
+        api = Api(
+            Planner(chart),
+            self.journal,
+            None,
+            reports=journal_path.parent / "reports" if isinstance(journal_path, Path) else None,
+            tokens=config.tokens.enabled,
+            lease_seconds=config.lease_seconds,
+        )
+        self._add_api(app, api)
+        Dashboard(self.journal, chart, config.tokens).add_to(app)
+        await self._listen(app)
+
+    def _add_api(self, app: web.Application, api: Api) -> None:
+        for method, path, role, handler in api.routes():
+            # Any segment reaches the handler, which says what is wrong with an id ("{"
+            # included): aiohttp's default pattern leaves out braces.
+            pattern = re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
+            app.router.add_route(method, pattern, self._guard(role, handler))
+        app.router.add_route(
+            "*", "/api/v1/{tail:[\\s\\S]*}", self._guard(Role.VIEWER, api.unmatched)
+        )
+
+    async def _listen(self, app: web.Application) -> None:
+        config = self.config
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self._runner = runner
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+        port = runner.addresses[0][1]
+        host = config.host if ":" not in config.host else f"[{config.host}]"
+        self.url = f"http://{host}:{port}"
 
     async def aclose(self) -> None:
         """Stop serving; close the session and the journal. Harmless twice."""
@@ -244,3 +288,14 @@ class Service:
     async def _metrics(self, request: web.Request) -> web.Response:
         await self.metrics.read_journal(self.journal)
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _no_endpoint(request: web.Request) -> web.Response:
+    """Every ``/v3`` route of a watch-only service: 502 ``SMSFLOW.0010`` in SMS's shape."""
+    return error_response(
+        502,
+        GatewayCode.UNREACHABLE.value,
+        "this sms-flow serve watches a journal and has no SMS endpoint (--watch-only): "
+        "start it with --endpoint URL or --region R to pass changes on",
+        [],
+    )

@@ -38,7 +38,12 @@ def serve(args: argparse.Namespace) -> int:
     from sms_flow.serve import ApiTokens, CallerKeys, ServeConfig
 
     endpoint, region = args.endpoint, args.region
-    if endpoint is None and region is None:
+    if args.watch_only and (endpoint is not None or region is not None):
+        raise InputError(
+            "--watch-only serves without an SMS endpoint; give it without --endpoint and "
+            "--region (or leave --watch-only out to run the gateway)"
+        )
+    if endpoint is None and region is None and not args.watch_only:
         endpoint = os.environ.get(ENDPOINT_ENV) or None
         region = os.environ.get(REGION_ENV) or None
         if endpoint is not None and region is not None:
@@ -69,6 +74,7 @@ def serve(args: argparse.Namespace) -> int:
         retry=retry,
         verify_tls=not args.insecure,
         lease_seconds=args.lease,
+        watch_only=args.watch_only,
     )
     return asyncio.run(_serve(config))
 
@@ -90,7 +96,7 @@ async def _serve(config: ServeConfig) -> int:
         async with Service(config) as service:
             sys.stdout.write(service.url + "\n")
             sys.stdout.flush()
-            if config.auth is None:
+            if config.auth is None and not config.watch_only:
                 err(
                     "sms-flow serve: no credentials of its own (SMS_FLOW_TOKEN or CLOUD_SDK_*): "
                     "only callers sending an IAM token are served"
@@ -102,10 +108,14 @@ async def _serve(config: ServeConfig) -> int:
                 if not isinstance(given, str | os.PathLike | None)
                 else describe(given)
             )
+            what = (
+                "watch only (no SMS endpoint: the dashboard, metrics and API reads)"
+                if config.watch_only
+                else f"gateway to {service.endpoint}"
+            )
             err(
-                f"sms-flow serve listening on {service.url}: gateway to {service.endpoint}, "
-                f"journal {shown}, metrics at {service.url}/metrics "
-                "(SIGINT or SIGTERM stops it)"
+                f"sms-flow serve listening on {service.url}: {what}, journal {shown}, "
+                f"metrics at {service.url}/metrics (SIGINT or SIGTERM stops it)"
             )
             await stop.wait()
     finally:

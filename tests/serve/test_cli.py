@@ -107,3 +107,48 @@ async def test_serve_on_a_postgresql_journal_never_prints_its_password(
     assert await child.await_exit() == 0, child.stderr
     assert "listening on" in child.stderr and "journal postgresql://" in child.stderr
     assert password not in child.stderr + child.stdout
+
+
+@pytest.mark.slow
+async def test_watch_only_serves_a_journal_without_an_endpoint(
+    sim: Simulator, spawn: Spawner, tmp_path: Path
+) -> None:
+    """``serve --watch-only`` next to a wave that pushes elsewhere (``make demo``'s embedded
+    simulator): the page, the metrics and the API's reads of the journal; the gateway and the
+    API's changes are refused (502 SMSFLOW.0010, nothing sent anywhere)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    journal = tmp_path / "journal.sqlite"
+    async with SqliteJournal(journal) as j:
+        await j.add_members("elsewhere", ["s1", "s2"], endpoint="simulator:/x")
+    refused = spawn.sms_flow("serve", "--watch-only", "--endpoint", sim.url, env=ENV)
+    assert await refused.await_exit() == 2 and "--watch-only" in refused.stderr
+    child = spawn.sms_flow(
+        "serve", "--watch-only", "--port", "0", "--journal", str(journal), env={}
+    )
+    url = (await child.areadline()).strip()
+
+    def get(path: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str]:
+        request = urllib.request.Request(url + path, data=body, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    page = await in_thread(get, "/")
+    assert page[0] == 200 and "sms-flow" in page[1]
+    status, text = await in_thread(get, "/api/v1/waves")
+    assert status == 200 and json.loads(text)["waves"][0]["name"] == "elsewhere"
+    assert (await in_thread(get, "/metrics"))[0] == 200
+    body = b'{"copystate": "SYNCING", "migrationcycle": "syncing"}'
+    status, text = await in_thread(get, "/v3/sources/s1/changestate", "PUT", body)
+    assert (status, json.loads(text)["error_code"]) == (502, "SMSFLOW.0010")
+    status, text = await in_thread(get, "/api/v1/sources/s1/changes", "POST", b'{"to": "x"}')
+    assert status in (400, 502), text
+    child.send_signal(signal.SIGTERM)
+    assert await child.await_exit() == 0
+    assert "watch only" in child.stderr
