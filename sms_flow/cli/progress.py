@@ -286,6 +286,8 @@ def print_wave_summary(
         _print_records(console, title, records, style)
     if report.lease_lost:
         console.print(f"[red]stopped: {report.lease_lost}[/]")
+    elif report.unreachable:
+        console.print(f"[red]stopped: {report.unreachable}[/]")
     elif report.halted:
         across = " (counted across the wave's workers)" if report.session else ""
         console.print(

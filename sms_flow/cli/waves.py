@@ -330,6 +330,8 @@ async def _drive_session(
     code = report.exit_code  # the one the report written above says
     if report.lease_lost:
         err(f"sms-flow: {what} {session.spec.name} stopped: {report.lease_lost}")
+    elif report.unreachable:
+        err(f"sms-flow: {what} {session.spec.name} stopped: {report.unreachable}")
     elif code == EXIT_OWNED:
         err(
             f"sms-flow: {len(report.not_ours)} source(s) of {what} {session.spec.name} are held "

@@ -131,6 +131,9 @@ class WaveReport:
     """Why the run stopped pushing when its lease lapsed or it was taken over, if it did."""
     took_over: list[str] = field(default_factory=list)
     """The dead runs of this wave this run took over (their open intents it settled)."""
+    unreachable: str | None = None
+    """Why the run stopped early because the service could not be reached (sources in a
+    row failed to reach it, each after the client's retries), if it did."""
     session: str | None = None
     """A joined worker's (``run --join``) session: its sources are the ones it drove."""
     taken_over: int = 0
@@ -190,12 +193,15 @@ class WaveReport:
     @property
     def exit_code(self) -> int:
         """The exit status ``sms-flow run`` and ``drill`` give for this report: 5 when the
-        run lost its lease, 130 when a signal cut it short, 1 when a source failed, its drill
+        run lost its lease, 3 when it stopped because the service could not be reached, 130
+        when a signal cut it short, 1 when a source failed, its drill
         did not pass or its last push is unverified, 5 when sources are another driver's, 130
         when it was interrupted before every source was at the target, else 0 (see
         :mod:`sms_flow.cli`)."""
         if self.lease_lost:
             return 5
+        if self.unreachable:
+            return 3
         if self.cut_short:
             return 130
         if self.unpassed or self.unverified:
@@ -247,6 +253,7 @@ class WaveReport:
             "halted": self.halted,
             "interrupted": self.interrupted,
             "lease_lost": self.lease_lost,
+            "unreachable": self.unreachable,
             "took_over": self.took_over,
             "session": self.session,
             "taken_over": self.taken_over,

@@ -112,6 +112,7 @@ class WaveRunner:
         self.members: list[str] = []
         self.actor = f"wave:{spec.name}"
         self._failed = 0
+        self._unreached = 0  # sources in a row that failed to reach the service
 
     # -- events ----------------------------------------------------------------------------
 
@@ -557,6 +558,7 @@ class WaveRunner:
         record.error_type = error_type
         if exc is not None:
             record.note_error(exc)
+        self._count_unreached(outcome, exc)
         if outcome is SourceOutcome.FAILED:
             self._failed += 1
             halt = self.spec.halt_after
@@ -677,7 +679,27 @@ class WaveRunner:
         self._stepped(record, result)
         return True
 
+    def _count_unreached(self, outcome: SourceOutcome, exc: BaseException | None) -> None:
+        """Stop the run once enough sources in a row failed to reach the service (each after
+        the client's retries, ``total_time``): a service that is down would otherwise take
+        every source of the wave through its retries, one after another."""
+        # A push whose outcome is unknown could not be read back either.
+        unreached = isinstance(exc, TransportError | UnverifiedError)
+        if outcome not in (SourceOutcome.FAILED, SourceOutcome.UNVERIFIED) or not unreached:
+            return
+        self._unreached += 1
+        limit = max(3, min(self.spec.concurrency, 16))
+        if self._unreached >= limit and self.report.unreachable is None:
+            self.report.unreachable = (
+                f"{self._unreached} sources in a row could not reach the service ({exc}); "
+                "the run stopped rather than wait for each one: run it again once the service "
+                "answers (it carries on from where every source is)"
+            )
+            _log.warning("service unreachable", wave=self.spec.name, error=str(exc))
+            self.stop()
+
     def _stepped(self, record: SourceRecord, result: StepResult) -> None:
+        self._unreached = 0
         record.steps += 1
         record.count_attempts(result.attempts)
         record.state = str(result.to_state)

@@ -27,6 +27,7 @@ from tests.wave.conftest import (
     RETRY,
     SIMULATOR_ARGS,
     WAVE_SIMULATOR,
+    applied_entries,
     assert_clean_history,
     journal_paths,
     journalled,
@@ -432,3 +433,32 @@ async def test_a_failed_first_read_fails_that_source_not_the_wave(
     assert failure["source_id"] == ids[1] and failure["error_type"] == "ServerError"
     assert failure["request_id"] and failure["request_id"] in failure["error"]
     assert data["exit_code"] == 1
+
+
+async def test_a_service_that_goes_away_stops_the_run_instead_of_failing_every_source(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Once sources in a row cannot reach the service (each after the client's retries), the
+    run stops (exit 3) rather than take every other source through its retries too."""
+    ids = await sim.register_many(60, prefix="gone")
+    sim.set_faults(Faults(latency=0.02))
+    path = tmp_path / "j.sqlite"
+    retry = {"retry": RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02, timeout=1.0)}
+    async with WaveSession(
+        spec(name="gone", sources={"ids": ids}, concurrency=4),
+        endpoint=sim.url,
+        journal_path=path,
+        client_options=retry,
+    ) as session:
+        running = asyncio.create_task(session.runner.run())
+        await eventually(lambda: applied_entries(path) >= 10)
+        await sim.stop()
+        report = await running
+
+    assert report.unreachable is not None and "could not reach the service" in report.unreachable
+    assert report.exit_code == 3
+    outcomes = [r.outcome for r in report.sources.values()]
+    assert SourceOutcome.STOPPED in outcomes, "the rest were left for the next run"
+    failed = outcomes.count(SourceOutcome.FAILED) + outcomes.count(SourceOutcome.UNVERIFIED)
+    assert failed <= 4 + 4, "no more than the sources in flight and the few in a row"
+    assert report.to_dict()["unreachable"] == report.unreachable
