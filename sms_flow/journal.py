@@ -102,6 +102,7 @@ __all__ = [
     "final_outcome",
     "is_dsn",
     "iso_utc",
+    "not_live",
     "parse_moment",
     "parse_outcomes",
     "process_alive",
@@ -822,6 +823,16 @@ def driven_elsewhere(
         f"{other.host}); if it is stuck, its lease ends at the time shown and the next run "
         "takes over",
         owner=other,
+    )
+
+
+def not_live(run_id: str, run: Run | None, now: float) -> LeaseLostError:
+    """The refusal of a claim by a run that is not live (``run``: its record, if any)."""
+    return LeaseLostError(
+        f"run {run_id[:8]} cannot claim sources: it is not live ("
+        + (run.describe(now) if run is not None else "unknown to this journal")
+        + "); run it again",
+        owner=run,
     )
 
 

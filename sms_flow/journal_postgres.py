@@ -119,6 +119,7 @@ from sms_flow.journal import (
     driven_elsewhere,
     final_outcome,
     is_dsn,
+    not_live,
     process_alive,
     redact_dsn,
     source_id_list,
@@ -2075,21 +2076,10 @@ async def _claim_work(
         claimed = await _claim(conn, run_id, endpoint, ids, False, None)
         if isinstance(claimed, LeaseLostError):
             return claimed
-    else:
-        own = await conn.fetchrow(
-            f"SELECT {_RUN_COLUMNS}, expires_at <= $2 AS expired FROM sms_flow.runs "
-            "WHERE run_id = $1",
-            run_id,
-            now,
-        )
-        if own is None or own["ended_at"] is not None or own["expired"]:
-            run = None if own is None else _run(own)
-            return LeaseLostError(
-                f"run {run_id[:8]} cannot claim sources: it is not live ("
-                + (run.describe(now) if run is not None else "unknown to this journal")
-                + "); run it again",
-                owner=run,
-            )
+    else:  # nothing to claim: the run must still be live to be told so
+        refused = await _unless_live(conn, run_id, now, lock=False)
+        if refused is not None:
+            return refused
         claimed = Claimed()
     undone = await conn.fetchval(
         "SELECT count(*) FROM sms_flow.wave_members AS m WHERE m.wave = $1 AND m.endpoint = $2 "
@@ -2106,25 +2096,28 @@ async def _claim_work(
     return Work(claimed, undone, failures)
 
 
+async def _unless_live(conn: Any, run_id: str, now: float, *, lock: bool) -> LeaseLostError | None:
+    """None while the run is live at ``now`` (its row share-locked with ``lock``, so that it
+    is not ended under the claim); else why it may claim nothing."""
+    own = await conn.fetchrow(
+        f"SELECT {_RUN_COLUMNS}, expires_at <= $2 AS expired FROM sms_flow.runs "
+        "WHERE run_id = $1" + (" FOR SHARE" if lock else ""),
+        run_id,
+        now,
+    )
+    if own is not None and own["ended_at"] is None and not own["expired"]:
+        return None
+    return not_live(run_id, None if own is None else _run(own), now)
+
+
 async def _claim(
     conn: Any, run_id: str, endpoint: str, ids: list[str], steal: bool, reason: str | None
 ) -> Claimed | LeaseLostError:
     """Claim ``ids`` for the run inside the caller's transaction (see :meth:`Journal.claim`)."""
     now = await _clock(conn)
-    own = await conn.fetchrow(
-        f"SELECT {_RUN_COLUMNS}, expires_at <= $2 AS expired FROM sms_flow.runs "
-        "WHERE run_id = $1 FOR SHARE",
-        run_id,
-        now,
-    )
-    if own is None or own["ended_at"] is not None or own["expired"]:
-        run = None if own is None else _run(own)
-        return LeaseLostError(
-            f"run {run_id[:8]} cannot claim sources: it is not live ("
-            + (run.describe(now) if run is not None else "unknown to this journal")
-            + "); run it again",
-            owner=run,
-        )
+    refused = await _unless_live(conn, run_id, now, lock=True)
+    if refused is not None:
+        return refused
     result = Claimed()
     tokens: dict[str, int] = {}
     grants: dict[str, Run | None] = {}  # source: the run it is taken from (None: free)

@@ -103,6 +103,7 @@ from sms_flow.journal import (
     check_work_limit,
     driven_elsewhere,
     final_outcome,
+    not_live,
     process_alive,
     source_id_list,
 )
@@ -852,18 +853,9 @@ def _claim_work(conn: sqlite3.Connection, work: _Work) -> Work | LeaseLostError:
     if isinstance(claimed, LeaseLostError):
         return claimed
     if claimed is None:  # nothing to claim: the run must still be live to be told so
-        live = conn.execute(
-            f"SELECT NOT {_EXPIRED} FROM runs WHERE run_id = ? AND ended_at IS NULL",
-            (now, run_id),
-        ).fetchone()
-        if live is None or not live[0]:
-            own = _run_of(conn, run_id)
-            return LeaseLostError(
-                f"run {run_id[:8]} cannot claim sources: it is not live ("
-                + (own.describe(now) if own is not None else "unknown to this journal")
-                + "); run it again",
-                owner=own,
-            )
+        refused = _unless_live(conn, run_id, now)
+        if refused is not None:
+            return refused
         claimed = Claimed()
     (undone,) = conn.execute(
         "SELECT count(*) FROM wave_members AS m WHERE m.wave = ? AND m.endpoint = ? "
@@ -961,20 +953,22 @@ _Claim = tuple[str, str, list[str], bool, str | None]
 """claim's arguments: run id, endpoint, source ids, steal, reason."""
 
 
-def _claim(conn: sqlite3.Connection, claim: _Claim) -> Claimed | LeaseLostError:
-    run_id, endpoint, source_ids, steal, reason = claim
-    now = time.time()
+def _unless_live(conn: sqlite3.Connection, run_id: str, now: float) -> LeaseLostError | None:
+    """None while the run is live at ``now``; else why it may claim nothing."""
     live = conn.execute(
         f"SELECT NOT {_EXPIRED} FROM runs WHERE run_id = ? AND ended_at IS NULL", (now, run_id)
     ).fetchone()
-    if live is None or not live[0]:
-        own = _run_of(conn, run_id)
-        return LeaseLostError(
-            f"run {run_id[:8]} cannot claim sources: it is not live ("
-            + (own.describe(now) if own is not None else "unknown to this journal")
-            + "); run it again",
-            owner=own,
-        )
+    if live is not None and live[0]:
+        return None
+    return not_live(run_id, _run_of(conn, run_id), now)
+
+
+def _claim(conn: sqlite3.Connection, claim: _Claim) -> Claimed | LeaseLostError:
+    run_id, endpoint, source_ids, steal, reason = claim
+    now = time.time()
+    refused = _unless_live(conn, run_id, now)
+    if refused is not None:
+        return refused
     result = Claimed()
     runs: dict[str, tuple[Run, bool] | None] = {}  # holder: its record, and expired
     grants: list[tuple[str, Run | None]] = []
