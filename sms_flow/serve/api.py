@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -199,6 +200,19 @@ def _entry_state(entry: Entry | None) -> dict[str, Any] | None:
         "since": iso_utc(entry.settled_at or entry.created_at),
         "entry": entry.to_dict(),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """A change a caller asked for (``POST /api/v1/sources/{id}/changes``)."""
+
+    source_id: str
+    requested: StateRequest
+    actor: str
+    reason: str | None
+    path: bool
+    allowed: frozenset[str]
+    yes: bool
 
 
 class Api:
@@ -415,45 +429,26 @@ class Api:
                 )
             role = "operator" if self.tokens else "local"
             actor = f"api:{role}" + (f":{who}" if who else "")
-            return await self._change(source_id, requested, actor, reason, path, set(allow), yes)
+            asked = _Asked(source_id, requested, actor, reason, path, frozenset(allow), yes)
+            return await self._change(asked)
 
         return await self._answer(work())
 
-    async def _change(
-        self,
-        source_id: str,
-        requested: StateRequest,
-        actor: str,
-        reason: str | None,
-        path: bool,
-        allowed: set[str],
-        yes: bool,
-    ) -> dict[str, Any]:
+    async def _change(self, asked: _Asked) -> dict[str, Any]:
         if self.client is None:
             raise _Refused(
                 502, GatewayCode.UNREACHABLE.value, "this API has no SMS endpoint to push to"
             )
         client = self.client
         try:
-            async with self.owner.holding(source_id) as lease:
-                return await self._change_held(
-                    lease, client, source_id, requested, actor, reason, path, allowed, yes
-                )
+            async with self.owner.holding(asked.source_id) as lease:
+                return await self._change_held(lease, client, asked)
         except JournalError as exc:
             raise _journal_failed(exc) from None
 
-    async def _change_held(
-        self,
-        lease: Lease,
-        client: SmsClient,
-        source_id: str,
-        requested: StateRequest,
-        actor: str,
-        reason: str | None,
-        path: bool,
-        allowed: set[str],
-        yes: bool,
-    ) -> dict[str, Any]:
+    async def _change_held(self, lease: Lease, client: SmsClient, asked: _Asked) -> dict[str, Any]:
+        source_id, requested, actor = asked.source_id, asked.requested, asked.actor
+        reason, path, allowed, yes = asked.reason, asked.path, asked.allowed, asked.yes
         try:
             engine = Engine(
                 client,
@@ -511,7 +506,9 @@ class Api:
             raise _Refused(409, GatewayCode.NOT_APPLIED.value, _clip(str(exc))) from None
 
     @staticmethod
-    def _consent(verdict: Verdict, requested: StateRequest, allowed: set[str], yes: bool) -> None:
+    def _consent(
+        verdict: Verdict, requested: StateRequest, allowed: frozenset[str], yes: bool
+    ) -> None:
         """Refuse a path as ``sms-flow set --path`` does without a terminal to ask at."""
         steps = [step_dict(e) for e in verdict.path]
         unasked = [
