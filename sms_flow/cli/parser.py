@@ -60,7 +60,15 @@ def _add_lease_option(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options that `run` and `drill` share: output, logging, and where the service is."""
+    """Options that `run` and `drill` share: output, logging, metrics, and where the service
+    is."""
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus metrics of the run at http://127.0.0.1:N/metrics while it runs "
+        "(0: any free port, printed on stderr)",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -306,13 +314,6 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "machines); each claims the next batch of sources its workers have not done, and "
         "takes over a dead worker's once its lease ends. Without --join a second run is "
         "refused while the wave is driven",
-    )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="N",
-        help="serve Prometheus metrics of the run at http://127.0.0.1:N/metrics while it runs "
-        "(0: any free port, printed on stderr)",
     )
     _add_run_options(p)
 

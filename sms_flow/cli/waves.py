@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -58,6 +58,29 @@ async def _run_wave(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         return await _dry_run(args, spec, folder_of(args.wave))
+    return await _drive_metered(
+        args,
+        lambda options: WaveSession(
+            spec,
+            endpoint=args.endpoint,
+            region=args.region,
+            journal_path=args.journal,
+            base_dir=folder_of(args.wave),
+            fresh=args.fresh,
+            lease=args.lease,
+            reset_members=args.reset_members,
+            client_options=options,
+            join=args.join,
+        ),
+        what="wave",
+    )
+
+
+async def _drive_metered(
+    args: argparse.Namespace, make: Callable[[dict[str, Any]], Any], *, what: str
+) -> int:
+    """Drive the session ``make(client_options)`` returns, serving its metrics on
+    ``--metrics-port`` while it runs (the client's requests traced through its session)."""
     port = args.metrics_port
     if port is not None and not 0 <= port <= 65535:
         raise InputError(
@@ -73,27 +96,16 @@ async def _run_wave(args: argparse.Namespace) -> int:
             http = traced_session(metrics)
             stack.push_async_callback(http.close)
             options["session"] = http
-        session = WaveSession(
-            spec,
-            endpoint=args.endpoint,
-            region=args.region,
-            journal_path=args.journal,
-            base_dir=folder_of(args.wave),
-            fresh=args.fresh,
-            lease=args.lease,
-            reset_members=args.reset_members,
-            client_options=options,
-            join=args.join,
-        )
+        session = make(options)
         if metrics is not None:
             assert port is not None
             await stack.enter_async_context(_serve_metrics(metrics, session, port))
-        return await _drive_session(args, session, what="wave", metrics=metrics)
+        return await _drive_session(args, session, what=what, metrics=metrics)
 
 
 @contextlib.asynccontextmanager
 async def _serve_metrics(metrics: Any, session: Any, port: int) -> AsyncIterator[None]:
-    """``/metrics`` on loopback for the run's length (``run --metrics-port``)."""
+    """``/metrics`` on loopback for the run's length (``--metrics-port``)."""
     from sms_flow.metrics import metrics_server
 
     try:
@@ -149,16 +161,20 @@ async def _run_drill(args: argparse.Namespace) -> int:
         base_dir = None
     if args.dry_run:
         return await _dry_run(args, spec, base_dir)
-    session = DrillSession(
-        spec,
-        endpoint=args.endpoint,
-        region=args.region,
-        journal_path=args.journal,
-        base_dir=base_dir,
-        lease=args.lease,
-        reset_members=args.reset_members,
+    return await _drive_metered(
+        args,
+        lambda options: DrillSession(
+            spec,
+            endpoint=args.endpoint,
+            region=args.region,
+            journal_path=args.journal,
+            base_dir=base_dir,
+            lease=args.lease,
+            reset_members=args.reset_members,
+            client_options=options,
+        ),
+        what="drill",
     )
-    return await _drive_session(args, session, what="drill")
 
 
 _DRY_RUN_LISTED: Final = 50

@@ -69,3 +69,32 @@ def test_a_metrics_port_out_of_range_is_refused(spawn: Spawner, tmp_path: Path) 
     run = spawn.sms_flow("run", str(wave), "--metrics-port", "70000", cwd=tmp_path)
     assert run.wait() == 2
     assert "--metrics-port 70000: give a TCP port from 1 to 65535" in run.stderr
+
+
+@pytest.mark.slow
+async def test_a_drill_serves_its_metrics_while_it_runs(spawn: Spawner, tmp_path: Path) -> None:
+    """``drill --metrics-port``: the same metrics while the drill's check runs."""
+    sim = spawn.simulator(*SIMULATOR_ARGS, sources=2)
+    wave = write_wave(
+        tmp_path / "wave.yaml", name="to-sync", endpoint=sim.url, sources={"ids": sim.ids},
+        target="SYNCING/syncing",
+    )  # fmt: skip
+    journal = tmp_path / "journal.sqlite"
+    synced = spawn.sms_flow("run", str(wave), "--journal", str(journal), "--no-progress")
+    assert await synced.await_exit() == 0, synced.stderr
+    marker = tmp_path / "checking"
+    check = f"touch {marker} && sleep 3"  # the drill is under way while its check runs
+    drill = spawn.sms_flow(
+        "drill", "--ids", ",".join(sim.ids), "--check", check, "--endpoint", sim.url,
+        "--journal", str(journal), "--no-progress", "--metrics-port", "0", cwd=tmp_path,
+    )  # fmt: skip
+    await eventually(lambda: "metrics: " in drill.stderr, timeout=60)
+    found = re.search(r"metrics: (http://127\.0\.0\.1:\d+/metrics)", drill.stderr)
+    assert found, drill.stderr
+    await eventually(marker.exists, timeout=60)
+
+    during = await scrape(found.group(1))
+    assert drill.running, "the drill was still running when its metrics were scraped"
+    assert total(during, "smsflow_transitions_total", outcome="applied") >= 2
+    assert total(during, "smsflow_build_info") == 1
+    assert await drill.await_exit() == 0, drill.stderr
