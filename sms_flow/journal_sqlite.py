@@ -248,9 +248,76 @@ CREATE TABLE wave_done (
 # it, so that no worker takes a finished source again; ``rate_at`` the session's shared
 # request-rate limit (the time its next request may go).
 
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)
+_SCHEMA_5: Final = """
+CREATE TABLE latest (
+    source_id   TEXT    PRIMARY KEY,
+    last_id     INTEGER NOT NULL,
+    outcome     TEXT    NOT NULL,
+    wave        TEXT,
+    endpoint    TEXT,
+    from_state  TEXT    NOT NULL,
+    created_at  REAL    NOT NULL,
+    at_id       INTEGER,
+    at_state    TEXT,
+    at_since    REAL,
+    state       TEXT    GENERATED ALWAYS AS (coalesce(at_state, from_state)) STORED,
+    since       REAL    GENERATED ALWAYS AS (coalesce(at_since, created_at)) STORED
+) WITHOUT ROWID;
+CREATE TRIGGER entries_latest_insert AFTER INSERT ON entries BEGIN
+    INSERT INTO latest (source_id, last_id, outcome, wave, endpoint, from_state, created_at,
+        at_id, at_state, at_since)
+    VALUES (NEW.source_id, NEW.id, NEW.outcome, NEW.wave, NEW.endpoint, NEW.from_state,
+        NEW.created_at,
+        CASE WHEN NEW.outcome IN ('applied', 'observed') THEN NEW.id END,
+        CASE WHEN NEW.outcome IN ('applied', 'observed') THEN NEW.to_state END,
+        CASE WHEN NEW.outcome IN ('applied', 'observed')
+            THEN coalesce(NEW.settled_at, NEW.created_at) END)
+    ON CONFLICT (source_id) DO UPDATE SET
+        last_id = max(last_id, excluded.last_id),
+        outcome = iif(excluded.last_id > last_id, excluded.outcome, outcome),
+        wave = iif(excluded.last_id > last_id, excluded.wave, wave),
+        endpoint = iif(excluded.last_id > last_id, excluded.endpoint, endpoint),
+        from_state = iif(excluded.last_id > last_id, excluded.from_state, from_state),
+        created_at = iif(excluded.last_id > last_id, excluded.created_at, created_at),
+        at_id = iif(excluded.at_id > coalesce(at_id, 0), excluded.at_id, at_id),
+        at_state = iif(excluded.at_id > coalesce(at_id, 0), excluded.at_state, at_state),
+        at_since = iif(excluded.at_id > coalesce(at_id, 0), excluded.at_since, at_since);
+END;
+CREATE TRIGGER entries_latest_settle AFTER UPDATE OF outcome ON entries
+WHEN NEW.outcome <> OLD.outcome BEGIN
+    UPDATE latest SET
+        outcome = iif(last_id = NEW.id, NEW.outcome, outcome),
+        at_id = iif(NEW.outcome IN ('applied', 'observed') AND NEW.id > coalesce(at_id, 0),
+            NEW.id, at_id),
+        at_state = iif(NEW.outcome IN ('applied', 'observed') AND NEW.id > coalesce(at_id, 0),
+            NEW.to_state, at_state),
+        at_since = iif(NEW.outcome IN ('applied', 'observed') AND NEW.id > coalesce(at_id, 0),
+            coalesce(NEW.settled_at, NEW.created_at), at_since)
+    WHERE source_id = NEW.source_id;
+END;
+WITH s AS (SELECT source_id, max(id) AS last_id,
+    max(CASE WHEN outcome IN ('applied', 'observed') THEN id END) AS at_id
+    FROM entries GROUP BY source_id)
+INSERT INTO latest (source_id, last_id, outcome, wave, endpoint, from_state, created_at,
+    at_id, at_state, at_since)
+SELECT s.source_id, s.last_id, l.outcome, l.wave, l.endpoint, l.from_state, l.created_at,
+    a.id, a.to_state, coalesce(a.settled_at, a.created_at)
+FROM s JOIN entries AS l ON l.id = s.last_id LEFT JOIN entries AS a ON a.id = s.at_id;
+CREATE INDEX latest_state ON latest (state, outcome, since);
+CREATE INDEX latest_since ON latest (since, source_id, state)
+"""
+# Version 5 keeps each source's latest entry in ``latest``, one row a source, written by
+# triggers on ``entries`` in the transaction of the entry (every insert and every change of
+# outcome), so that the census and a wave's status read one row a source instead of
+# grouping the entries. ``last_id`` is the source's latest entry (its outcome, wave,
+# endpoint, origin and time are copied beside it), ``at_id`` its latest applied or observed
+# entry (its destination and since when); ``state`` and ``since`` are as
+# :class:`~sms_flow.journal.Census` defines them. Existing entries fill it on migration.
+
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5)
 """``_MIGRATIONS[v]`` takes a journal from schema version ``v`` to ``v + 1`` (version 0 is a
-new, empty file). Statements are separated by ``;``."""
+new, empty file). Statements are separated by ``;`` (a trigger is one statement, its body
+and all)."""
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 """The schema this module writes, stored in ``PRAGMA user_version``."""
@@ -581,35 +648,33 @@ def _history_start(conn: sqlite3.Connection, query: tuple[_HistoryWhere, int]) -
     return int(row[0]) - 1 if row is not None else 0
 
 
-# Each member of a wave with its latest applied or observed entry and its latest entry.
-_MEMBER_LATEST: Final = (
-    "WITH m AS (SELECT w.source_id, "
-    "(SELECT e.id FROM entries AS e WHERE e.source_id = w.source_id "
-    "AND e.outcome IN ('applied', 'observed') ORDER BY e.id DESC LIMIT 1) AS at_id, "
-    "(SELECT e.id FROM entries AS e WHERE e.source_id = w.source_id "
-    "ORDER BY e.id DESC LIMIT 1) AS last_id "
-    "FROM wave_members AS w WHERE w.wave = ?) "
-)
 _FAILING: Final = "('failed', 'ignored', 'conflict', 'unverified')"
 
 
 def _wave_status(conn: sqlite3.Connection, query: tuple[str, int]) -> WaveStatus:
     wave, shown = query
+    # Each membership with its source's row of ``latest`` (none: the journal holds nothing
+    # of it yet, ``unknown``).
     states = {
         state: count
         for state, count in conn.execute(
-            _MEMBER_LATEST + "SELECT coalesce(a.to_state, l.from_state, 'unknown') AS state, "
-            "count(*) FROM m LEFT JOIN entries AS a ON a.id = m.at_id "
-            "LEFT JOIN entries AS l ON l.id = m.last_id GROUP BY state ORDER BY state",
+            "SELECT coalesce(l.state, 'unknown') AS state, count(*) FROM wave_members AS w "
+            "LEFT JOIN latest AS l ON l.source_id = w.source_id WHERE w.wave = ? "
+            "GROUP BY 1 ORDER BY 1",
             (wave,),
         )
     }
-    failing = f"FROM entries WHERE id IN (SELECT last_id FROM m) AND outcome IN {_FAILING}"
-    failed = conn.execute(_MEMBER_LATEST + f"SELECT count(*) {failing}", (wave,)).fetchone()[0]
+    failing = (
+        f"FROM latest WHERE outcome IN {_FAILING} "
+        "AND source_id IN (SELECT source_id FROM wave_members WHERE wave = ?)"
+    )
+    failed = conn.execute(f"SELECT count(*) {failing}", (wave,)).fetchone()[0]
     failures = [
         _entry(row)
         for row in conn.execute(
-            _MEMBER_LATEST + f"SELECT {_COLUMNS} {failing} ORDER BY id LIMIT ?", (wave, shown)
+            f"SELECT {_COLUMNS} FROM entries WHERE id IN (SELECT last_id {failing} "
+            "ORDER BY last_id LIMIT ?) ORDER BY id",
+            (wave, shown),
         )
     ]
     opened = "FROM entries WHERE outcome IN ('pending', 'unverified') AND wave = ?"
@@ -634,33 +699,25 @@ def _wave_status(conn: sqlite3.Connection, query: tuple[str, int]) -> WaveStatus
     )
 
 
-# Every source with its state, since when, its latest entry's outcome and wave (:class:`Census`).
-_PER_SOURCE: Final = (
-    "WITH s AS (SELECT source_id, max(id) AS last_id, "
-    "max(CASE WHEN outcome IN ('applied', 'observed') THEN id END) AS at_id "
-    "FROM entries GROUP BY source_id), "
-    "p AS MATERIALIZED (SELECT s.source_id, coalesce(a.to_state, l.from_state) AS state, "
-    "coalesce(a.settled_at, a.created_at, l.created_at) AS since, l.outcome AS outcome, "
-    "l.wave AS wave FROM s JOIN entries AS l ON l.id = s.last_id "
-    "LEFT JOIN entries AS a ON a.id = s.at_id) "
-)
-
-
 def _census(
     conn: sqlite3.Connection, query: tuple[float, list[str], int]
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     stuck_before, settled, shown = query
     marks = ", ".join("?" * len(settled))
     stuck = f"since < ? AND state NOT IN ({marks})"
-    # One statement, so that the per-source table is built once for both parts.
-    rows = conn.execute(
-        _PER_SOURCE + "SELECT 0, state, count(*), "
-        f"sum(outcome IN {_FAILING}), sum({stuck}), NULL, NULL FROM p GROUP BY state "
-        "UNION ALL SELECT * FROM (SELECT 1, state, source_id, since, outcome, wave, NULL "
-        f"FROM p WHERE {stuck} ORDER BY since, source_id LIMIT ?)",
-        [stuck_before, *settled, stuck_before, *settled, shown],
+    # Both from ``latest``, one read transaction (the worker's): the counts by state on the
+    # index latest_state, the stuck ones walked longest first on latest_since.
+    counts = conn.execute(
+        f"SELECT 0, state, count(*), sum(outcome IN {_FAILING}), sum({stuck}), NULL, NULL "
+        "FROM latest GROUP BY state",
+        [stuck_before, *settled],
     ).fetchall()
-    return [r for r in rows if r[0] == 0], [r for r in rows if r[0] == 1]
+    rows = conn.execute(
+        f"SELECT 1, state, source_id, since, outcome, wave, NULL FROM latest WHERE {stuck} "
+        "ORDER BY since, source_id LIMIT ?",
+        [stuck_before, *settled, shown],
+    ).fetchall()
+    return counts, rows
 
 
 def _last_applied(
@@ -1980,8 +2037,12 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
     if version == SCHEMA_VERSION:
         return
     for step in range(version, SCHEMA_VERSION):
-        for statement in _MIGRATIONS[step].split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        statement = ""
+        for piece in _MIGRATIONS[step].split(";"):
+            statement += piece + ";"
+            if sqlite3.complete_statement(statement):  # a trigger's body holds ``;`` too
+                if statement.strip(" \n;"):
+                    conn.execute(statement)
+                statement = ""
     conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -298,7 +298,7 @@ async def test_a_version_1_journal_is_migrated_and_its_members_get_their_waves_e
         check = await journal.check()
     assert (check.ok, check.schema_version) == (True, SCHEMA_VERSION)
     assert await rows(pg_dsn, "SELECT value FROM sms_flow.meta WHERE key = 'schema_version'") == [
-        ("3",)
+        ("4",)
     ]
 
 

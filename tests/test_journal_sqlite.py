@@ -544,7 +544,7 @@ async def test_a_version_1_journal_is_migrated_and_keeps_its_entries(path: Path)
         assert (old.endpoint, old.project, old.run_id) == (None, None, None), "unknown"
         new = await journal.begin(intent("s2", endpoint="https://sms.example", project="p1"))
         assert await journal.waves() == ["w1"]
-    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(4,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(5,)]
     assert rows(path, "SELECT endpoint, project FROM entries WHERE id = ?", (new,)) == [
         ("https://sms.example", "p1")
     ]
@@ -574,7 +574,7 @@ async def test_a_version_2_journals_members_get_their_waves_endpoint(path: Path)
         assert await journal.members("w1", endpoint="https://e1") == ["b", "a"]  # the last one
         assert await journal.member_endpoints("w2") == [""]  # no entry names an endpoint
         assert await journal.member_endpoints("w3") == [""]
-    assert rows(path, "PRAGMA user_version") == [(4,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(5,)]
 
 
 # --- the lease guard -------------------------------------------------------------------------
