@@ -248,7 +248,11 @@ CREATE TABLE wave_done (
 # it, so that no worker takes a finished source again; ``rate_at`` the session's shared
 # request-rate limit (the time its next request may go).
 
-_SCHEMA_5: Final = """
+_FAILING: Final = "('failed', 'ignored', 'conflict', 'unverified')"
+"""The outcomes of an entry that make its source fail while it is the latest."""
+_FAILS: Final = f"IN {_FAILING}"
+
+_SCHEMA_5: Final = f"""
 CREATE TABLE latest (
     source_id   TEXT    PRIMARY KEY,
     last_id     INTEGER NOT NULL,
@@ -263,6 +267,43 @@ CREATE TABLE latest (
     state       TEXT    GENERATED ALWAYS AS (coalesce(at_state, from_state)) STORED,
     since       REAL    GENERATED ALWAYS AS (coalesce(at_since, created_at)) STORED
 ) WITHOUT ROWID;
+WITH s AS (SELECT source_id, max(id) AS last_id,
+    max(CASE WHEN outcome IN ('applied', 'observed') THEN id END) AS at_id
+    FROM entries GROUP BY source_id)
+INSERT INTO latest (source_id, last_id, outcome, wave, endpoint, from_state, created_at,
+    at_id, at_state, at_since)
+SELECT s.source_id, s.last_id, l.outcome, l.wave, l.endpoint, l.from_state, l.created_at,
+    a.id, a.to_state, coalesce(a.settled_at, a.created_at)
+FROM s JOIN entries AS l ON l.id = s.last_id LEFT JOIN entries AS a ON a.id = s.at_id;
+CREATE INDEX latest_since ON latest (since, source_id, state);
+CREATE INDEX latest_failing ON latest (last_id) WHERE outcome {_FAILS};
+CREATE INDEX wave_members_source ON wave_members (source_id, wave);
+CREATE TABLE latest_counts (
+    state       TEXT    NOT NULL,
+    failing     INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (state, failing)
+) WITHOUT ROWID;
+INSERT INTO latest_counts (state, failing, n)
+    SELECT state, outcome {_FAILS}, count(*) FROM latest GROUP BY 1, 2;
+CREATE TABLE wave_counts (
+    wave        TEXT    NOT NULL,
+    state       TEXT    NOT NULL,
+    failing     INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (wave, state, failing)
+) WITHOUT ROWID;
+INSERT INTO wave_counts (wave, state, failing, n)
+    SELECT m.wave, coalesce(l.state, 'unknown'), coalesce(l.outcome {_FAILS}, 0), count(*)
+    FROM wave_members AS m LEFT JOIN latest AS l ON l.source_id = m.source_id
+    GROUP BY 1, 2, 3;
+CREATE TABLE wave_tally (
+    wave        TEXT    PRIMARY KEY,
+    entries     INTEGER NOT NULL,
+    last_at     REAL    NOT NULL
+) WITHOUT ROWID;
+INSERT INTO wave_tally (wave, entries, last_at)
+    SELECT wave, count(*), max(created_at) FROM entries WHERE wave IS NOT NULL GROUP BY wave;
 CREATE TRIGGER entries_latest_insert AFTER INSERT ON entries BEGIN
     INSERT INTO latest (source_id, last_id, outcome, wave, endpoint, from_state, created_at,
         at_id, at_state, at_since)
@@ -282,6 +323,10 @@ CREATE TRIGGER entries_latest_insert AFTER INSERT ON entries BEGIN
         at_id = iif(excluded.at_id > coalesce(at_id, 0), excluded.at_id, at_id),
         at_state = iif(excluded.at_id > coalesce(at_id, 0), excluded.at_state, at_state),
         at_since = iif(excluded.at_id > coalesce(at_id, 0), excluded.at_since, at_since);
+    INSERT INTO wave_tally (wave, entries, last_at)
+        SELECT NEW.wave, 1, NEW.created_at WHERE NEW.wave IS NOT NULL
+        ON CONFLICT (wave) DO UPDATE SET
+            entries = entries + 1, last_at = max(last_at, excluded.last_at);
 END;
 CREATE TRIGGER entries_latest_settle AFTER UPDATE OF outcome ON entries
 WHEN NEW.outcome <> OLD.outcome BEGIN
@@ -295,24 +340,59 @@ WHEN NEW.outcome <> OLD.outcome BEGIN
             coalesce(NEW.settled_at, NEW.created_at), at_since)
     WHERE source_id = NEW.source_id;
 END;
-WITH s AS (SELECT source_id, max(id) AS last_id,
-    max(CASE WHEN outcome IN ('applied', 'observed') THEN id END) AS at_id
-    FROM entries GROUP BY source_id)
-INSERT INTO latest (source_id, last_id, outcome, wave, endpoint, from_state, created_at,
-    at_id, at_state, at_since)
-SELECT s.source_id, s.last_id, l.outcome, l.wave, l.endpoint, l.from_state, l.created_at,
-    a.id, a.to_state, coalesce(a.settled_at, a.created_at)
-FROM s JOIN entries AS l ON l.id = s.last_id LEFT JOIN entries AS a ON a.id = s.at_id;
-CREATE INDEX latest_state ON latest (state, outcome, since);
-CREATE INDEX latest_since ON latest (since, source_id, state)
+CREATE TRIGGER latest_counted AFTER INSERT ON latest BEGIN
+    INSERT INTO latest_counts (state, failing, n) VALUES (NEW.state, NEW.outcome {_FAILS}, 1)
+        ON CONFLICT (state, failing) DO UPDATE SET n = n + 1;
+    UPDATE wave_counts SET n = n - (SELECT count(*) FROM wave_members AS m
+            WHERE m.source_id = NEW.source_id AND m.wave = wave_counts.wave)
+        WHERE state = 'unknown' AND failing = 0
+        AND wave IN (SELECT wave FROM wave_members WHERE source_id = NEW.source_id);
+    INSERT INTO wave_counts (wave, state, failing, n)
+        SELECT wave, NEW.state, NEW.outcome {_FAILS}, count(*) FROM wave_members
+        WHERE source_id = NEW.source_id GROUP BY wave
+        ON CONFLICT (wave, state, failing) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER latest_recounted AFTER UPDATE ON latest
+WHEN NEW.state IS NOT OLD.state OR (NEW.outcome {_FAILS}) <> (OLD.outcome {_FAILS}) BEGIN
+    UPDATE latest_counts SET n = n - 1
+        WHERE state = OLD.state AND failing = (OLD.outcome {_FAILS});
+    INSERT INTO latest_counts (state, failing, n) VALUES (NEW.state, NEW.outcome {_FAILS}, 1)
+        ON CONFLICT (state, failing) DO UPDATE SET n = n + 1;
+    UPDATE wave_counts SET n = n - (SELECT count(*) FROM wave_members AS m
+            WHERE m.source_id = NEW.source_id AND m.wave = wave_counts.wave)
+        WHERE state = OLD.state
+        AND failing = (OLD.outcome {_FAILS})
+        AND wave IN (SELECT wave FROM wave_members WHERE source_id = NEW.source_id);
+    INSERT INTO wave_counts (wave, state, failing, n)
+        SELECT wave, NEW.state, NEW.outcome {_FAILS}, count(*) FROM wave_members
+        WHERE source_id = NEW.source_id GROUP BY wave
+        ON CONFLICT (wave, state, failing) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER wave_members_counted AFTER INSERT ON wave_members BEGIN
+    INSERT INTO wave_counts (wave, state, failing, n)
+        SELECT NEW.wave, coalesce(l.state, 'unknown'), coalesce(l.outcome {_FAILS}, 0), 1
+        FROM (SELECT NEW.source_id AS source_id) AS m
+        LEFT JOIN latest AS l ON l.source_id = m.source_id WHERE true
+        ON CONFLICT (wave, state, failing) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER wave_members_uncounted AFTER DELETE ON wave_members BEGIN
+    UPDATE wave_counts SET n = n - 1 WHERE wave = OLD.wave
+        AND (state, failing) = (SELECT coalesce(l.state, 'unknown'), coalesce(l.outcome {_FAILS}, 0)
+            FROM (SELECT OLD.source_id AS source_id) AS m
+            LEFT JOIN latest AS l ON l.source_id = m.source_id);
+END
 """
 # Version 5 keeps each source's latest entry in ``latest``, one row a source, written by
 # triggers on ``entries`` in the transaction of the entry (every insert and every change of
-# outcome), so that the census and a wave's status read one row a source instead of
-# grouping the entries. ``last_id`` is the source's latest entry (its outcome, wave,
-# endpoint, origin and time are copied beside it), ``at_id`` its latest applied or observed
-# entry (its destination and since when); ``state`` and ``since`` are as
-# :class:`~sms_flow.journal.Census` defines them. Existing entries fill it on migration.
+# outcome), so that the census and a wave's status read it instead of grouping the entries.
+# ``last_id`` is the source's latest entry (its outcome, wave, endpoint, origin and time are
+# copied beside it), ``at_id`` its latest applied or observed entry (its destination and
+# since when); ``state`` and ``since`` are as :class:`~sms_flow.journal.Census` defines them.
+# Triggers on ``latest`` and ``wave_members`` keep the counts of sources by state and
+# failing (``latest_counts``) and of each wave's members likewise (``wave_counts``, a member
+# the journal holds nothing of counted ``unknown``), and each wave's entries and latest
+# write (``wave_tally``). Counts that reach 0 stay as rows of 0. Existing entries and members
+# fill them all on migration.
 
 _MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5)
 """``_MIGRATIONS[v]`` takes a journal from schema version ``v`` to ``v + 1`` (version 0 is a
@@ -648,44 +728,39 @@ def _history_start(conn: sqlite3.Connection, query: tuple[_HistoryWhere, int]) -
     return int(row[0]) - 1 if row is not None else 0
 
 
-_FAILING: Final = "('failed', 'ignored', 'conflict', 'unverified')"
-
-
 def _wave_status(conn: sqlite3.Connection, query: tuple[str, int]) -> WaveStatus:
     wave, shown = query
-    # Each membership with its source's row of ``latest`` (none: the journal holds nothing
-    # of it yet, ``unknown``).
     states = {
         state: count
         for state, count in conn.execute(
-            "SELECT coalesce(l.state, 'unknown') AS state, count(*) FROM wave_members AS w "
-            "LEFT JOIN latest AS l ON l.source_id = w.source_id WHERE w.wave = ? "
-            "GROUP BY 1 ORDER BY 1",
+            "SELECT state, sum(n) FROM wave_counts WHERE wave = ? GROUP BY state "
+            "HAVING sum(n) > 0 ORDER BY state",
             (wave,),
         )
     }
+    # The wave's failing sources, each once, walked on the partial index latest_failing.
     failing = (
-        f"FROM latest WHERE outcome IN {_FAILING} "
-        "AND source_id IN (SELECT source_id FROM wave_members WHERE wave = ?)"
+        f"FROM latest AS l WHERE l.outcome IN {_FAILING} AND EXISTS (SELECT 1 FROM "
+        "wave_members AS m WHERE m.source_id = l.source_id AND m.wave = ?)"
     )
     failed = conn.execute(f"SELECT count(*) {failing}", (wave,)).fetchone()[0]
     failures = [
         _entry(row)
         for row in conn.execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE id IN (SELECT last_id {failing} "
-            "ORDER BY last_id LIMIT ?) ORDER BY id",
+            f"SELECT {_COLUMNS} FROM entries WHERE id IN (SELECT l.last_id {failing} "
+            "ORDER BY l.last_id LIMIT ?) ORDER BY id",
             (wave, shown),
         )
     ]
-    opened = "FROM entries WHERE outcome IN ('pending', 'unverified') AND wave = ?"
+    # ``+wave``: walk the few open entries (index entries_open), not the wave's entries.
+    opened = "FROM entries WHERE outcome IN ('pending', 'unverified') AND +wave = ?"
     open_count = conn.execute(f"SELECT count(*) {opened}", (wave,)).fetchone()[0]
     open_entries = [
         _entry(row)
         for row in conn.execute(f"SELECT {_COLUMNS} {opened} ORDER BY id LIMIT ?", (wave, shown))
     ]
-    entries, last = conn.execute(
-        "SELECT count(*), max(created_at) FROM entries WHERE wave = ?", (wave,)
-    ).fetchone()
+    tally = conn.execute("SELECT entries, last_at FROM wave_tally WHERE wave = ?", (wave,))
+    entries, last = tally.fetchone() or (0, None)
     return WaveStatus(
         wave,
         sum(states.values()),
@@ -704,17 +779,19 @@ def _census(
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     stuck_before, settled, shown = query
     marks = ", ".join("?" * len(settled))
-    stuck = f"since < ? AND state NOT IN ({marks})"
-    # Both from ``latest``, one read transaction (the worker's): the counts by state on the
-    # index latest_state, the stuck ones walked longest first on latest_since.
+    # The counts kept in latest_counts; of a state's sources, those stuck are all but the
+    # ones in it since ``stuck_before`` or later (walked on the index latest_since).
     counts = conn.execute(
-        f"SELECT 0, state, count(*), sum(outcome IN {_FAILING}), sum({stuck}), NULL, NULL "
-        "FROM latest GROUP BY state",
-        [stuck_before, *settled],
+        "SELECT 0, c.state, c.n, c.failing, c.n - coalesce(r.recent, 0), NULL, NULL FROM "
+        "(SELECT state, sum(n) AS n, sum(iif(failing, n, 0)) AS failing FROM latest_counts "
+        "GROUP BY state HAVING sum(n) > 0) AS c LEFT JOIN (SELECT state, count(*) AS recent "
+        "FROM latest WHERE since >= ? GROUP BY state) AS r ON r.state = c.state",
+        [stuck_before],
     ).fetchall()
+    counts = [(*row[:4], 0 if row[1] in settled else row[4], *row[5:]) for row in counts]
     rows = conn.execute(
-        f"SELECT 1, state, source_id, since, outcome, wave, NULL FROM latest WHERE {stuck} "
-        "ORDER BY since, source_id LIMIT ?",
+        f"SELECT 1, state, source_id, since, outcome, wave, NULL FROM latest "
+        f"WHERE since < ? AND state NOT IN ({marks}) ORDER BY since, source_id LIMIT ?",
         [stuck_before, *settled, shown],
     ).fetchall()
     return counts, rows

@@ -202,13 +202,16 @@ each back end's live schema, and fails on one that is in neither this nor
 :data:`NOT_COPIED`)."""
 
 _LATEST: Final = (
-    "each source's latest entry, derived from the entries: the destination's triggers "
-    "rebuild it as the entries are written"
+    "derived from the entries and members (each source's latest entry, counts of them): "
+    "the destination's triggers rebuild it as the entries and members are written"
 )
 NOT_COPIED: Final[dict[str, dict[str, str]]] = {
     "sqlite": {
         "sqlite_sequence": "SQLite's own counter of AUTOINCREMENT ids, set by the ids copied",
         "latest": _LATEST,
+        "latest_counts": _LATEST,
+        "wave_counts": _LATEST,
+        "wave_tally": _LATEST,
     },
     "postgresql": {
         "meta": "the schema version: each end has its own, migrated when it is opened",

@@ -1121,3 +1121,12 @@ async def test_census_and_wave_status_follow_every_kind_of_write(journal: Journa
     assert census.states["FINISHED/cutovered"] == 1, "e stays where it was seen last"
     await journal.record(intent("c", wave="w1", endpoint=other), Outcome.CONFLICT)
     await check(journal, waves)
+    # Members added after their entries, members removed, and adopted.
+    await journal.add_members("w2", ["a", "c", "e", "y"], endpoint="")
+    await check(journal, waves)
+    assert await journal.adopt_members("w2", endpoint=other) == 4
+    await check(journal, waves)
+    assert await journal.remove_members("w1", endpoint=other) == 1
+    await check(journal, waves)
+    await journal.record(intent("y", wave="w2", endpoint=other), Outcome.APPLIED)
+    await check(journal, waves)
