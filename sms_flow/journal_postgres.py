@@ -1936,7 +1936,15 @@ class PostgresJournal(Journal):
             )
             if version != SCHEMA_VERSION:
                 problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
-            for table in ("entries", "waves", "wave_members", "runs", "claims", "fencing"):
+            for table in (
+                "entries",
+                "waves",
+                "wave_members",
+                "runs",
+                "claims",
+                "fencing",
+                "latest",
+            ):
                 if await conn.fetchval("SELECT to_regclass($1)", f"sms_flow.{table}") is None:
                     problems.append(f"table sms_flow.{table} is missing")
             if problems:
@@ -1945,6 +1953,17 @@ class PostgresJournal(Journal):
             open_ = await conn.fetchval(
                 "SELECT count(*) FROM sms_flow.entries WHERE outcome IN ('pending', 'unverified')"
             )
+            # One statement: one snapshot of both.
+            sources, latest = await conn.fetchrow(
+                "SELECT (SELECT count(DISTINCT source_id) FROM sms_flow.entries), "
+                "(SELECT count(*) FROM sms_flow.latest)"
+            )
+            if sources != latest:
+                problems.append(
+                    f"the table of each source's latest entry holds {latest:,} sources but "
+                    f"the entries name {sources:,}; census and wave status are wrong: copy "
+                    "the journal (sms-flow journal copy) to rebuild it"
+                )
             now = await _clock(conn)
             rows = await conn.fetch(
                 f"SELECT {_RUN_COLUMNS} FROM sms_flow.runs WHERE ended_at IS NULL "
@@ -1956,7 +1975,9 @@ class PostgresJournal(Journal):
                 "SELECT count(*) FROM sms_flow.claims WHERE run_id = ANY($1::text[])",
                 [r.run_id for r in live],
             )
-            return JournalCheck(self._shown, True, [], version, entries, open_, live, claims)
+            return JournalCheck(
+                self._shown, not problems, problems, version, entries, open_, live, claims
+            )
 
         return await self._call("check the journal", check)
 

@@ -1202,6 +1202,17 @@ def _runs(conn: sqlite3.Connection, live: bool) -> list[Run]:
     return [_run(row) for row in rows]
 
 
+def _latest_problems(sources: int, latest: int, counted: int) -> list[str]:
+    """What is wrong with the table of each source's latest entry, judged by its counts."""
+    if -1 in (sources, latest, counted) or sources == latest == counted:
+        return []
+    return [
+        f"the table of each source's latest entry holds {latest:,} sources (counted by state: "
+        f"{counted:,}) but the entries name {sources:,}; census and wave status are wrong: "
+        "copy the journal (sms-flow journal copy) to rebuild it"
+    ]
+
+
 def _check(conn: sqlite3.Connection, _: None) -> tuple[list[str], int, int, int, list[Run], int]:
     """The full integrity check and the counts; a count that cannot be read is -1."""
     try:
@@ -1222,6 +1233,14 @@ def _check(conn: sqlite3.Connection, _: None) -> tuple[list[str], int, int, int,
 
     entries = count("SELECT count(*) FROM entries")
     open_ = count("SELECT count(*) FROM entries WHERE outcome IN ('pending', 'unverified')")
+    if version >= 5:
+        problems.extend(
+            _latest_problems(
+                count("SELECT count(DISTINCT source_id) FROM entries"),
+                count("SELECT count(*) FROM latest"),
+                count("SELECT coalesce(sum(n), 0) FROM latest_counts"),
+            )
+        )
     now = time.time()
     try:
         runs = [r for r in _runs(conn, True) if r.live(now)]
