@@ -358,6 +358,10 @@ WHEN NEW.state IS NOT OLD.state OR (NEW.outcome {_FAILS}) <> (OLD.outcome {_FAIL
         WHERE state = OLD.state AND failing = (OLD.outcome {_FAILS});
     INSERT INTO latest_counts (state, failing, n) VALUES (NEW.state, NEW.outcome {_FAILS}, 1)
         ON CONFLICT (state, failing) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER latest_wave_recounted AFTER UPDATE ON latest
+WHEN (NEW.state IS NOT OLD.state OR (NEW.outcome {_FAILS}) <> (OLD.outcome {_FAILS}))
+AND EXISTS (SELECT 1 FROM wave_members WHERE source_id = NEW.source_id) BEGIN
     UPDATE wave_counts SET n = n - (SELECT count(*) FROM wave_members AS m
             WHERE m.source_id = NEW.source_id AND m.wave = wave_counts.wave)
         WHERE state = OLD.state
