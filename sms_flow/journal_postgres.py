@@ -364,6 +364,10 @@ JOIN sms_flow.entries AS l ON l.id = s.last_id
 LEFT JOIN sms_flow.entries AS a ON a.id = s.at_id;
 CREATE INDEX latest_state ON sms_flow.latest (state, outcome, since);
 CREATE INDEX latest_since ON sms_flow.latest (since, source_id) INCLUDE (state);
+CREATE INDEX latest_failing ON sms_flow.latest (last_id)
+    WHERE outcome IN ('failed', 'ignored', 'conflict', 'unverified');
+CREATE INDEX wave_members_source ON sms_flow.wave_members (source_id, wave);
+CREATE INDEX entries_wave_time ON sms_flow.entries (wave, created_at) WHERE wave IS NOT NULL;
 """
 # Version 4 keeps each source's latest entry in ``sms_flow.latest``, as the SQLite journal's
 # version 5 does: one row a source, written by triggers on ``sms_flow.entries`` in the
@@ -1418,9 +1422,13 @@ class PostgresJournal(Journal):
     async def wave_status(self, wave: str, *, shown: int = 50) -> WaveStatus:
         # Each membership with its source's row of sms_flow.latest (none: the journal holds
         # nothing of it yet, ``unknown``).
+        # The wave's failing sources, each once: the few failing ones (index latest_failing),
+        # each looked up among the wave's members (index wave_members_source; a subquery
+        # with LIMIT, so that it stays a lookup a row and never becomes a hash of the wave).
         failing = (
-            f"FROM sms_flow.latest WHERE outcome IN {_FAILING} AND source_id IN "
-            "(SELECT source_id FROM sms_flow.wave_members WHERE wave = $1)"
+            f"FROM sms_flow.latest AS l WHERE l.outcome IN {_FAILING} AND (SELECT true "
+            "FROM sms_flow.wave_members AS m WHERE m.source_id = l.source_id AND m.wave = $1 "
+            "LIMIT 1)"
         )
         opened = "FROM sms_flow.entries WHERE outcome IN ('pending', 'unverified') AND wave = $1"
 
@@ -1442,7 +1450,7 @@ class PostgresJournal(Journal):
                     _entry(r)
                     for r in await conn.fetch(
                         f"SELECT {_COLUMNS} FROM sms_flow.entries WHERE id IN "
-                        f"(SELECT last_id {failing} ORDER BY last_id LIMIT $2) ORDER BY id",
+                        f"(SELECT l.last_id {failing} ORDER BY l.last_id LIMIT $2) ORDER BY id",
                         wave,
                         shown,
                     )
@@ -1454,8 +1462,10 @@ class PostgresJournal(Journal):
                         f"SELECT {_COLUMNS} {opened} ORDER BY id LIMIT $2", wave, shown
                     )
                 ]
+                # The count on the index entries_wave, the latest time on entries_wave_time.
                 counted = await conn.fetchrow(
-                    "SELECT count(*), max(created_at) FROM sms_flow.entries WHERE wave = $1",
+                    "SELECT (SELECT count(*) FROM sms_flow.entries WHERE wave = $1), "
+                    "(SELECT max(created_at) FROM sms_flow.entries WHERE wave = $1)",
                     wave,
                 )
             return WaveStatus(
