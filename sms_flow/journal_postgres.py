@@ -353,6 +353,25 @@ $$;
 CREATE TRIGGER entries_latest_settle AFTER UPDATE OF outcome ON sms_flow.entries
     FOR EACH ROW WHEN (NEW.outcome IS DISTINCT FROM OLD.outcome)
     EXECUTE FUNCTION sms_flow.latest_settle();
+CREATE FUNCTION sms_flow.latest_rewritten() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE sms_flow.latest AS l SET
+        from_state = (SELECT e.from_state FROM sms_flow.entries AS e WHERE e.id = l.last_id),
+        created_at = (SELECT e.created_at FROM sms_flow.entries AS e WHERE e.id = l.last_id),
+        at_state = (SELECT e.to_state FROM sms_flow.entries AS e WHERE e.id = l.at_id),
+        at_since = (SELECT coalesce(e.settled_at, e.created_at) FROM sms_flow.entries AS e
+            WHERE e.id = l.at_id)
+    WHERE l.source_id = NEW.source_id AND NEW.id IN (l.last_id, l.at_id);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER entries_latest_rewritten
+    AFTER UPDATE OF created_at, settled_at, from_state, to_state ON sms_flow.entries
+    FOR EACH ROW WHEN (NEW.outcome = OLD.outcome AND (NEW.created_at, NEW.settled_at,
+        NEW.from_state, NEW.to_state) IS DISTINCT FROM (OLD.created_at, OLD.settled_at,
+        OLD.from_state, OLD.to_state))
+    EXECUTE FUNCTION sms_flow.latest_rewritten();
 INSERT INTO sms_flow.latest (source_id, last_id, outcome, wave, endpoint, from_state,
     created_at, at_id, at_state, at_since)
 SELECT s.source_id, s.last_id, l.outcome, l.wave, l.endpoint, l.from_state, l.created_at,
@@ -372,8 +391,10 @@ CREATE INDEX entries_wave_time ON sms_flow.entries (wave, created_at) WHERE wave
 # Version 4 keeps each source's latest entry in ``sms_flow.latest``, as the SQLite journal's
 # version 5 does: one row a source, written by triggers on ``sms_flow.entries`` in the
 # transaction of the entry (every insert, the batch statement's and a copy's, and every
-# change of outcome), read by the census and a wave's status instead of grouping the
-# entries. Existing entries fill it on migration.
+# change of outcome; an entry's times or states rewritten in place, by hand, are copied
+# again), read by the census and a wave's status instead of grouping the entries. Existing
+# entries fill it on migration. No counts are kept beside it (as SQLite's are): rows of
+# counts that every write updates would serialise the writers of several processes.
 
 _MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)
 """``_MIGRATIONS[v]`` takes a journal from schema version ``v`` to ``v + 1`` (version 0: no

@@ -340,6 +340,21 @@ WHEN NEW.outcome <> OLD.outcome BEGIN
             coalesce(NEW.settled_at, NEW.created_at), at_since)
     WHERE source_id = NEW.source_id;
 END;
+CREATE TRIGGER entries_latest_rewritten
+AFTER UPDATE OF created_at, settled_at, from_state, to_state ON entries
+WHEN NEW.outcome = OLD.outcome AND (NEW.created_at IS NOT OLD.created_at
+    OR NEW.settled_at IS NOT OLD.settled_at OR NEW.from_state IS NOT OLD.from_state
+    OR NEW.to_state IS NOT OLD.to_state) BEGIN
+    UPDATE latest SET
+        from_state = (SELECT e.from_state FROM entries AS e WHERE e.id = latest.last_id),
+        created_at = (SELECT e.created_at FROM entries AS e WHERE e.id = latest.last_id),
+        at_state = (SELECT e.to_state FROM entries AS e WHERE e.id = latest.at_id),
+        at_since = (SELECT coalesce(e.settled_at, e.created_at) FROM entries AS e
+            WHERE e.id = latest.at_id)
+    WHERE source_id = NEW.source_id AND NEW.id IN (last_id, at_id);
+    UPDATE wave_tally SET last_at = (SELECT max(created_at) FROM entries WHERE wave = NEW.wave)
+    WHERE wave = NEW.wave AND NEW.created_at IS NOT OLD.created_at;
+END;
 CREATE TRIGGER latest_counted AFTER INSERT ON latest BEGIN
     INSERT INTO latest_counts (state, failing, n) VALUES (NEW.state, NEW.outcome {_FAILS}, 1)
         ON CONFLICT (state, failing) DO UPDATE SET n = n + 1;
@@ -392,6 +407,8 @@ END
 # ``last_id`` is the source's latest entry (its outcome, wave, endpoint, origin and time are
 # copied beside it), ``at_id`` its latest applied or observed entry (its destination and
 # since when); ``state`` and ``since`` are as :class:`~sms_flow.journal.Census` defines them.
+# An entry's times or states rewritten in place (by hand: sms-flow never does) are copied
+# again.
 # Triggers on ``latest`` and ``wave_members`` keep the counts of sources by state and
 # failing (``latest_counts``) and of each wave's members likewise (``wave_counts``, a member
 # the journal holds nothing of counted ``unknown``), and each wave's entries and latest
