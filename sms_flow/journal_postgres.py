@@ -57,7 +57,10 @@ Schema
     ``sms_flow.meta`` holds ``schema_version``; opening a journal of an older version
     migrates it (:data:`_MIGRATIONS`, in one transaction, under an advisory lock), and a
     newer one is refused: that database belongs to a newer sms-flow. Version 2 keys a wave's
-    members by endpoint (as the SQLite journal's version 3).
+    members by endpoint (as the SQLite journal's version 3). Version 4 keeps each source's
+    latest entry in ``sms_flow.latest``, written by triggers on the entries in the same
+    transaction, which :meth:`PostgresJournal.census` and :meth:`PostgresJournal.wave_status`
+    read instead of grouping the entries (a copy rebuilds it as it writes the entries).
 
 Copying
     :meth:`PostgresJournal.dump` reads tables in one read-only ``REPEATABLE READ``

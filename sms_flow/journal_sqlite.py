@@ -53,7 +53,11 @@ Schema
     by step, in one transaction (:data:`_MIGRATIONS`); a newer version is refused. Version 2
     added each entry's endpoint, project, run and fencing token (``NULL``, unknown, in
     entries written before), the ``unverified`` outcome and the runs and claims. Version 3
-    keys a wave's members by endpoint.
+    keys a wave's members by endpoint. Version 5 keeps each source's latest entry (table
+    ``latest``) and counts of sources by state, of each wave's members by state and of each
+    wave's entries, all written by triggers in the transaction of the entry or member they
+    follow, which :meth:`SqliteJournal.census` and :meth:`SqliteJournal.wave_status` read
+    instead of grouping the entries (a copy rebuilds them as it writes the entries).
 """
 
 from __future__ import annotations
