@@ -29,7 +29,7 @@ from typing import Any
 from benchmarks._common import SHARED_CORES_NOTE, Figure, load_average, machine_info
 
 _DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
-_IDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10")
+_IDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11")
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -70,6 +70,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "repeat": repeat or (1 if quick else 3),
         },
         "B10": {"entries": 10_000 if quick else 100_000, "repeat": repeat or 1},
+        "B11": {"sources": 5_000 if quick else 100_000, "repeat": repeat or (2 if quick else 5)},
     }
     overrides = {
         ("B1", "checks"): args.b1_checks,
@@ -85,6 +86,7 @@ def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         ("B9", "checks"): args.b9_checks,
         ("B9", "sources"): args.b9_sources,
         ("B10", "entries"): args.b10_entries,
+        ("B11", "sources"): args.b11_sources,
     }
     for (bench, key), value in overrides.items():
         if value is not None:
@@ -112,8 +114,10 @@ def _runner(bench: str) -> Callable[..., list[Figure]]:
         from benchmarks.b8_workers import run
     elif bench == "B9":
         from benchmarks.b9_gateway import run
-    else:
+    elif bench == "B10":
         from benchmarks.b10_history import run
+    else:
+        from benchmarks.b11_dashboard import run
     return run
 
 
@@ -218,6 +222,9 @@ def _parser() -> argparse.ArgumentParser:
         "--b9-sources", type=int, metavar="N", help="sources walked through the gateway"
     )
     sizes.add_argument("--b10-entries", type=int, metavar="N", help="journal entries of the wave")
+    sizes.add_argument(
+        "--b11-sources", type=int, metavar="N", help="sources in the journal (1 to 5 entries each)"
+    )
     return p
 
 

@@ -57,7 +57,10 @@ Schema
     ``sms_flow.meta`` holds ``schema_version``; opening a journal of an older version
     migrates it (:data:`_MIGRATIONS`, in one transaction, under an advisory lock), and a
     newer one is refused: that database belongs to a newer sms-flow. Version 2 keys a wave's
-    members by endpoint (as the SQLite journal's version 3).
+    members by endpoint (as the SQLite journal's version 3). Version 4 keeps each source's
+    latest entry in ``sms_flow.latest``, written by triggers on the entries in the same
+    transaction, which :meth:`PostgresJournal.census` and :meth:`PostgresJournal.wave_status`
+    read instead of grouping the entries (a copy rebuilds it as it writes the entries).
 
 Copying
     :meth:`PostgresJournal.dump` reads tables in one read-only ``REPEATABLE READ``
@@ -289,7 +292,115 @@ CREATE TABLE sms_flow.wave_done (
 # ``wave_done`` the members they finished in it; ``rate_at`` the session's shared
 # request-rate limit (the time, on the database's clock, its next request may go).
 
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3)
+_SCHEMA_4: Final = """
+CREATE TABLE sms_flow.latest (
+    source_id    text             PRIMARY KEY,
+    last_id      bigint           NOT NULL,
+    outcome      text             NOT NULL,
+    wave         text,
+    endpoint     text,
+    from_state   text             NOT NULL,
+    created_at   double precision NOT NULL,
+    at_id        bigint,
+    at_state     text,
+    at_since     double precision,
+    state        text GENERATED ALWAYS AS (coalesce(at_state, from_state)) STORED,
+    since        double precision GENERATED ALWAYS AS (coalesce(at_since, created_at)) STORED
+);
+CREATE FUNCTION sms_flow.latest_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    seen boolean := NEW.outcome IN ('applied', 'observed');
+BEGIN
+    INSERT INTO sms_flow.latest AS l (source_id, last_id, outcome, wave, endpoint, from_state,
+        created_at, at_id, at_state, at_since)
+    VALUES (NEW.source_id, NEW.id, NEW.outcome, NEW.wave, NEW.endpoint, NEW.from_state,
+        NEW.created_at, CASE WHEN seen THEN NEW.id END, CASE WHEN seen THEN NEW.to_state END,
+        CASE WHEN seen THEN coalesce(NEW.settled_at, NEW.created_at) END)
+    ON CONFLICT (source_id) DO UPDATE SET
+        last_id = greatest(l.last_id, excluded.last_id),
+        outcome = CASE WHEN excluded.last_id > l.last_id THEN excluded.outcome ELSE l.outcome END,
+        wave = CASE WHEN excluded.last_id > l.last_id THEN excluded.wave ELSE l.wave END,
+        endpoint = CASE WHEN excluded.last_id > l.last_id
+            THEN excluded.endpoint ELSE l.endpoint END,
+        from_state = CASE WHEN excluded.last_id > l.last_id
+            THEN excluded.from_state ELSE l.from_state END,
+        created_at = CASE WHEN excluded.last_id > l.last_id
+            THEN excluded.created_at ELSE l.created_at END,
+        at_id = CASE WHEN excluded.at_id > coalesce(l.at_id, 0)
+            THEN excluded.at_id ELSE l.at_id END,
+        at_state = CASE WHEN excluded.at_id > coalesce(l.at_id, 0)
+            THEN excluded.at_state ELSE l.at_state END,
+        at_since = CASE WHEN excluded.at_id > coalesce(l.at_id, 0)
+            THEN excluded.at_since ELSE l.at_since END;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER entries_latest_insert AFTER INSERT ON sms_flow.entries
+    FOR EACH ROW EXECUTE FUNCTION sms_flow.latest_insert();
+CREATE FUNCTION sms_flow.latest_settle() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    seen boolean := NEW.outcome IN ('applied', 'observed');
+BEGIN
+    UPDATE sms_flow.latest SET
+        outcome = CASE WHEN last_id = NEW.id THEN NEW.outcome ELSE outcome END,
+        at_id = CASE WHEN seen AND NEW.id > coalesce(at_id, 0) THEN NEW.id ELSE at_id END,
+        at_state = CASE WHEN seen AND NEW.id > coalesce(at_id, 0)
+            THEN NEW.to_state ELSE at_state END,
+        at_since = CASE WHEN seen AND NEW.id > coalesce(at_id, 0)
+            THEN coalesce(NEW.settled_at, NEW.created_at) ELSE at_since END
+    WHERE source_id = NEW.source_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER entries_latest_settle AFTER UPDATE OF outcome ON sms_flow.entries
+    FOR EACH ROW WHEN (NEW.outcome IS DISTINCT FROM OLD.outcome)
+    EXECUTE FUNCTION sms_flow.latest_settle();
+CREATE FUNCTION sms_flow.latest_rewritten() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE sms_flow.latest AS l SET
+        from_state = (SELECT e.from_state FROM sms_flow.entries AS e WHERE e.id = l.last_id),
+        created_at = (SELECT e.created_at FROM sms_flow.entries AS e WHERE e.id = l.last_id),
+        at_state = (SELECT e.to_state FROM sms_flow.entries AS e WHERE e.id = l.at_id),
+        at_since = (SELECT coalesce(e.settled_at, e.created_at) FROM sms_flow.entries AS e
+            WHERE e.id = l.at_id)
+    WHERE l.source_id = NEW.source_id AND NEW.id IN (l.last_id, l.at_id);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER entries_latest_rewritten
+    AFTER UPDATE OF created_at, settled_at, from_state, to_state ON sms_flow.entries
+    FOR EACH ROW WHEN (NEW.outcome = OLD.outcome AND (NEW.created_at, NEW.settled_at,
+        NEW.from_state, NEW.to_state) IS DISTINCT FROM (OLD.created_at, OLD.settled_at,
+        OLD.from_state, OLD.to_state))
+    EXECUTE FUNCTION sms_flow.latest_rewritten();
+INSERT INTO sms_flow.latest (source_id, last_id, outcome, wave, endpoint, from_state,
+    created_at, at_id, at_state, at_since)
+SELECT s.source_id, s.last_id, l.outcome, l.wave, l.endpoint, l.from_state, l.created_at,
+    a.id, a.to_state, coalesce(a.settled_at, a.created_at)
+FROM (SELECT source_id, max(id) AS last_id,
+          max(id) FILTER (WHERE outcome IN ('applied', 'observed')) AS at_id
+      FROM sms_flow.entries GROUP BY source_id) AS s
+JOIN sms_flow.entries AS l ON l.id = s.last_id
+LEFT JOIN sms_flow.entries AS a ON a.id = s.at_id;
+CREATE INDEX latest_state ON sms_flow.latest (state, outcome, since);
+CREATE INDEX latest_since ON sms_flow.latest (since, source_id) INCLUDE (state);
+CREATE INDEX latest_failing ON sms_flow.latest (last_id)
+    WHERE outcome IN ('failed', 'ignored', 'conflict', 'unverified');
+CREATE INDEX wave_members_source ON sms_flow.wave_members (source_id, wave);
+CREATE INDEX entries_wave_time ON sms_flow.entries (wave, created_at) WHERE wave IS NOT NULL;
+"""
+# Version 4 keeps each source's latest entry in ``sms_flow.latest``, as the SQLite journal's
+# version 5 does: one row a source, written by triggers on ``sms_flow.entries`` in the
+# transaction of the entry (every insert, the batch statement's and a copy's, and every
+# change of outcome; an entry's times or states rewritten in place, by hand, are copied
+# again), read by the census and a wave's status instead of grouping the entries. Existing
+# entries fill it on migration. No counts are kept beside it (as SQLite's are): rows of
+# counts that every write updates would serialise the writers of several processes.
+
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)
 """``_MIGRATIONS[v]`` takes a journal from schema version ``v`` to ``v + 1`` (version 0: no
 ``sms_flow.meta`` table yet)."""
 
@@ -418,15 +529,6 @@ def _history_where(
     return sql, params
 
 
-# Each member of a wave ($1) with its latest applied or observed entry and its latest entry.
-_MEMBER_LATEST: Final = (
-    "WITH m AS (SELECT w.source_id, "
-    "(SELECT e.id FROM sms_flow.entries AS e WHERE e.source_id = w.source_id "
-    "AND e.outcome IN ('applied', 'observed') ORDER BY e.id DESC LIMIT 1) AS at_id, "
-    "(SELECT e.id FROM sms_flow.entries AS e WHERE e.source_id = w.source_id "
-    "ORDER BY e.id DESC LIMIT 1) AS last_id "
-    "FROM sms_flow.wave_members AS w WHERE w.wave = $1) "
-)
 _FAILING: Final = "('failed', 'ignored', 'conflict', 'unverified')"
 
 
@@ -1352,8 +1454,15 @@ class PostgresJournal(Journal):
             after = entries[-1].id
 
     async def wave_status(self, wave: str, *, shown: int = 50) -> WaveStatus:
+        # Each membership with its source's row of sms_flow.latest (none: the journal holds
+        # nothing of it yet, ``unknown``).
+        # The wave's failing sources, each once: the few failing ones (index latest_failing),
+        # each looked up among the wave's members (index wave_members_source; a subquery
+        # with LIMIT, so that it stays a lookup a row and never becomes a hash of the wave).
         failing = (
-            f"FROM sms_flow.entries WHERE id IN (SELECT last_id FROM m) AND outcome IN {_FAILING}"
+            f"FROM sms_flow.latest AS l WHERE l.outcome IN {_FAILING} AND (SELECT true "
+            "FROM sms_flow.wave_members AS m WHERE m.source_id = l.source_id AND m.wave = $1 "
+            "LIMIT 1)"
         )
         opened = "FROM sms_flow.entries WHERE outcome IN ('pending', 'unverified') AND wave = $1"
 
@@ -1363,20 +1472,19 @@ class PostgresJournal(Journal):
                 states = {
                     r["state"]: r["count"]
                     for r in await conn.fetch(
-                        _MEMBER_LATEST
-                        + "SELECT coalesce(a.to_state, l.from_state, 'unknown') AS state, "
-                        "count(*) AS count FROM m "
-                        "LEFT JOIN sms_flow.entries AS a ON a.id = m.at_id "
-                        "LEFT JOIN sms_flow.entries AS l ON l.id = m.last_id "
-                        "GROUP BY 1 ORDER BY 1",
+                        "SELECT coalesce(l.state, 'unknown') AS state, count(*) AS count "
+                        "FROM sms_flow.wave_members AS w "
+                        "LEFT JOIN sms_flow.latest AS l ON l.source_id = w.source_id "
+                        "WHERE w.wave = $1 GROUP BY 1 ORDER BY 1",
                         wave,
                     )
                 }
-                failed = await conn.fetchval(_MEMBER_LATEST + f"SELECT count(*) {failing}", wave)
+                failed = await conn.fetchval(f"SELECT count(*) {failing}", wave)
                 failures = [
                     _entry(r)
                     for r in await conn.fetch(
-                        _MEMBER_LATEST + f"SELECT {_COLUMNS} {failing} ORDER BY id LIMIT $2",
+                        f"SELECT {_COLUMNS} FROM sms_flow.entries WHERE id IN "
+                        f"(SELECT l.last_id {failing} ORDER BY l.last_id LIMIT $2) ORDER BY id",
                         wave,
                         shown,
                     )
@@ -1388,8 +1496,10 @@ class PostgresJournal(Journal):
                         f"SELECT {_COLUMNS} {opened} ORDER BY id LIMIT $2", wave, shown
                     )
                 ]
+                # The count on the index entries_wave, the latest time on entries_wave_time.
                 counted = await conn.fetchrow(
-                    "SELECT count(*), max(created_at) FROM sms_flow.entries WHERE wave = $1",
+                    "SELECT (SELECT count(*) FROM sms_flow.entries WHERE wave = $1), "
+                    "(SELECT max(created_at) FROM sms_flow.entries WHERE wave = $1)",
                     wave,
                 )
             return WaveStatus(
@@ -1411,30 +1521,23 @@ class PostgresJournal(Journal):
     ) -> Census:
         if shown < 0:
             raise JournalError(f"census: shown must be 0 or more, got {shown}")
-        # Each source's state, as SqliteJournal counts it: its latest applied or observed
-        # entry's destination, else its latest entry's origin; counted in SQL, one snapshot.
-        per_source = (
-            "WITH s AS (SELECT source_id, max(id) AS last_id, "
-            "max(CASE WHEN outcome IN ('applied', 'observed') THEN id END) AS at_id "
-            "FROM sms_flow.entries GROUP BY source_id), "
-            "p AS MATERIALIZED (SELECT s.source_id, coalesce(a.to_state, l.from_state) AS state, "
-            "coalesce(a.settled_at, a.created_at, l.created_at) AS since, l.outcome AS outcome, "
-            "l.wave AS wave FROM s JOIN sms_flow.entries AS l ON l.id = s.last_id "
-            "LEFT JOIN sms_flow.entries AS a ON a.id = s.at_id) "
-        )
+        # Each source's state, as SqliteJournal counts it, from sms_flow.latest (kept by the
+        # entries' triggers): the counts on the index latest_state, the stuck ones walked
+        # longest first on latest_since; one snapshot.
         stuck = "since < $1 AND NOT (state = ANY($2::text[]))"
 
         async def read(conn: Any, retry: bool) -> Census:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 counts = await conn.fetch(
-                    per_source + "SELECT state, count(*) AS n, "
+                    "SELECT state, count(*) AS n, "
                     f"count(*) FILTER (WHERE outcome IN {_FAILING}) AS failing, "
-                    f"count(*) FILTER (WHERE {stuck}) AS stuck FROM p GROUP BY state",
+                    f"count(*) FILTER (WHERE {stuck}) AS stuck "
+                    "FROM sms_flow.latest GROUP BY state",
                     float(stuck_before),
                     list(settled),
                 )
                 rows = await conn.fetch(
-                    per_source + "SELECT source_id, state, since, outcome, wave FROM p "
+                    "SELECT source_id, state, since, outcome, wave FROM sms_flow.latest "
                     f"WHERE {stuck} ORDER BY since, source_id LIMIT $3",
                     float(stuck_before),
                     list(settled),
@@ -1894,7 +1997,15 @@ class PostgresJournal(Journal):
             )
             if version != SCHEMA_VERSION:
                 problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
-            for table in ("entries", "waves", "wave_members", "runs", "claims", "fencing"):
+            for table in (
+                "entries",
+                "waves",
+                "wave_members",
+                "runs",
+                "claims",
+                "fencing",
+                "latest",
+            ):
                 if await conn.fetchval("SELECT to_regclass($1)", f"sms_flow.{table}") is None:
                     problems.append(f"table sms_flow.{table} is missing")
             if problems:
@@ -1903,6 +2014,17 @@ class PostgresJournal(Journal):
             open_ = await conn.fetchval(
                 "SELECT count(*) FROM sms_flow.entries WHERE outcome IN ('pending', 'unverified')"
             )
+            # One statement: one snapshot of both.
+            sources, latest = await conn.fetchrow(
+                "SELECT (SELECT count(DISTINCT source_id) FROM sms_flow.entries), "
+                "(SELECT count(*) FROM sms_flow.latest)"
+            )
+            if sources != latest:
+                problems.append(
+                    f"the table of each source's latest entry holds {latest:,} sources but "
+                    f"the entries name {sources:,}; census and wave status are wrong: copy "
+                    "the journal (sms-flow journal copy) to rebuild it"
+                )
             now = await _clock(conn)
             rows = await conn.fetch(
                 f"SELECT {_RUN_COLUMNS} FROM sms_flow.runs WHERE ended_at IS NULL "
@@ -1914,7 +2036,9 @@ class PostgresJournal(Journal):
                 "SELECT count(*) FROM sms_flow.claims WHERE run_id = ANY($1::text[])",
                 [r.run_id for r in live],
             )
-            return JournalCheck(self._shown, True, [], version, entries, open_, live, claims)
+            return JournalCheck(
+                self._shown, not problems, problems, version, entries, open_, live, claims
+            )
 
         return await self._call("check the journal", check)
 

@@ -53,7 +53,11 @@ Schema
     by step, in one transaction (:data:`_MIGRATIONS`); a newer version is refused. Version 2
     added each entry's endpoint, project, run and fencing token (``NULL``, unknown, in
     entries written before), the ``unverified`` outcome and the runs and claims. Version 3
-    keys a wave's members by endpoint.
+    keys a wave's members by endpoint. Version 5 keeps each source's latest entry (table
+    ``latest``) and counts of sources by state, of each wave's members by state and of each
+    wave's entries, all written by triggers in the transaction of the entry or member they
+    follow, which :meth:`SqliteJournal.census` and :meth:`SqliteJournal.wave_status` read
+    instead of grouping the entries (a copy rebuilds them as it writes the entries).
 """
 
 from __future__ import annotations
@@ -249,9 +253,177 @@ CREATE TABLE wave_done (
 # it, so that no worker takes a finished source again; ``rate_at`` the session's shared
 # request-rate limit (the time its next request may go).
 
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)
+_FAILING: Final = "('failed', 'ignored', 'conflict', 'unverified')"
+"""The outcomes of an entry that make its source fail while it is the latest."""
+_FAILS: Final = f"IN {_FAILING}"
+
+_SCHEMA_5: Final = f"""
+CREATE TABLE latest (
+    source_id   TEXT    PRIMARY KEY,
+    last_id     INTEGER NOT NULL,
+    outcome     TEXT    NOT NULL,
+    wave        TEXT,
+    endpoint    TEXT,
+    from_state  TEXT    NOT NULL,
+    created_at  REAL    NOT NULL,
+    at_id       INTEGER,
+    at_state    TEXT,
+    at_since    REAL,
+    state       TEXT    GENERATED ALWAYS AS (coalesce(at_state, from_state)) STORED,
+    since       REAL    GENERATED ALWAYS AS (coalesce(at_since, created_at)) STORED
+) WITHOUT ROWID;
+WITH s AS (SELECT source_id, max(id) AS last_id,
+    max(CASE WHEN outcome IN ('applied', 'observed') THEN id END) AS at_id
+    FROM entries GROUP BY source_id)
+INSERT INTO latest (source_id, last_id, outcome, wave, endpoint, from_state, created_at,
+    at_id, at_state, at_since)
+SELECT s.source_id, s.last_id, l.outcome, l.wave, l.endpoint, l.from_state, l.created_at,
+    a.id, a.to_state, coalesce(a.settled_at, a.created_at)
+FROM s JOIN entries AS l ON l.id = s.last_id LEFT JOIN entries AS a ON a.id = s.at_id;
+CREATE INDEX latest_since ON latest (since, source_id, state);
+CREATE INDEX latest_failing ON latest (last_id) WHERE outcome {_FAILS};
+CREATE INDEX wave_members_source ON wave_members (source_id, wave);
+CREATE TABLE latest_counts (
+    state       TEXT    NOT NULL,
+    failing     INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (state, failing)
+) WITHOUT ROWID;
+INSERT INTO latest_counts (state, failing, n)
+    SELECT state, outcome {_FAILS}, count(*) FROM latest GROUP BY 1, 2;
+CREATE TABLE wave_counts (
+    wave        TEXT    NOT NULL,
+    state       TEXT    NOT NULL,
+    failing     INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (wave, state, failing)
+) WITHOUT ROWID;
+INSERT INTO wave_counts (wave, state, failing, n)
+    SELECT m.wave, coalesce(l.state, 'unknown'), coalesce(l.outcome {_FAILS}, 0), count(*)
+    FROM wave_members AS m LEFT JOIN latest AS l ON l.source_id = m.source_id
+    GROUP BY 1, 2, 3;
+CREATE TABLE wave_tally (
+    wave        TEXT    PRIMARY KEY,
+    entries     INTEGER NOT NULL,
+    last_at     REAL    NOT NULL
+) WITHOUT ROWID;
+INSERT INTO wave_tally (wave, entries, last_at)
+    SELECT wave, count(*), max(created_at) FROM entries WHERE wave IS NOT NULL GROUP BY wave;
+CREATE TRIGGER entries_latest_insert AFTER INSERT ON entries BEGIN
+    INSERT INTO latest (source_id, last_id, outcome, wave, endpoint, from_state, created_at,
+        at_id, at_state, at_since)
+    VALUES (NEW.source_id, NEW.id, NEW.outcome, NEW.wave, NEW.endpoint, NEW.from_state,
+        NEW.created_at,
+        CASE WHEN NEW.outcome IN ('applied', 'observed') THEN NEW.id END,
+        CASE WHEN NEW.outcome IN ('applied', 'observed') THEN NEW.to_state END,
+        CASE WHEN NEW.outcome IN ('applied', 'observed')
+            THEN coalesce(NEW.settled_at, NEW.created_at) END)
+    ON CONFLICT (source_id) DO UPDATE SET
+        last_id = max(last_id, excluded.last_id),
+        outcome = iif(excluded.last_id > last_id, excluded.outcome, outcome),
+        wave = iif(excluded.last_id > last_id, excluded.wave, wave),
+        endpoint = iif(excluded.last_id > last_id, excluded.endpoint, endpoint),
+        from_state = iif(excluded.last_id > last_id, excluded.from_state, from_state),
+        created_at = iif(excluded.last_id > last_id, excluded.created_at, created_at),
+        at_id = iif(excluded.at_id > coalesce(at_id, 0), excluded.at_id, at_id),
+        at_state = iif(excluded.at_id > coalesce(at_id, 0), excluded.at_state, at_state),
+        at_since = iif(excluded.at_id > coalesce(at_id, 0), excluded.at_since, at_since);
+    INSERT INTO wave_tally (wave, entries, last_at)
+        SELECT NEW.wave, 1, NEW.created_at WHERE NEW.wave IS NOT NULL
+        ON CONFLICT (wave) DO UPDATE SET
+            entries = entries + 1, last_at = max(last_at, excluded.last_at);
+END;
+CREATE TRIGGER entries_latest_settle AFTER UPDATE OF outcome ON entries
+WHEN NEW.outcome <> OLD.outcome BEGIN
+    UPDATE latest SET
+        outcome = iif(last_id = NEW.id, NEW.outcome, outcome),
+        at_id = iif(NEW.outcome IN ('applied', 'observed') AND NEW.id > coalesce(at_id, 0),
+            NEW.id, at_id),
+        at_state = iif(NEW.outcome IN ('applied', 'observed') AND NEW.id > coalesce(at_id, 0),
+            NEW.to_state, at_state),
+        at_since = iif(NEW.outcome IN ('applied', 'observed') AND NEW.id > coalesce(at_id, 0),
+            coalesce(NEW.settled_at, NEW.created_at), at_since)
+    WHERE source_id = NEW.source_id;
+END;
+CREATE TRIGGER entries_latest_rewritten
+AFTER UPDATE OF created_at, settled_at, from_state, to_state ON entries
+WHEN NEW.outcome = OLD.outcome AND (NEW.created_at IS NOT OLD.created_at
+    OR NEW.settled_at IS NOT OLD.settled_at OR NEW.from_state IS NOT OLD.from_state
+    OR NEW.to_state IS NOT OLD.to_state) BEGIN
+    UPDATE latest SET
+        from_state = (SELECT e.from_state FROM entries AS e WHERE e.id = latest.last_id),
+        created_at = (SELECT e.created_at FROM entries AS e WHERE e.id = latest.last_id),
+        at_state = (SELECT e.to_state FROM entries AS e WHERE e.id = latest.at_id),
+        at_since = (SELECT coalesce(e.settled_at, e.created_at) FROM entries AS e
+            WHERE e.id = latest.at_id)
+    WHERE source_id = NEW.source_id AND NEW.id IN (last_id, at_id);
+    UPDATE wave_tally SET last_at = (SELECT max(created_at) FROM entries WHERE wave = NEW.wave)
+    WHERE wave = NEW.wave AND NEW.created_at IS NOT OLD.created_at;
+END;
+CREATE TRIGGER latest_counted AFTER INSERT ON latest BEGIN
+    INSERT INTO latest_counts (state, failing, n) VALUES (NEW.state, NEW.outcome {_FAILS}, 1)
+        ON CONFLICT (state, failing) DO UPDATE SET n = n + 1;
+    UPDATE wave_counts SET n = n - (SELECT count(*) FROM wave_members AS m
+            WHERE m.source_id = NEW.source_id AND m.wave = wave_counts.wave)
+        WHERE state = 'unknown' AND failing = 0
+        AND wave IN (SELECT wave FROM wave_members WHERE source_id = NEW.source_id);
+    INSERT INTO wave_counts (wave, state, failing, n)
+        SELECT wave, NEW.state, NEW.outcome {_FAILS}, count(*) FROM wave_members
+        WHERE source_id = NEW.source_id GROUP BY wave
+        ON CONFLICT (wave, state, failing) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER latest_recounted AFTER UPDATE ON latest
+WHEN NEW.state IS NOT OLD.state OR (NEW.outcome {_FAILS}) <> (OLD.outcome {_FAILS}) BEGIN
+    UPDATE latest_counts SET n = n - 1
+        WHERE state = OLD.state AND failing = (OLD.outcome {_FAILS});
+    INSERT INTO latest_counts (state, failing, n) VALUES (NEW.state, NEW.outcome {_FAILS}, 1)
+        ON CONFLICT (state, failing) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER latest_wave_recounted AFTER UPDATE ON latest
+WHEN (NEW.state IS NOT OLD.state OR (NEW.outcome {_FAILS}) <> (OLD.outcome {_FAILS}))
+AND EXISTS (SELECT 1 FROM wave_members WHERE source_id = NEW.source_id) BEGIN
+    UPDATE wave_counts SET n = n - (SELECT count(*) FROM wave_members AS m
+            WHERE m.source_id = NEW.source_id AND m.wave = wave_counts.wave)
+        WHERE state = OLD.state
+        AND failing = (OLD.outcome {_FAILS})
+        AND wave IN (SELECT wave FROM wave_members WHERE source_id = NEW.source_id);
+    INSERT INTO wave_counts (wave, state, failing, n)
+        SELECT wave, NEW.state, NEW.outcome {_FAILS}, count(*) FROM wave_members
+        WHERE source_id = NEW.source_id GROUP BY wave
+        ON CONFLICT (wave, state, failing) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER wave_members_counted AFTER INSERT ON wave_members BEGIN
+    INSERT INTO wave_counts (wave, state, failing, n)
+        SELECT NEW.wave, coalesce(l.state, 'unknown'), coalesce(l.outcome {_FAILS}, 0), 1
+        FROM (SELECT NEW.source_id AS source_id) AS m
+        LEFT JOIN latest AS l ON l.source_id = m.source_id WHERE true
+        ON CONFLICT (wave, state, failing) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER wave_members_uncounted AFTER DELETE ON wave_members BEGIN
+    UPDATE wave_counts SET n = n - 1 WHERE wave = OLD.wave
+        AND (state, failing) = (SELECT coalesce(l.state, 'unknown'), coalesce(l.outcome {_FAILS}, 0)
+            FROM (SELECT OLD.source_id AS source_id) AS m
+            LEFT JOIN latest AS l ON l.source_id = m.source_id);
+END
+"""
+# Version 5 keeps each source's latest entry in ``latest``, one row a source, written by
+# triggers on ``entries`` in the transaction of the entry (every insert and every change of
+# outcome), so that the census and a wave's status read it instead of grouping the entries.
+# ``last_id`` is the source's latest entry (its outcome, wave, endpoint, origin and time are
+# copied beside it), ``at_id`` its latest applied or observed entry (its destination and
+# since when); ``state`` and ``since`` are as :class:`~sms_flow.journal.Census` defines them.
+# An entry's times or states rewritten in place (by hand: sms-flow never does) are copied
+# again.
+# Triggers on ``latest`` and ``wave_members`` keep the counts of sources by state and
+# failing (``latest_counts``) and of each wave's members likewise (``wave_counts``, a member
+# the journal holds nothing of counted ``unknown``), and each wave's entries and latest
+# write (``wave_tally``). Counts that reach 0 stay as rows of 0. Existing entries and members
+# fill them all on migration.
+
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5)
 """``_MIGRATIONS[v]`` takes a journal from schema version ``v`` to ``v + 1`` (version 0 is a
-new, empty file). Statements are separated by ``;``."""
+new, empty file). Statements are separated by ``;`` (a trigger is one statement, its body
+and all)."""
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 """The schema this module writes, stored in ``PRAGMA user_version``."""
@@ -582,46 +754,39 @@ def _history_start(conn: sqlite3.Connection, query: tuple[_HistoryWhere, int]) -
     return int(row[0]) - 1 if row is not None else 0
 
 
-# Each member of a wave with its latest applied or observed entry and its latest entry.
-_MEMBER_LATEST: Final = (
-    "WITH m AS (SELECT w.source_id, "
-    "(SELECT e.id FROM entries AS e WHERE e.source_id = w.source_id "
-    "AND e.outcome IN ('applied', 'observed') ORDER BY e.id DESC LIMIT 1) AS at_id, "
-    "(SELECT e.id FROM entries AS e WHERE e.source_id = w.source_id "
-    "ORDER BY e.id DESC LIMIT 1) AS last_id "
-    "FROM wave_members AS w WHERE w.wave = ?) "
-)
-_FAILING: Final = "('failed', 'ignored', 'conflict', 'unverified')"
-
-
 def _wave_status(conn: sqlite3.Connection, query: tuple[str, int]) -> WaveStatus:
     wave, shown = query
     states = {
         state: count
         for state, count in conn.execute(
-            _MEMBER_LATEST + "SELECT coalesce(a.to_state, l.from_state, 'unknown') AS state, "
-            "count(*) FROM m LEFT JOIN entries AS a ON a.id = m.at_id "
-            "LEFT JOIN entries AS l ON l.id = m.last_id GROUP BY state ORDER BY state",
+            "SELECT state, sum(n) FROM wave_counts WHERE wave = ? GROUP BY state "
+            "HAVING sum(n) > 0 ORDER BY state",
             (wave,),
         )
     }
-    failing = f"FROM entries WHERE id IN (SELECT last_id FROM m) AND outcome IN {_FAILING}"
-    failed = conn.execute(_MEMBER_LATEST + f"SELECT count(*) {failing}", (wave,)).fetchone()[0]
+    # The wave's failing sources, each once, walked on the partial index latest_failing.
+    failing = (
+        f"FROM latest AS l WHERE l.outcome IN {_FAILING} AND EXISTS (SELECT 1 FROM "
+        "wave_members AS m WHERE m.source_id = l.source_id AND m.wave = ?)"
+    )
+    failed = conn.execute(f"SELECT count(*) {failing}", (wave,)).fetchone()[0]
     failures = [
         _entry(row)
         for row in conn.execute(
-            _MEMBER_LATEST + f"SELECT {_COLUMNS} {failing} ORDER BY id LIMIT ?", (wave, shown)
+            f"SELECT {_COLUMNS} FROM entries WHERE id IN (SELECT l.last_id {failing} "
+            "ORDER BY l.last_id LIMIT ?) ORDER BY id",
+            (wave, shown),
         )
     ]
-    opened = "FROM entries WHERE outcome IN ('pending', 'unverified') AND wave = ?"
+    # ``+wave``: walk the few open entries (index entries_open), not the wave's entries.
+    opened = "FROM entries WHERE outcome IN ('pending', 'unverified') AND +wave = ?"
     open_count = conn.execute(f"SELECT count(*) {opened}", (wave,)).fetchone()[0]
     open_entries = [
         _entry(row)
         for row in conn.execute(f"SELECT {_COLUMNS} {opened} ORDER BY id LIMIT ?", (wave, shown))
     ]
-    entries, last = conn.execute(
-        "SELECT count(*), max(created_at) FROM entries WHERE wave = ?", (wave,)
-    ).fetchone()
+    tally = conn.execute("SELECT entries, last_at FROM wave_tally WHERE wave = ?", (wave,))
+    entries, last = tally.fetchone() or (0, None)
     return WaveStatus(
         wave,
         sum(states.values()),
@@ -635,33 +800,27 @@ def _wave_status(conn: sqlite3.Connection, query: tuple[str, int]) -> WaveStatus
     )
 
 
-# Every source with its state, since when, its latest entry's outcome and wave (:class:`Census`).
-_PER_SOURCE: Final = (
-    "WITH s AS (SELECT source_id, max(id) AS last_id, "
-    "max(CASE WHEN outcome IN ('applied', 'observed') THEN id END) AS at_id "
-    "FROM entries GROUP BY source_id), "
-    "p AS MATERIALIZED (SELECT s.source_id, coalesce(a.to_state, l.from_state) AS state, "
-    "coalesce(a.settled_at, a.created_at, l.created_at) AS since, l.outcome AS outcome, "
-    "l.wave AS wave FROM s JOIN entries AS l ON l.id = s.last_id "
-    "LEFT JOIN entries AS a ON a.id = s.at_id) "
-)
-
-
 def _census(
     conn: sqlite3.Connection, query: tuple[float, list[str], int]
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     stuck_before, settled, shown = query
     marks = ", ".join("?" * len(settled))
-    stuck = f"since < ? AND state NOT IN ({marks})"
-    # One statement, so that the per-source table is built once for both parts.
-    rows = conn.execute(
-        _PER_SOURCE + "SELECT 0, state, count(*), "
-        f"sum(outcome IN {_FAILING}), sum({stuck}), NULL, NULL FROM p GROUP BY state "
-        "UNION ALL SELECT * FROM (SELECT 1, state, source_id, since, outcome, wave, NULL "
-        f"FROM p WHERE {stuck} ORDER BY since, source_id LIMIT ?)",
-        [stuck_before, *settled, stuck_before, *settled, shown],
+    # The counts kept in latest_counts; of a state's sources, those stuck are all but the
+    # ones in it since ``stuck_before`` or later (walked on the index latest_since).
+    counts = conn.execute(
+        "SELECT 0, c.state, c.n, c.failing, c.n - coalesce(r.recent, 0), NULL, NULL FROM "
+        "(SELECT state, sum(n) AS n, sum(iif(failing, n, 0)) AS failing FROM latest_counts "
+        "GROUP BY state HAVING sum(n) > 0) AS c LEFT JOIN (SELECT state, count(*) AS recent "
+        "FROM latest WHERE since >= ? GROUP BY state) AS r ON r.state = c.state",
+        [stuck_before],
     ).fetchall()
-    return [r for r in rows if r[0] == 0], [r for r in rows if r[0] == 1]
+    counts = [(*row[:4], 0 if row[1] in settled else row[4], *row[5:]) for row in counts]
+    rows = conn.execute(
+        f"SELECT 1, state, source_id, since, outcome, wave, NULL FROM latest "
+        f"WHERE since < ? AND state NOT IN ({marks}) ORDER BY since, source_id LIMIT ?",
+        [stuck_before, *settled, shown],
+    ).fetchall()
+    return counts, rows
 
 
 def _last_applied(
@@ -1075,6 +1234,17 @@ def _runs(conn: sqlite3.Connection, live: bool) -> list[Run]:
     return [_run(row) for row in rows]
 
 
+def _latest_problems(sources: int, latest: int, counted: int) -> list[str]:
+    """What is wrong with the table of each source's latest entry, judged by its counts."""
+    if -1 in (sources, latest, counted) or sources == latest == counted:
+        return []
+    return [
+        f"the table of each source's latest entry holds {latest:,} sources (counted by state: "
+        f"{counted:,}) but the entries name {sources:,}; census and wave status are wrong: "
+        "copy the journal (sms-flow journal copy) to rebuild it"
+    ]
+
+
 def _check(conn: sqlite3.Connection, _: None) -> tuple[list[str], int, int, int, list[Run], int]:
     """The full integrity check and the counts; a count that cannot be read is -1."""
     try:
@@ -1095,6 +1265,14 @@ def _check(conn: sqlite3.Connection, _: None) -> tuple[list[str], int, int, int,
 
     entries = count("SELECT count(*) FROM entries")
     open_ = count("SELECT count(*) FROM entries WHERE outcome IN ('pending', 'unverified')")
+    if version >= 5:
+        problems.extend(
+            _latest_problems(
+                count("SELECT count(DISTINCT source_id) FROM entries"),
+                count("SELECT count(*) FROM latest"),
+                count("SELECT coalesce(sum(n), 0) FROM latest_counts"),
+            )
+        )
     now = time.time()
     try:
         runs = [r for r in _runs(conn, True) if r.live(now)]
@@ -1999,8 +2177,12 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
     if version == SCHEMA_VERSION:
         return
     for step in range(version, SCHEMA_VERSION):
-        for statement in _MIGRATIONS[step].split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        statement = ""
+        for piece in _MIGRATIONS[step].split(";"):
+            statement += piece + ";"
+            if sqlite3.complete_statement(statement):  # a trigger's body holds ``;`` too
+                if statement.strip(" \n;"):
+                    conn.execute(statement)
+                statement = ""
     conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

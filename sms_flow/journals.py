@@ -201,15 +201,24 @@ column added to a schema is added here (``tests/test_journal_copy.py`` compares 
 each back end's live schema, and fails on one that is in neither this nor
 :data:`NOT_COPIED`)."""
 
+_LATEST: Final = (
+    "derived from the entries and members (each source's latest entry, counts of them): "
+    "the destination's triggers rebuild it as the entries and members are written"
+)
 NOT_COPIED: Final[dict[str, dict[str, str]]] = {
     "sqlite": {
         "sqlite_sequence": "SQLite's own counter of AUTOINCREMENT ids, set by the ids copied",
+        "latest": _LATEST,
+        "latest_counts": _LATEST,
+        "wave_counts": _LATEST,
+        "wave_tally": _LATEST,
     },
     "postgresql": {
         "meta": "the schema version: each end has its own, migrated when it is opened",
         "entries.write_key": "a key for the retries of the process that wrote the entry; "
         "made anew by the copy",
         "entries.settle_key": "a key for the retries of the process that settled the entry",
+        "latest": _LATEST,
     },
 }
 """What each back end holds that :func:`copy` does not carry, and why: ``table`` or

@@ -44,6 +44,30 @@ def test_b10_history_runs_and_reports_time_and_memory(spawn: Spawner, tmp_path: 
 
 
 @pytest.mark.slow
+def test_b11_dashboard_runs_and_reports_each_request_and_the_counting(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    out = tmp_path / "results.json"
+    result = spawn.run(
+        sys.executable, "-m", "benchmarks", "--only", "B11", "--b11-sources", "500",
+        "--repeat", "1", "--json", str(out), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(out.read_text())["figures"]
+    assert {f["what"] for f in figures} == {
+        "first page after start (waits for counts)",
+        "page, snapshot fresh",
+        "update, snapshot fresh",
+        "page, recount in background",
+        "update, recount in background",
+        "counting (census + every wave_status)",
+    }
+    assert all(f["value"] > 0 and f["unit"] == "ms" for f in figures)
+    [counting] = [f for f in figures if f["what"].startswith("counting")]
+    assert counting["baselines"][0]["name"] == "census grouping the entries (schema 4)"
+
+
+@pytest.mark.slow
 def test_soak_small_finds_nothing_pushed_twice_or_recorded_wrong(
     spawn: Spawner, tmp_path: Path
 ) -> None:

@@ -1036,3 +1036,121 @@ async def test_release_frees_only_the_runs_own_claims(journal: Journal) -> None:
     assert await journal.release(taker.run_id, ENDPOINT, ["s1"]) == 1
     again = await journal.claim(server.run_id, ENDPOINT, ["s1"])
     assert again.granted["s1"] > first_token
+
+
+# --- each source's latest entry (what census and wave_status count) -------------------------
+
+_FAILS = {Outcome.FAILED, Outcome.IGNORED, Outcome.CONFLICT, Outcome.UNVERIFIED}
+_SETTLED = ["FINISHED/cutovered"]
+
+
+def latest_by_hand(entries: list[Entry]) -> dict[str, tuple[str, float, Entry]]:
+    """Each source's state, since when and latest entry, as the Census docstring defines
+    them, worked out from the whole history (oldest first)."""
+    last: dict[str, Entry] = {}
+    seen: dict[str, Entry] = {}
+    for e in entries:
+        last[e.source_id] = e
+        if e.outcome in (Outcome.APPLIED, Outcome.OBSERVED):
+            seen[e.source_id] = e
+    found: dict[str, tuple[str, float, Entry]] = {}
+    for source_id, e in last.items():
+        at = seen.get(source_id)
+        if at is not None:
+            since = at.settled_at if at.settled_at is not None else at.created_at
+            found[source_id] = (at.to_state, since, e)
+        else:
+            found[source_id] = (e.from_state, e.created_at, e)
+    return found
+
+
+async def assert_counts_agree_with_history(journal: Journal, waves: list[str]) -> None:
+    """The census and every wave's status equal what the history says, counted by hand."""
+    latest = latest_by_hand(await journal.history())
+    stuck_before = time.time() + 60
+    census = await journal.census(stuck_before=stuck_before, settled=_SETTLED, shown=1000)
+    states: dict[str, int] = {}
+    failing: dict[str, int] = {}
+    for state, _, e in latest.values():
+        states[state] = states.get(state, 0) + 1
+        if e.outcome in _FAILS:
+            failing[state] = failing.get(state, 0) + 1
+    stuck = sorted(
+        (since, source_id, state, e.outcome, e.wave)
+        for source_id, (state, since, e) in latest.items()
+        if since < stuck_before and state not in _SETTLED
+    )
+    assert (census.sources, census.states, census.failing) == (len(latest), states, failing)
+    assert census.stuck_count == len(stuck)
+    assert [(s.since, s.source_id, s.state, s.outcome, s.wave) for s in census.stuck] == stuck
+    for wave in waves:
+        members = [
+            source_id
+            for endpoint in await journal.member_endpoints(wave)
+            for source_id in await journal.members(wave, endpoint=endpoint)
+        ]
+        counted: dict[str, int] = {}
+        for source_id in members:
+            state = latest[source_id][0] if source_id in latest else "unknown"
+            counted[state] = counted.get(state, 0) + 1
+        failures = sorted(
+            (latest[s][2] for s in set(members) if s in latest and latest[s][2].outcome in _FAILS),
+            key=lambda e: e.id,
+        )
+        status = await journal.wave_status(wave, shown=1000)
+        assert (status.members, status.states) == (len(members), counted), wave
+        assert (status.failed, status.failures) == (len(failures), failures), wave
+
+
+async def test_census_and_wave_status_follow_every_kind_of_write(journal: Journal) -> None:
+    other = "https://sms.other.example.com"
+    waves = ["w1", "w2"]
+    await journal.add_members("w1", ["a", "b", "c", "x"], endpoint=ENDPOINT)
+    await journal.add_members("w1", ["a"], endpoint=other)  # a: in w1 on two endpoints
+    await journal.add_members("w2", ["b", "d"], endpoint=other)  # b: in two waves
+    check = assert_counts_agree_with_history
+    await check(journal, waves)
+
+    a1 = await journal.begin(intent("a", wave="w1", endpoint=ENDPOINT))
+    await check(journal, waves)  # pending: a is where its step starts
+    await journal.settle(a1, Outcome.APPLIED)
+    await check(journal, waves)
+    b1 = await journal.begin(intent("b", wave="w1", endpoint=ENDPOINT))
+    await journal.settle(b1, Outcome.FAILED, error="HTTP 503")
+    await check(journal, waves)
+    seen = intent("c", wave="w1", endpoint=ENDPOINT, to_state="WAITING/setting")
+    await journal.record(seen, Outcome.OBSERVED)
+    await check(journal, waves)
+    d1 = await journal.begin(intent("d", wave="w2", endpoint=other))
+    await journal.settle(d1, Outcome.UNVERIFIED, error="read back failed")
+    await check(journal, waves)  # unverified: still open, and failing
+    await journal.settle(d1, Outcome.APPLIED)
+    await check(journal, waves)
+    b2 = await journal.begin(intent("b", wave="w2", endpoint=other))  # b's step in w2
+    await journal.settle(b2, Outcome.IGNORED)
+    await check(journal, waves)
+    a2 = await journal.begin(intent("a", wave="w1", endpoint=other,
+                                    from_state="REPLICATE/replicating",
+                                    to_state="CUTOVERING/cutovering"))  # fmt: skip
+    await journal.settle(a2, Outcome.CONFLICT)
+    await check(journal, waves)
+    # An older intent settled after a newer entry: the newer one stays the latest.
+    e1 = await journal.begin(intent("e", endpoint=ENDPOINT))
+    done = intent("e", from_state="CUTOVERING/cutovering", to_state="FINISHED/cutovered")
+    await journal.record(done, Outcome.OBSERVED)
+    await check(journal, waves)
+    await journal.settle(e1, Outcome.APPLIED)
+    await check(journal, waves)
+    census = await journal.census(stuck_before=time.time() + 60, settled=_SETTLED)
+    assert census.states["FINISHED/cutovered"] == 1, "e stays where it was seen last"
+    await journal.record(intent("c", wave="w1", endpoint=other), Outcome.CONFLICT)
+    await check(journal, waves)
+    # Members added after their entries, members removed, and adopted.
+    await journal.add_members("w2", ["a", "c", "e", "y"], endpoint="")
+    await check(journal, waves)
+    assert await journal.adopt_members("w2", endpoint=other) == 4
+    await check(journal, waves)
+    assert await journal.remove_members("w1", endpoint=other) == 1
+    await check(journal, waves)
+    await journal.record(intent("y", wave="w2", endpoint=other), Outcome.APPLIED)
+    await check(journal, waves)

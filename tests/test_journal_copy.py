@@ -148,8 +148,14 @@ async def _fill(sim: Simulator, path: Path) -> dict[str, Any]:
     return {"ids": ids, "open": opened, "open_id": open_id, "seen": seen}
 
 
+_COUNTS = ("latest_counts", "wave_counts")
+"""Tables of counts kept by triggers, where a count of 0 is the same as no row: one rebuilt
+by a copy has no rows of 0."""
+
+
 def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table of an SQLite journal, every column (``SELECT *``)."""
+    """Every row of every table of an SQLite journal, every column (``SELECT *``); of the
+    tables of counts, the counts above 0."""
     with contextlib.closing(sqlite3.connect(path)) as conn:
         names = [
             n
@@ -161,7 +167,8 @@ def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         for name in names:
             width = len(conn.execute(f"SELECT * FROM {name}").description)
             every = ", ".join(str(i) for i in range(1, width + 1))
-            found[name] = conn.execute(f"SELECT * FROM {name} ORDER BY {every}").fetchall()
+            where = " WHERE n <> 0" if name in _COUNTS else ""
+            found[name] = conn.execute(f"SELECT * FROM {name}{where} ORDER BY {every}").fetchall()
         return found
 
 

@@ -28,6 +28,7 @@ from sms_flow.errors import ClaimLostError, ConfigError, JournalError
 from sms_flow.journal import Intent, Outcome, is_dsn
 from sms_flow.journal_postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresJournal, redact_dsn
 from tests.conftest import REPO, PostgresServer, Spawner, eventually
+from tests.test_journal import assert_counts_agree_with_history
 
 ENDPOINT = "https://sms.example.com"
 
@@ -298,8 +299,66 @@ async def test_a_version_1_journal_is_migrated_and_its_members_get_their_waves_e
         check = await journal.check()
     assert (check.ok, check.schema_version) == (True, SCHEMA_VERSION)
     assert await rows(pg_dsn, "SELECT value FROM sms_flow.meta WHERE key = 'schema_version'") == [
-        ("3",)
+        ("4",)
     ]
+
+
+async def test_a_version_3_journal_gets_each_sources_latest_entry(pg_dsn: str) -> None:
+    """Version 4 adds the table of each source's latest entry: opening a version 3 journal
+    fills it from its entries, and the census and wave status read from it then agree with
+    the entries."""
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        for migration in _MIGRATIONS[:3]:
+            await conn.execute(migration)
+        await conn.execute("INSERT INTO sms_flow.meta VALUES ('schema_version', '3')")
+        await conn.executemany(
+            "INSERT INTO sms_flow.entries (source_id, trigger, from_state, to_state, actor, "
+            "forced, wave, outcome, attempts, created_at, settled_at, endpoint, write_key) "
+            "VALUES ($1, 'x', $2, $3, 'cli:alice', false, $4, $5, 1, $6, $7, 'https://e', "
+            "gen_random_uuid())",
+            [
+                ("a", "WAITING/checking", "WAITING/setting", "w1", "applied", 1.0, 1.5),
+                ("a", "WAITING/setting", "INIT/replicating", "w1", "failed", 2.0, 2.5),
+                ("b", "WAITING/checking", "WAITING/setting", "w1", "pending", 3.0, None),
+                ("c", "WAITING/checking", "WAITING/setting", None, "observed", 4.0, 4.0),
+                ("b", "WAITING/checking", "WAITING/setting", "w2", "unverified", 5.0, None),
+            ],
+        )
+        await conn.executemany(
+            "INSERT INTO sms_flow.wave_members (wave, endpoint, source_id) "
+            "VALUES ($1, 'https://e', $2)",
+            [("w1", "a"), ("w1", "b"), ("w1", "d"), ("w2", "b")],
+        )
+    finally:
+        await conn.close()
+
+    async with PostgresJournal(pg_dsn) as journal:
+        await assert_counts_agree_with_history(journal, ["w1", "w2"])
+        census = await journal.census(stuck_before=10.0)
+        assert census.states == {"WAITING/setting": 2, "WAITING/checking": 1}
+        assert census.failing == {"WAITING/setting": 1, "WAITING/checking": 1}
+        status = await journal.wave_status("w1")
+        assert status.states == {"WAITING/setting": 1, "WAITING/checking": 1, "unknown": 1}
+        await journal.record(intent("d", wave="w1", endpoint="https://e"), Outcome.APPLIED)
+        await assert_counts_agree_with_history(journal, ["w1", "w2"])
+        assert (await journal.check()).ok
+    assert await rows(pg_dsn, "SELECT value FROM sms_flow.meta WHERE key = 'schema_version'") == [
+        ("4",)
+    ]
+
+
+async def test_check_finds_a_latest_table_that_disagrees_with_the_entries(pg_dsn: str) -> None:
+    async with PostgresJournal(pg_dsn) as journal:
+        for source_id in ("a", "b"):
+            await journal.record(intent(source_id), Outcome.APPLIED)
+        assert (await journal.check()).ok
+        await rows(pg_dsn, "DELETE FROM sms_flow.latest WHERE source_id = 'b'")
+        check = await journal.check()
+    assert not check.ok
+    [problem] = check.problems
+    assert "latest entry holds 1 sources" in problem and "the entries name 2" in problem
+    assert "sms-flow journal copy" in problem
 
 
 async def test_journals_opened_at_once_on_a_new_database_create_the_schema_once(

@@ -25,7 +25,7 @@ from sms_flow.errors import ConfigError, LeaseLostError
 from sms_flow.journal import JournalError, Lease, Outcome
 from sms_flow.journal_sqlite import SCHEMA_VERSION, SqliteJournal
 from tests.conftest import Spawner, eventually
-from tests.test_journal import intent
+from tests.test_journal import assert_counts_agree_with_history, intent
 
 
 @pytest.fixture
@@ -544,7 +544,7 @@ async def test_a_version_1_journal_is_migrated_and_keeps_its_entries(path: Path)
         assert (old.endpoint, old.project, old.run_id) == (None, None, None), "unknown"
         new = await journal.begin(intent("s2", endpoint="https://sms.example", project="p1"))
         assert await journal.waves() == ["w1"]
-    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(4,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(5,)]
     assert rows(path, "SELECT endpoint, project FROM entries WHERE id = ?", (new,)) == [
         ("https://sms.example", "p1")
     ]
@@ -574,7 +574,72 @@ async def test_a_version_2_journals_members_get_their_waves_endpoint(path: Path)
         assert await journal.members("w1", endpoint="https://e1") == ["b", "a"]  # the last one
         assert await journal.member_endpoints("w2") == [""]  # no entry names an endpoint
         assert await journal.member_endpoints("w3") == [""]
-    assert rows(path, "PRAGMA user_version") == [(4,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(5,)]
+
+
+async def test_a_version_4_journal_gets_each_sources_latest_entry_and_counts(path: Path) -> None:
+    """Version 5 adds the table of each source's latest entry and the counts kept from it:
+    opening a version 4 journal fills them from its entries and members, and the census
+    and wave status read from them then agree with the entries."""
+    path.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(_SCHEMA_1)
+        for migration in journal_sqlite._MIGRATIONS[1:4]:
+            for statement in migration.split(";"):
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 4")
+        columns = (
+            "source_id, trigger, from_state, to_state, actor, forced, wave, outcome, "
+            "attempts, created_at, settled_at, endpoint"
+        )
+        conn.executemany(
+            f"INSERT INTO entries ({columns}) VALUES (?, 'x', ?, ?, 'cli:alice', 0, ?, ?, 1, "
+            "?, ?, 'https://e')",
+            [
+                ("a", "WAITING/checking", "WAITING/setting", "w1", "applied", 1.0, 1.5),
+                ("a", "WAITING/setting", "INIT/replicating", "w1", "failed", 2.0, 2.5),
+                ("b", "WAITING/checking", "WAITING/setting", "w1", "pending", 3.0, None),
+                ("c", "WAITING/checking", "WAITING/setting", None, "observed", 4.0, 4.0),
+                ("b", "WAITING/checking", "WAITING/setting", "w2", "unverified", 5.0, None),
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO wave_members (wave, endpoint, source_id) VALUES (?, 'https://e', ?)",
+            [("w1", "a"), ("w1", "b"), ("w1", "d"), ("w2", "b")],
+        )
+        conn.commit()
+
+    async with SqliteJournal(path) as journal:
+        await assert_counts_agree_with_history(journal, ["w1", "w2"])
+        census = await journal.census(stuck_before=10.0)
+        assert census.states == {"WAITING/setting": 2, "WAITING/checking": 1}
+        assert census.failing == {"WAITING/setting": 1, "WAITING/checking": 1}
+        status = await journal.wave_status("w1")
+        assert (status.states, status.entries, status.last_activity) == (
+            {"WAITING/setting": 1, "WAITING/checking": 1, "unknown": 1},
+            3,
+            3.0,
+        )
+        await journal.record(intent("d", wave="w1", endpoint="https://e"), Outcome.APPLIED)
+        await assert_counts_agree_with_history(journal, ["w1", "w2"])
+        assert (await journal.check()).ok
+    assert rows(path, "PRAGMA user_version") == [(5,)]
+
+
+async def test_check_finds_a_latest_table_that_disagrees_with_the_entries(path: Path) -> None:
+    async with SqliteJournal(path) as journal:
+        await journal.record(intent("a"), Outcome.APPLIED)
+        await journal.record(intent("b"), Outcome.APPLIED)
+        assert (await journal.check()).ok
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("DELETE FROM latest WHERE source_id = 'b'")
+        conn.commit()
+    async with SqliteJournal(path) as journal:
+        check = await journal.check()
+    assert not check.ok
+    [problem] = check.problems
+    assert "latest entry holds 1 sources" in problem and "the entries name 2" in problem
+    assert "sms-flow journal copy" in problem
 
 
 # --- the lease guard -------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_check_reports_a_sound_journal(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["journal", "check", "--journal", str(path)]) == 0
     shown = capsys.readouterr().out
     assert f"journal {path}: sound" in shown
-    assert "schema version 4" in shown and "entries: 4, open intents: 1" in shown
+    assert "schema version 5" in shown and "entries: 4, open intents: 1" in shown
     assert "wave w1 (run" in shown and "sources held by live runs: 2" in shown
 
     assert main(["journal", "check", "--journal", str(path), "--json"]) == 0
@@ -259,13 +259,13 @@ def test_migrate_brings_an_sqlite_journal_up_and_refuses_a_newer_one(
     assert stdout == f"journal {path}: migrated from version 2 to version {SCHEMA_VERSION}\n"
     assert version() == SCHEMA_VERSION
     code, stdout, _ = migrate(spawn, str(path), tmp_path)
-    assert (code, stdout) == (0, f"journal {path}: schema version 4, the latest; nothing to do\n")
+    assert (code, stdout) == (0, f"journal {path}: schema version 5, the latest; nothing to do\n")
 
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA user_version = 7")
     code, stdout, stderr = migrate(spawn, str(path), tmp_path)
     assert (code, stdout) == (2, "")
-    assert "has schema version 7, newer than this sms-flow knows (up to 4)" in stderr
+    assert "has schema version 7, newer than this sms-flow knows (up to 5)" in stderr
     assert "upgrade sms-flow" in stderr and "Traceback" not in stderr
     assert version() == 7, "a newer journal is left untouched"
 
@@ -297,7 +297,7 @@ async def test_migrate_brings_a_postgresql_journal_up_and_refuses_a_newer_one(
         outputs += [stdout, stderr]
         assert (code, stdout) == (
             0,
-            f"journal {shown}: schema version 3, the latest; nothing to do\n",
+            f"journal {shown}: schema version 4, the latest; nothing to do\n",
         )
 
         await conn.execute("UPDATE sms_flow.meta SET value = '9'")
