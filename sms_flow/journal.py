@@ -723,6 +723,12 @@ class Journal(Protocol):
         """
         ...
 
+    async def state_ages(self) -> list[tuple[str, int, float]]:
+        """``(state, sources, since)`` for each state some source's latest applied or
+        observed entry took it to: how many are there, and since when the one there longest
+        has been (unix seconds); counted in storage (the metrics' per-state gauges)."""
+        ...
+
     async def runs(self, *, live: bool = True) -> list[Run]:
         """Runs, oldest first: those not ended (``live``; some may be dead, see
         :meth:`Run.live`), or all."""

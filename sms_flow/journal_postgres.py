@@ -1977,6 +1977,16 @@ class PostgresJournal(Journal):
 
         _raised(await self._call("adopt an entry", adopt))
 
+    async def state_ages(self) -> list[tuple[str, int, float]]:
+        async def read(conn: Any, retry: bool) -> list[tuple[str, int, float]]:
+            rows = await conn.fetch(
+                "SELECT at_state, count(*), min(at_since) FROM sms_flow.latest "
+                "WHERE at_state IS NOT NULL GROUP BY at_state"
+            )
+            return [(str(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+        return await self._call("count sources by state", read)
+
     async def runs(self, *, live: bool = True) -> list[Run]:
         where = " WHERE ended_at IS NULL" if live else ""
 

@@ -955,6 +955,19 @@ def _start_run(conn: sqlite3.Connection, start: _Start) -> RunStart | OwnedError
     return RunStart(run, took_over, session)
 
 
+_STATE_AGES_SQL: Final = (
+    "SELECT at_state, count(*), min(at_since) FROM latest WHERE at_state IS NOT NULL "
+    "GROUP BY at_state"
+)
+
+
+def _state_ages(conn: sqlite3.Connection, _: None) -> list[tuple[str, int, float]]:
+    return [
+        (str(state), int(n), float(since))
+        for state, n, since in conn.execute(_STATE_AGES_SQL).fetchall()
+    ]
+
+
 def _release(conn: sqlite3.Connection, release: tuple[str, str, list[str]]) -> int:
     run_id, endpoint, source_ids = release
     freed = 0
@@ -1301,6 +1314,7 @@ _HEARTBEAT: Final = each("heartbeat", _heartbeat, writes=True)
 _END_RUN: Final = each("end_run", _end_run, writes=True)
 _CLAIM: Final = each("claim", _claim, writes=True)
 _CLAIM_WORK: Final = each("claim_work", _claim_work, writes=True)
+_STATE_AGES: Final = each("state_ages", _state_ages, writes=False)
 _RELEASE: Final = each("release", _release, writes=True)
 _RESERVE_REQUESTS: Final = each("reserve_requests", _reserve_requests, writes=True)
 _WORKERS: Final = each("workers", _workers, writes=False)
@@ -1875,6 +1889,9 @@ class SqliteJournal(Journal):
 
     async def adopt(self, entry_id: int, run_id: str) -> None:
         _raised(await self._live().submit(_ADOPT, (entry_id, run_id)))
+
+    async def state_ages(self) -> list[tuple[str, int, float]]:
+        return await self._live().submit(_STATE_AGES, None)
 
     async def runs(self, *, live: bool = True) -> list[Run]:
         return await self._live().submit(_RUNS, live)

@@ -52,15 +52,11 @@ HTTP session, the journal's figures from its journal.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
-import sqlite3
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Final
 
@@ -72,7 +68,7 @@ from prometheus_client.registry import Collector
 
 from sms_flow import __version__
 from sms_flow.client import ClientStats
-from sms_flow.journal import Journal, JournalStats, Outcome
+from sms_flow.journal import Journal, JournalStats
 
 if TYPE_CHECKING:
     from sms_flow.wave.report import Event
@@ -80,7 +76,6 @@ if TYPE_CHECKING:
 __all__ = ["CONTENT_TYPE", "Metrics", "metrics_server", "operation_of", "traced_session"]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-_SETTLED_STATES: Final = frozenset({Outcome.APPLIED, Outcome.OBSERVED})
 # Pushes and reads of SMS take milliseconds to seconds; a step (read, push, read back) more.
 _BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -181,42 +176,10 @@ class _JournalBatching(Collector):
         )
 
 
-# Sources by the state of their latest applied or observed entry, and since when the one
-# longest in each state has been there; one pass over the entries, nothing per source leaves
-# SQLite.
-_BY_STATE_SQL: Final = """
-SELECT e.to_state, count(*), min(COALESCE(e.settled_at, e.created_at))
-FROM entries AS e
-JOIN (
-    SELECT max(id) AS id FROM entries WHERE outcome IN ('applied', 'observed') GROUP BY source_id
-) AS latest ON e.id = latest.id
-GROUP BY e.to_state
-"""
-
-
-def _states_in_sql(path: Path) -> list[tuple[str, int, float]]:
-    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-    try:
-        return [(str(s), int(n), float(t)) for s, n, t in conn.execute(_BY_STATE_SQL)]
-    finally:
-        conn.close()
-
-
 async def _states(journal: Journal) -> list[tuple[str, int, float]]:
-    """``(state, sources, oldest since)``: in SQL for a SQLite journal, else from its history."""
-    path = getattr(journal, "path", None)
-    if isinstance(path, Path):
-        return await asyncio.to_thread(_states_in_sql, path)
-    latest: dict[str, tuple[str, float]] = {}
-    for entry in await journal.history():
-        if entry.outcome in _SETTLED_STATES:
-            latest[entry.source_id] = (entry.to_state, entry.settled_at or entry.created_at)
-    found: dict[str, tuple[int, float]] = {}
-    for state, since in latest.values():
-        n, oldest = found.get(state, (0, since))
-        found[state] = (n + 1, min(oldest, since))
-    return [(state, n, oldest) for state, (n, oldest) in found.items()]
+    """``(state, sources, oldest since)``, counted in the journal's storage
+    (:meth:`Journal.state_ages <sms_flow.journal.Journal.state_ages>`)."""
+    return await journal.state_ages()
 
 
 class Metrics:

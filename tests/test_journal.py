@@ -1154,3 +1154,26 @@ async def test_census_and_wave_status_follow_every_kind_of_write(journal: Journa
     await check(journal, waves)
     await journal.record(intent("y", wave="w2", endpoint=other), Outcome.APPLIED)
     await check(journal, waves)
+
+
+async def test_state_ages_count_the_latest_applied_or_observed_state(journal: Journal) -> None:
+    a = await journal.begin(intent("a", to_state="SYNCING/syncing"))
+    await journal.settle(a, Outcome.APPLIED)
+    b = await journal.begin(intent("b", to_state="SYNCING/syncing"))
+    await journal.settle(b, Outcome.APPLIED)
+    await journal.record(
+        intent("b", trigger=None, from_state="SYNCING/syncing", to_state="CUTOVERING/cutovering"),
+        Outcome.OBSERVED,
+    )
+    await journal.begin(intent("c"))  # pending: where it is is not known yet
+    failed = await journal.begin(intent("d"))
+    await journal.settle(failed, Outcome.FAILED)
+
+    ages = {state: (n, since) for state, n, since in await journal.state_ages()}
+
+    entries = {(e.source_id, e.to_state): e for e in await journal.history()}
+    a_since = entries["a", "SYNCING/syncing"].settled_at
+    assert ages == {
+        "SYNCING/syncing": (1, a_since),
+        "CUTOVERING/cutovering": (1, entries["b", "CUTOVERING/cutovering"].settled_at),
+    }
