@@ -19,7 +19,14 @@ with its error and its last state the journal knows; when every read fails, the 
 is not usable and the run raises that error. During the run, a source taken over by another
 driver (``set --force``) is left to it (``taken``, by whom and why); a push whose outcome is
 unknown is settled by reading the source again, or reported ``unverified``; a run that loses
-its lease stops at once.
+its lease stops at once. A run whose sources in a row cannot reach the service (each after
+the client's retries) stops rather than take the others through their retries too
+(``WaveReport.unreachable``).
+
+A joined worker (``run --join``) does not claim the whole wave: it takes batch after batch of
+the members its session has not done (:meth:`WaveRunner._run_joined`), settling a dead
+worker's open intents on each batch first, and records what it finished in the session, so
+that several workers share one wave, its rate limit and its failure policy.
 """
 
 from __future__ import annotations

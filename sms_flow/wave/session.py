@@ -7,7 +7,8 @@ the end and writes its JSON report.
 A session is one run of its wave in the journal (:class:`~sms_flow.journal.Lease`):
 exclusive, so a second run of the same wave on the same endpoint is refused while the first
 is live (:class:`~sms_flow.errors.OwnedError`, naming it), and takes over from one found
-dead. Closing the session ends the run, which frees the sources it held at once.
+dead; or, with ``join``, one of the wave's workers, sharing it with the others. Closing the
+session ends the run, which frees the sources it held at once.
 """
 
 from __future__ import annotations
