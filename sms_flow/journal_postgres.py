@@ -570,10 +570,17 @@ _CONTENDED: Final = (
 
 
 def _lost(exc: BaseException) -> bool:
-    if isinstance(exc, _LOST):
+    if isinstance(exc, _LOST) or _busy(exc):
         return True
     # asyncpg's own word for a connection that went away under it
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+
+
+def _busy(exc: BaseException) -> bool:
+    """A pooled connection given back with an operation still on it (one cut off by a
+    restart or a cancelled call: the pool's reset sends nothing, :func:`_keep_session`, so
+    it does not find out): asyncpg refuses to start another before sending anything."""
+    return isinstance(exc, asyncpg.exceptions.InternalClientError) and "in progress" in str(exc)
 
 
 class _Replay(Exception):
@@ -1242,7 +1249,12 @@ class PostgresJournal(Journal):
         while True:
             try:
                 async with self._pool.acquire() as conn:
-                    return await call(conn, retry)
+                    try:
+                        return await call(conn, retry)
+                    except Exception as exc:
+                        if _busy(exc):
+                            conn.terminate()  # never again: the retry takes another one
+                        raise
             except Exception as exc:
                 if not _lost(exc):
                     raise
