@@ -100,6 +100,7 @@ __all__ = [
     "default_journal_path",
     "driven_elsewhere",
     "final_outcome",
+    "history_filters",
     "is_dsn",
     "iso_utc",
     "not_live",
@@ -830,6 +831,25 @@ def driven_elsewhere(
         "takes over",
         owner=other,
     )
+
+
+def history_filters(
+    source_id: str | None,
+    wave: str | None,
+    since: float | None,
+    until: float | None,
+    actor: str | None,
+) -> list[tuple[str, str, Any]]:
+    """The ``(column, operator, value)`` conditions of a history read's filters that are
+    given (:meth:`Journal.iter_history`); each back end writes them in its own SQL."""
+    conditions = (
+        ("source_id", "=", source_id),
+        ("wave", "=", wave),
+        ("created_at", ">=", since),
+        ("created_at", "<", until),
+        ("actor", "=", actor),
+    )
+    return [(column, op, value) for column, op, value in conditions if value is not None]
 
 
 def not_live(run_id: str, run: Run | None, now: float) -> LeaseLostError:

@@ -121,6 +121,7 @@ from sms_flow.journal import (
     check_work_limit,
     driven_elsewhere,
     final_outcome,
+    history_filters,
     is_dsn,
     not_live,
     process_alive,
@@ -513,16 +514,9 @@ def _history_where(
 ) -> _HistoryWhere:
     sql = ""
     params: list[Any] = []
-    for column, op, value in (
-        ("source_id", "=", source_id),
-        ("wave", "=", wave),
-        ("created_at", ">=", since),
-        ("created_at", "<", until),
-        ("actor", "=", actor),
-    ):
-        if value is not None:
-            params.append(value)
-            sql += f" AND {column} {op} ${len(params)}"
+    for column, op, value in history_filters(source_id, wave, since, until, actor):
+        params.append(value)
+        sql += f" AND {column} {op} ${len(params)}"
     if outcomes is not None:
         params.append([Outcome(o).value for o in outcomes])
         sql += f" AND outcome = ANY(${len(params)}::text[])"

@@ -107,6 +107,7 @@ from sms_flow.journal import (
     check_work_limit,
     driven_elsewhere,
     final_outcome,
+    history_filters,
     not_live,
     process_alive,
     source_id_list,
@@ -719,16 +720,9 @@ def _history_where(
 ) -> _HistoryWhere:
     sql = ""
     params: list[Any] = []
-    for column, op, value in (
-        ("source_id", "=", source_id),
-        ("wave", "=", wave),
-        ("created_at", ">=", since),
-        ("created_at", "<", until),
-        ("actor", "=", actor),
-    ):
-        if value is not None:
-            sql += f" AND {column} {op} ?"
-            params.append(value)
+    for column, op, value in history_filters(source_id, wave, since, until, actor):
+        sql += f" AND {column} {op} ?"
+        params.append(value)
     if outcomes is not None:
         sql += f" AND outcome IN ({', '.join('?' * len(outcomes))})"
         params.extend(Outcome(o).value for o in outcomes)

@@ -556,7 +556,7 @@ _databases = iter(range(1, 1_000_000))
 def _pg_unavailable(reason: str) -> None:
     if os.environ.get(PG_REQUIRE_ENV) == "1":
         pytest.fail(f"{reason}, and {PG_REQUIRE_ENV}=1 requires PostgreSQL", pytrace=False)
-    pytest.skip(f"PostgreSQL unavailable (a missing platform feature): {reason}")
+    pytest.skip(reason=f"PostgreSQL unavailable (a missing platform feature): {reason}")
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -106,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except (SmsFlowError, KeyboardInterrupt) as exc:
         return report_error(exc, json_mode=json_mode)
+    except BrokenPipeError:  # `sms-flow ... | head`: the reader has had enough
+        # Later writes (the interpreter's last flush) go nowhere instead of failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _parse_for_json(parser: argparse.ArgumentParser, given: list[str]) -> argparse.Namespace | int:

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import csv
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -150,56 +149,51 @@ async def _history(args: argparse.Namespace) -> int:
             actor=args.actor,
             last=args.limit,
         )
-        try:
-            if form == "json":
-                stream.write("[")
-                async for e in entries:
-                    stream.write(("\n  " if not shown else ",\n  ") + json.dumps(e.to_dict()))
-                    shown += 1
-                    if shown % _FLUSH_EVERY == 0:
-                        stream.flush()
-                stream.write("\n]\n" if shown else "]\n")
-            elif form == "csv":
-                writer = csv.writer(stream, lineterminator="\n")
-                writer.writerow(_CSV_FIELDS)
-                async for e in entries:
-                    writer.writerow(
-                        (
-                            e.id, iso(e.created_at), iso(e.settled_at), e.source_id, e.trigger,
-                            e.from_state, e.to_state, e.outcome.value, e.actor, e.reason,
-                            e.forced, e.wave, e.request_id, e.attempts, e.error, e.endpoint,
-                            e.project, e.run_id, e.fence,
-                        )
-                    )  # fmt: skip
-                    shown += 1
-                    if shown % _FLUSH_EVERY == 0:
-                        stream.flush()
-            else:
-                short = args.source_id is not None
-                runs = {r.run_id: r for r in await journal.runs(live=False)}
-                lines: list[str] = []
-                async for e in entries:
-                    if not shown:
-                        lines.append(f"history of {what or 'every source'} ({path})")
-                        lines.append(_table_line([name for name, _ in _TABLE_COLUMNS]))
-                        lines.append(_table_line(["-" * max(w, len(n)) for n, w in _TABLE_COLUMNS]))
-                    lines.append(_table_row(e, short, iso, runs))
-                    shown += 1
-                    if len(lines) >= _FLUSH_EVERY:
-                        stream.write("\n".join(lines) + "\n")
-                        stream.flush()
-                        lines.clear()
-                if lines:
+        if form == "json":
+            stream.write("[")
+            async for e in entries:
+                stream.write(("\n  " if not shown else ",\n  ") + json.dumps(e.to_dict()))
+                shown += 1
+                if shown % _FLUSH_EVERY == 0:
+                    stream.flush()
+            stream.write("\n]\n" if shown else "]\n")
+        elif form == "csv":
+            writer = csv.writer(stream, lineterminator="\n")
+            writer.writerow(_CSV_FIELDS)
+            async for e in entries:
+                writer.writerow(
+                    (
+                        e.id, iso(e.created_at), iso(e.settled_at), e.source_id, e.trigger,
+                        e.from_state, e.to_state, e.outcome.value, e.actor, e.reason,
+                        e.forced, e.wave, e.request_id, e.attempts, e.error, e.endpoint,
+                        e.project, e.run_id, e.fence,
+                    )
+                )  # fmt: skip
+                shown += 1
+                if shown % _FLUSH_EVERY == 0:
+                    stream.flush()
+        else:
+            short = args.source_id is not None
+            runs = {r.run_id: r for r in await journal.runs(live=False)}
+            lines: list[str] = []
+            async for e in entries:
+                if not shown:
+                    lines.append(f"history of {what or 'every source'} ({path})")
+                    lines.append(_table_line([name for name, _ in _TABLE_COLUMNS]))
+                    lines.append(_table_line(["-" * max(w, len(n)) for n, w in _TABLE_COLUMNS]))
+                lines.append(_table_row(e, short, iso, runs))
+                shown += 1
+                if len(lines) >= _FLUSH_EVERY:
                     stream.write("\n".join(lines) + "\n")
-                if shown:
-                    stream.write(f"{shown:,} entr{'y' if shown == 1 else 'ies'}\n")
-                else:
-                    stream.write(f"no journal entries for {what or 'any source'} in {path}\n")
-            stream.flush()
-        except BrokenPipeError:  # `sms-flow history ... | head`: the reader has had enough
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, stream.fileno())
-            return EXIT_OK
+                    stream.flush()
+                    lines.clear()
+            if lines:
+                stream.write("\n".join(lines) + "\n")
+            if shown:
+                stream.write(f"{shown:,} entr{'y' if shown == 1 else 'ies'}\n")
+            else:
+                stream.write(f"no journal entries for {what or 'any source'} in {path}\n")
+        stream.flush()
     return EXIT_OK
 
 

@@ -27,23 +27,27 @@ RATE_LIMIT_MIN: Final = 0.01
 _STOPPING: Final = "the run is stopping: a request that waited for the rate limit was not sent"
 
 
+def _check_rate(rate: float) -> None:
+    if (
+        not isinstance(rate, int | float)
+        or isinstance(rate, bool)
+        or not math.isfinite(rate)
+        or rate < RATE_LIMIT_MIN
+    ):
+        raise ConfigError(
+            f"rate limit {rate!r} is not a rate sms-flow takes: give a number of requests "
+            f"per second of at least {RATE_LIMIT_MIN:g} (one request every "
+            f"{1 / RATE_LIMIT_MIN:g} s), or no rate limit"
+        )
+
+
 class RateLimiter:
     """Spaces calls to at most ``rate`` a second, first come first served, with a small burst."""
 
     __slots__ = ("_interrupted", "_interval", "_next", "_slack")
 
     def __init__(self, rate: float, *, burst: int = 1) -> None:
-        if (
-            not isinstance(rate, int | float)
-            or isinstance(rate, bool)
-            or not math.isfinite(rate)
-            or rate < RATE_LIMIT_MIN
-        ):
-            raise ConfigError(
-                f"rate limit {rate!r} is not a rate sms-flow takes: give a number of requests "
-                f"per second of at least {RATE_LIMIT_MIN:g} (one request every "
-                f"{1 / RATE_LIMIT_MIN:g} s), or no rate limit"
-            )
+        _check_rate(rate)
         self._interval = 1.0 / rate
         self._slack = max(0, burst - 1) * self._interval
         self._next = 0.0
@@ -101,7 +105,7 @@ class SharedRateLimiter:
     def __init__(
         self, journal: Any, session: str, rate: float, *, batch: int | None = None
     ) -> None:
-        RateLimiter(rate)  # the same checks of the rate, the same message
+        _check_rate(rate)
         self._journal = journal
         self._session = session
         self._rate = float(rate)

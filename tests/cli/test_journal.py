@@ -433,3 +433,34 @@ def test_copy_help_says_what_it_copies_and_what_it_refuses(
         "a copy that fails leaves DST as it was",
     ):
         assert said in text, said
+
+
+@pytest.mark.parametrize("command", [("history",), ("history", "--wave", "big", "--json")])
+async def test_a_reader_that_stops_early_ends_the_command_quietly(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """``sms-flow ... | head``: the pipe closes under the command; exit 0, no traceback."""
+    import subprocess
+
+    journal = tmp_path / "journal.sqlite"
+    async with SqliteJournal(journal) as j:
+        await j.add_members("big", [f"s{i:05d}" for i in range(3000)], endpoint="e")
+        for i in range(3000):  # well over a pipe's buffer of output, either way
+            await j.record(
+                Intent(f"s{i:05d}", "start", "WAITING/setting", "INIT/replicating", "cli",
+                       "x" * 100, False, wave="big", endpoint="e"),
+                Outcome.APPLIED,
+            )  # fmt: skip
+    child = subprocess.Popen(
+        [*SMS_FLOW_COMMAND, *command, "--journal", str(journal)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout.read(10)  # the reader takes a little, then goes away
+    child.stdout.close()
+    code = await asyncio.to_thread(child.wait, 60)
+    stderr = child.stderr.read().decode()
+    child.stderr.close()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

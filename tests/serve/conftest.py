@@ -136,10 +136,8 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
                 f"no browser: {missing} is not on PATH and {BROWSER_REQUIRED_ENV}=1; "
                 "install it with apt-get install -y chromium chromium-driver"
             )
-        pytest.skip(
-            f"no browser: {missing} is not on PATH (a missing platform feature; "
-            "apt-get install -y chromium chromium-driver, which .ci/run does)"
-        )
+        why = f"{missing} is not on PATH; apt-get install -y chromium chromium-driver"
+        pytest.skip(reason=f"no browser (a missing platform feature): {why}")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in (
