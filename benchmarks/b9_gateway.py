@@ -14,12 +14,16 @@ handler. This process is the client: ``concurrency`` workers (64) over one
 * **changestate through the gateway**: ``PUT /v3/sources/{id}/changestate`` signed with the
   caller's AK/SK, each source walked along the chart's shortest path to
   ``FINISHED/cutovered`` (5 pushes a source, one source's pushes in order, ``sources``
-  sources). For each change the gateway verifies the signature, starts a run of its own in
-  the journal, claims the source, reads it (GET), checks the chart, writes the intent, pushes
-  (PUT, signed with its own key), reads it back (GET), settles the entry and ends the run.
+  sources). For each change the gateway verifies the signature, claims the source under the
+  service's run in the journal, reads it (GET; for a source's second and later changes the
+  read-back of the one before stands for it), checks the chart, writes the intent, pushes
+  (PUT, signed with its own key), reads it back (GET), settles the entry and frees the claim.
   Baseline: **direct push**, the same signed PUTs sent straight to a fresh simulator process
   (as B3's bare loop). Target: the gateway adds at most 30% to a push, i.e. its rate is at
-  least 1/1.3 of the direct one.
+  least 1/1.3 of the direct one. Second baseline: **bare proxy**, a process of its own that
+  forwards each PUT to the simulator and relays the answer, checking, journalling and
+  signing nothing: what putting any Python process between the caller and SMS costs on
+  these cores, the floor under the gateway's figure.
 
 Each side runs ``repeat`` times (a fresh simulator and gateway for every changestate run),
 the best run counts; a warm-up of ``concurrency`` requests (sources) comes first. Every
@@ -67,17 +71,10 @@ _CHECKS = (
 )
 _JSON = {"Content-Type": "application/json"}
 
-_BARE_HANDLER = """
-import json, sys
-from aiohttp import web
-
-async def check(request):
-    body = json.loads(await request.read())
-    return web.json_response({"allowed": True, "from": body.get("from"), "to": body.get("to")})
-
+_SERVE = """
 async def main():
     app = web.Application()
-    app.router.add_post("/check", check)
+    await setup(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -85,9 +82,49 @@ async def main():
     print(f"http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
     await asyncio.Event().wait()
 
-import asyncio
 asyncio.run(main())
 """
+"""The end of each baseline server's program: serve ``setup(app)``'s routes, print the URL."""
+
+_BARE_HANDLER = (
+    """
+import asyncio, json
+from aiohttp import web
+
+async def check(request):
+    body = json.loads(await request.read())
+    return web.json_response({"allowed": True, "from": body.get("from"), "to": body.get("to")})
+
+async def setup(app):
+    app.router.add_post("/check", check)
+"""
+    + _SERVE
+)
+
+_BARE_PROXY = (
+    """
+import asyncio, sys
+import aiohttp
+from aiohttp import web
+
+TARGET = sys.argv[1]
+FORWARDED = ("Host", "Content-Type", "Authorization", "X-Sdk-Date", "X-Project-Id")
+
+async def forward(request):
+    body = await request.read()
+    headers = {h: request.headers[h] for h in FORWARDED if h in request.headers}
+    async with request.app["session"].put(
+        TARGET + request.rel_url.raw_path, data=body, headers=headers
+    ) as resp:
+        answer = await resp.read()
+        return web.Response(status=resp.status, body=answer, content_type="application/json")
+
+async def setup(app):
+    app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+    app.router.add_put("/v3/sources/{source_id}/changestate", forward)
+"""
+    + _SERVE
+)
 
 
 @contextlib.contextmanager
@@ -206,6 +243,7 @@ def run(
     bare_runs: list[Run] = []
     through: list[Run] = []
     direct: list[Run] = []
+    proxied: list[Run] = []
     with contextlib.ExitStack() as stack:
         sim = stack.enter_context(simulator(1))
         gw_pid, gw_url = stack.enter_context(gateway(sim))
@@ -228,11 +266,20 @@ def run(
             direct.append(
                 asyncio.run(_pushes(sim.url, sim.ids, warm, concurrency, own, sim.pid, "direct"))
             )
+        with (
+            simulator(warm + sources) as sim,
+            _process([sys.executable, "-c", _BARE_PROXY, sim.url]) as (_pid, proxy_url),
+        ):
+            proxied.append(
+                asyncio.run(_pushes(proxy_url, sim.ids, warm, concurrency, own, sim.pid, "proxy"))
+            )
 
     best_check = max(check_runs, key=lambda r: r.rate)
     best_bare = max(bare_runs, key=lambda r: r.rate)
     best_through = max(through, key=lambda r: r.rate)
     best_direct = max(direct, key=lambda r: r.rate)
+    best_proxy = max(proxied, key=lambda r: r.rate)
+    proxy_added = (best_direct.rate / best_proxy.rate - 1) if best_proxy.rate else None
     check_vs_bare = ratio(best_check.rate, best_bare.rate)
     push_vs_direct = ratio(best_through.rate, best_direct.rate)
     added = (best_direct.rate / best_through.rate - 1) if best_through.rate else None
@@ -267,17 +314,30 @@ def run(
             baselines=[
                 Baseline(
                     "direct push to the simulator, same signing", best_direct.rate, push_vs_direct
-                )
+                ),
+                Baseline(
+                    "bare aiohttp proxy in front of the simulator (forwards, checks nothing)",
+                    best_proxy.rate,
+                    ratio(best_through.rate, best_proxy.rate),
+                ),
             ],
             note=note
             + (f"the gateway adds {added:.0%} to a push; " if added is not None else "")
-            + "per change it makes 3 SMS requests (read, push, read back) and its journal "
-            "writes (run, claim, intent, outcome, end of run); " + SHARED_CORES_NOTE,
+            + (
+                f"a bare proxy alone adds {proxy_added:.0%} (the floor of any gateway in a "
+                "process of its own on these cores); "
+                if proxy_added is not None
+                else ""
+            )
+            + "per change the gateway makes 2 SMS requests (push, read back; a third, the "
+            "read, for a source's first change) and its journal writes (claim, intent, "
+            "outcome, release); " + SHARED_CORES_NOTE,
             details={
                 "sources": sources,
                 "steps_per_source": len(path()),
                 "added_per_push": None if added is None else round(added, 3),
-                "runs": [r.to_dict() for r in (*through, *direct)],
+                "proxy_added_per_push": None if proxy_added is None else round(proxy_added, 3),
+                "runs": [r.to_dict() for r in (*through, *direct, *proxied)],
             },
         ),
     ]

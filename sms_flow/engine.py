@@ -526,6 +526,12 @@ class Engine:
             elif seen:
                 seen.pop(source_id, None)
 
+    def read_at(self, source_id: str) -> tuple[float, bool] | None:
+        """When the engine last read ``source_id`` (:func:`time.monotonic`), and whether that
+        read is the read-back of its last push of it; None when it has not read it since its
+        last push."""
+        return self._seen.get(source_id)
+
     def _intern(self, state: StatePair) -> StatePair:
         return self.chart.pair(state.copystate, state.migrationcycle) or state
 

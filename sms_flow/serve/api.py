@@ -468,7 +468,7 @@ class Api:
                     f"source {source_id} is driven by another live driver: {owner.describe()}; "
                     "nothing was sent. Try again once it is done",
                 )
-            current = await engine.refresh(source_id)
+            current = await self.owner.current(engine, source_id)
             verdict = engine.planner.check(current, requested)
             if verdict.noop:
                 return _done("noop", source_id, str(current), [])
@@ -481,6 +481,7 @@ class Api:
             results = await engine.change(
                 source_id, requested, follow_path=path, actor=actor, reason=reason
             )
+            self.owner.changed(engine, source_id, results)
             state = str(results[-1].to_state) if results else str(current)
             return _done("applied", source_id, state, results, plan=plan)
         except TransitionRejected as exc:

@@ -2,7 +2,8 @@
 
 ``PUT /v3/sources/{source_id}/changestate`` goes through the :class:`~sms_flow.engine.Engine`
 for a legal change (claim, journal, look, push, read back; the caller is the journal's
-actor) and is answered as SMS answers it: ``200 {}`` with SMS's ``X-Request-Id``. An
+actor; the look is the read-back of the service's own last change of the source when that
+is fresh, :meth:`~sms_flow.serve.owner.ServiceRun.current`) and is answered as SMS answers it: ``200 {}`` with SMS's ``X-Request-Id``. An
 illegal change is refused before SMS sees it, in SMS's error shape (``error_code``,
 ``error_msg``, ``error_param``, ``details``). ``GET /v3/sources`` and
 ``GET /v3/sources/{source_id}`` pass through: SMS's answer is relayed as it came (status,
@@ -428,11 +429,12 @@ class Gateway:
                         f"{owner.describe()}; nothing was sent. Try again once it is done",
                         [_param("source_id", source_id)],
                     )
-                current = await engine.refresh(source_id)
+                current = await self.owner.current(engine, source_id)
                 verdict = engine.planner.check(current, requested)
                 results = await engine.change(
                     source_id, requested, actor=caller.actor, reason=REASON
                 )
+                self.owner.changed(engine, source_id, results)
             if not results:
                 outcome = "noop"
                 return web.Response(

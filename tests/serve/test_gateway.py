@@ -21,12 +21,13 @@ from huaweicloudsdksms.v3 import (
 
 from sms_flow.auth import TokenAuth
 from sms_flow.client import SmsClient
+from sms_flow.engine import Engine
 from sms_flow.errors import AuthError, NotFoundError, ServerError
 from sms_flow.journal import Lease, Outcome
 from sms_flow.retry import RetryPolicy
 from sms_flow.serve import Service
 from sms_flow.simulator import Simulator
-from sms_flow.states import CopyState, MigrationCycle, StatePair
+from sms_flow.states import CopyState, MigrationCycle, StatePair, StateRequest
 from tests.serve.conftest import (
     CALLER_AK,
     SECRETS,
@@ -416,3 +417,54 @@ async def test_the_answer_names_smss_request_and_the_journal_entry(
     [entry] = await gateway.journal.history(source_id=sid)
     assert headers["X-Request-Id"] == sim.history(sid)[-1].request_id == entry.request_id
     assert headers["X-Sms-Flow-Entry"] == str(entry.id)
+
+
+def read_from_sms(sim: Simulator) -> int:
+    return sum(sim.stats.requests.get("GET /v3/sources/{source_id}", {}).values())
+
+
+async def test_a_source_walked_step_by_step_is_read_before_its_first_change_only(
+    sim: Simulator, gateway: Service
+) -> None:
+    # The read-back of the service's own last change stands for the next change's look
+    # (fresh, nothing else journalled since): two requests to SMS a change instead of three.
+    sid = await sim.register("web-01")
+    await sim.move(sid, pair=("REPLICATE", "replicating"))
+    steps = [("SYNCING", "syncing"), ("CUTOVERING", "cutovering"), ("FINISHED", "cutovered")]
+    reads = []
+    async with SmsClient(gateway.url, auth=TokenAuth(SIM_TOKEN)) as client:
+        for copystate, cycle in steps:
+            before = read_from_sms(sim)
+            await client.change_state(sid, copystate, cycle)
+            reads.append(read_from_sms(sim) - before)
+    assert reads == [2, 1, 1]  # look and read-back, then the read-back alone
+    assert pushed_to_sms(sim) == 3
+    assert sim.source(sid).pair == StatePair(CopyState.FINISHED, MigrationCycle.CUTOVERED)
+    entries = await gateway.journal.history(source_id=sid)
+    assert [(str(e.from_state), e.outcome) for e in entries] == [
+        ("REPLICATE/replicating", Outcome.APPLIED),
+        ("SYNCING/syncing", Outcome.APPLIED),
+        ("CUTOVERING/cutovering", Outcome.APPLIED),
+    ]
+
+
+async def test_a_change_journalled_by_another_driver_since_makes_the_gateway_read_again(
+    sim: Simulator, gateway: Service
+) -> None:
+    sid = await sim.register("web-01")
+    await sim.move(sid, pair=("REPLICATE", "replicating"))
+    async with SmsClient(gateway.url, auth=TokenAuth(SIM_TOKEN)) as through:
+        await through.change_state(sid, "SYNCING", "syncing")
+        # An operator's `sms-flow set` moves it on, in the same journal, a moment later.
+        async with (
+            SmsClient(sim.url, auth=TokenAuth(SIM_TOKEN)) as direct,
+            Engine(direct, journal=gateway.journal, actor="operator") as engine,
+        ):
+            await engine.change(sid, StateRequest(CopyState.CUTOVERING, MigrationCycle.CUTOVERING))
+        before, pushed = read_from_sms(sim), pushed_to_sms(sim)
+        # Asked for where it is now: the gateway reads it, finds it there, sends nothing.
+        await through.change_state(sid, "CUTOVERING", "cutovering")
+    assert read_from_sms(sim) - before == 1
+    assert pushed_to_sms(sim) == pushed
+    entries = await gateway.journal.history(source_id=sid)
+    assert [e.actor for e in entries] == [TOKEN_ACTOR, "operator"]
