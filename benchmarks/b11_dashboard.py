@@ -9,12 +9,18 @@ What is measured: the server time of ``GET /`` and of ``GET /dashboard.json`` (t
 the page fetches every few seconds), each handled by :class:`~sms_flow.serve.dashboard.Dashboard`
 in an aiohttp server on loopback and timed from request to the last byte of the answer
 (``time.perf_counter`` around one request over a kept-alive connection, so it is the
-server's time plus a loopback round trip): the first page after the service started (it
-waits for the journal's counts); a page and an update while the snapshot of the counts is
+server's time plus a loopback round trip): the first page before any count of the journal
+(it waits for the counts: a page asked for in the moments the service takes its first count
+as it starts, or the first page for another ``stuck`` threshold); a page and an update while the snapshot of the counts is
 fresh; and a page and an update that find it stale (each starts a recount in the background
 and is answered from the latest snapshot). Also the counting alone (the journal's
 ``census`` and every wave's ``wave_status``, on the dashboard's own connection), which sets
 how old the counts on a page may be. Best and median of ``repeat`` runs.
+
+The same again on a PostgreSQL journal (a cluster of its own, started as B7's is, when one
+can be started here): the SQLite journal copied into a new database with ``sms-flow journal
+copy``'s code (which vacuums and analyses the tables after the copy), the figures named
+"PostgreSQL: ...".
 
 Target: under 200 ms each (issue 12). Baseline of the counting: the census as journals of
 SQLite schema 4 counted it, grouping every entry by source (plain ``sqlite3``, the same file).
@@ -104,17 +110,17 @@ def fill_journal(path: Path, sources: int, *, wave: str = WAVE, seed: int = 1) -
     return len(rows)
 
 
-async def _measure(path: Path, repeat: int) -> dict[str, list[float]]:
+async def _measure(location: str, repeat: int) -> dict[str, list[float]]:
     import aiohttp
     from aiohttp import web
 
     from sms_flow.chart import default_chart
-    from sms_flow.journal_sqlite import SqliteJournal
+    from sms_flow.journals import open_journal
     from sms_flow.serve.access import ApiTokens
     from sms_flow.serve.dashboard import DEFAULT_STUCK, Dashboard
 
     times: dict[str, list[float]] = {}
-    async with SqliteJournal(path) as journal:
+    async with open_journal(location) as journal:
         dashboard = Dashboard(journal, default_chart(), ApiTokens(), refresh=3600.0)
         app = web.Application()
         dashboard.add_to(app)
@@ -138,10 +144,14 @@ async def _measure(path: Path, repeat: int) -> dict[str, list[float]]:
                         await resp.read()
 
                 await get("/static/dashboard.css")  # the connection is open before timing
+                while dashboard._taking:  # the count the service starts with
+                    await asyncio.gather(*dashboard._taking.values())
                 for _ in range(repeat):
-                    dashboard._snapshots.clear()  # as if the service had just started
+                    # As if the page were asked for before any count: the service's first
+                    # moments (it starts counting as it starts), or a new stuck threshold.
+                    dashboard._snapshots.clear()
                     dashboard.refresh = 3600.0
-                    await timed("first page after start (waits for counts)", lambda: get("/"))
+                    await timed("first page before any count (waits for it)", lambda: get("/"))
                     await timed("page, snapshot fresh", lambda: get("/"))
                     await timed("update, snapshot fresh", lambda: get("/dashboard.json"))
                     # Every request now finds the snapshot stale and starts a new count.
@@ -183,24 +193,62 @@ def _grouped_census_ms(path: Path, repeat: int) -> list[float]:
     return times
 
 
-def run(*, sources: int = 100_000, repeat: int = 5) -> list[Figure]:
-    """B11's figures: the median server time of each request, and of the counting."""
+async def _copied_to_postgresql(path: Path, cluster: Any) -> str:
+    """A new database of ``cluster`` holding a copy of the journal at ``path``; its DSN."""
+    import asyncpg
+
+    from sms_flow import journals
+
+    conn = await asyncpg.connect(cluster.admin_dsn, timeout=30)
+    try:
+        await conn.execute("CREATE DATABASE b11")
+    finally:
+        await conn.close()
+    dsn: str = cluster.dsn("b11")
+    await journals.copy(str(path), dsn)
+    return dsn
+
+
+def run(*, sources: int = 100_000, repeat: int = 5, postgres: bool = True) -> list[Figure]:
+    """B11's figures: the median server time of each request, and of the counting, on a
+    SQLite journal and (``postgres``, when a cluster can be started here) on a PostgreSQL
+    journal holding a copy of it (``sms-flow journal copy``)."""
+    from sms_flow.testing._postgres import Cluster
+
     with tempfile.TemporaryDirectory(prefix="b11-") as folder:
         path = Path(folder) / "journal.sqlite"
         t = time.perf_counter()
         entries = fill_journal(path, sources)
         filled = time.perf_counter() - t
-        times = asyncio.run(_measure(path, repeat))
+        measured = {"": asyncio.run(_measure(str(path), repeat))}
         grouped = _grouped_census_ms(path, repeat)
+        if postgres and Cluster.unavailable() is None:
+            with Cluster() as cluster:
+                dsn = asyncio.run(_copied_to_postgresql(path, cluster))
+                measured["PostgreSQL: "] = asyncio.run(_measure(dsn, repeat))
     note = f"{sources:,} sources, {entries:,} entries" + (
         "; the target is for 100,000 sources" if sources != 100_000 else ""
     )
+    figures: list[Figure] = []
+    for prefix, times in measured.items():
+        figures += _figures(prefix, times, grouped if not prefix else [], note, filled, sources)
+    return figures
+
+
+def _figures(
+    prefix: str,
+    times: dict[str, list[float]],
+    grouped: list[float],
+    note: str,
+    filled: float,
+    sources: int,
+) -> list[Figure]:
     figures: list[Figure] = []
     for name, values in times.items():
         median = statistics.median(values)
         counting = name.startswith("counting")
         baselines = []
-        if counting:
+        if counting and grouped:
             baseline = statistics.median(grouped)
             baselines.append(
                 Baseline(
@@ -210,7 +258,7 @@ def run(*, sources: int = 100_000, repeat: int = 5) -> list[Figure]:
         figures.append(
             Figure(
                 "B11",
-                name,
+                prefix + name,
                 median,
                 "ms",
                 "lower",
@@ -240,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"B11: {args.sources:,} sources, {entries:,} entries (written in {time.perf_counter() - t:.1f} s)"
         )
-        times = asyncio.run(_measure(path, args.repeat))
+        times = asyncio.run(_measure(str(path), args.repeat))
     print(f"{'what':<40} {'best ms':>9} {'median ms':>10}  target {TARGET_MS:.0f} ms")
     for name, values in times.items():
         best, median = min(values), statistics.median(values)

@@ -101,6 +101,8 @@ class Service:
         self._client: SmsClient | None = None
         self._journal_open = False
         self.url = ""
+        self.dashboard: Dashboard | None = None
+        """The dashboard's handlers, once started."""
 
     @property
     def endpoint(self) -> str:
@@ -203,7 +205,8 @@ class Service:
                 lease_seconds=config.lease_seconds,
             )
             self._add_api(app, api)
-            Dashboard(self.journal, gateway.chart, config.tokens).add_to(app)
+            self.dashboard = Dashboard(self.journal, gateway.chart, config.tokens)
+            self.dashboard.add_to(app)
             await self._listen(app)
         except BaseException:
             await self.aclose()
@@ -228,7 +231,8 @@ class Service:
             lease_seconds=config.lease_seconds,
         )
         self._add_api(app, api)
-        Dashboard(self.journal, chart, config.tokens).add_to(app)
+        self.dashboard = Dashboard(self.journal, chart, config.tokens)
+        self.dashboard.add_to(app)
         await self._listen(app)
 
     def _add_api(self, app: web.Application, api: Api) -> None:

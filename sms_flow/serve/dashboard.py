@@ -23,14 +23,16 @@ Counts come from the journal's :meth:`~sms_flow.journal.Journal.census` and
 dashboard's own, :meth:`Dashboard.add_to`). Every viewer is answered at once from the latest
 snapshot of those counts; when it is over :attr:`Dashboard.refresh` seconds old, a request
 starts a new one in the background (one at a time), so the journal counts at most once per
-interval however many pages are open, and not at all while none is. Only the first request
-after the service started (for a ``stuck`` threshold) waits for the counts. No SMS
+interval however many pages are open, and not at all while none is. The counts for the
+default threshold are first taken as the service starts; only a request that comes before
+they are ready, or the first for another ``stuck`` threshold, waits for them. No SMS
 credential is ever part of a page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import time
 from collections.abc import Awaitable, Callable
@@ -114,6 +116,7 @@ class Dashboard:
         never waits on (or holds up) the writes of the gateway's connection."""
         app.router.add_routes(self.routes())
         app.on_startup.append(self._open_reader)
+        app.on_startup.append(self._warm)
         app.on_cleanup.append(self._close)
 
     async def _open_reader(self, _: web.Application) -> None:
@@ -121,6 +124,18 @@ class Dashboard:
             reader = SqliteJournal(self.journal.path, quick_check=False)
             await reader.open()
             self._reader = reader
+
+    async def _warm(self, _: web.Application) -> None:
+        """Start counting for the default threshold as the service starts (in the
+        background), so that the first page finds the counts taken, or being taken."""
+        self._start_taking(DEFAULT_STUCK)
+
+    def _start_taking(self, stuck: int) -> asyncio.Future[_Snapshot]:
+        task = self._taking.get(stuck)
+        if task is None:
+            task = self._taking[stuck] = asyncio.ensure_future(self._take(stuck))
+            task.add_done_callback(_log_failure)
+        return task
 
     async def _close(self, _: web.Application) -> None:
         for task in list(self._taking.values()):
@@ -235,21 +250,33 @@ from <code>SMS_FLOW_SERVE_TOKENS</code>), not a cloud credential.</p>
         if known is not None and (task is not None or time.time() - known.taken < self.refresh):
             return known
         if task is None:
-            task = self._taking[stuck] = asyncio.ensure_future(self._take(stuck))
-            task.add_done_callback(_log_failure)
+            task = self._start_taking(stuck)
         if known is not None:
             return known
         return await asyncio.shield(task)
+
+    async def recount(self, stuck: int = DEFAULT_STUCK) -> None:
+        """Count the journal for ``stuck`` now (after a count under way, which may have begun
+        before the latest writes) and wait for it: the pages show these counts from then on."""
+        under_way = self._taking.get(stuck)
+        if under_way is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(under_way)
+        await asyncio.shield(self._start_taking(stuck))
 
     async def _take(self, stuck: int) -> _Snapshot:
         try:
             journal = self._reader or self.journal
             now = time.time()
-            census = await journal.census(
-                stuck_before=now - stuck, settled=self._settled, shown=_SHOWN
+            # The census and each wave counted side by side: on PostgreSQL each on a
+            # connection of the pool (the first page waits for the longest, not the sum); on
+            # the SQLite reader one after another, as its one connection takes them.
+            names = await journal.waves()
+            census, waves = await asyncio.gather(
+                journal.census(stuck_before=now - stuck, settled=self._settled, shown=_SHOWN),
+                asyncio.gather(*(journal.wave_status(w, shown=_SHOWN) for w in names)),
             )
-            waves = [await journal.wave_status(w, shown=_SHOWN) for w in await journal.waves()]
-            snap = _Snapshot(now, census, waves)
+            snap = _Snapshot(now, census, list(waves))
             if len(self._snapshots) >= _THRESHOLDS_KEPT and stuck not in self._snapshots:
                 self._snapshots.pop(min(self._snapshots, key=lambda k: self._snapshots[k].taken))
             self._snapshots[stuck] = snap
