@@ -1485,14 +1485,22 @@ class PostgresJournal(Journal):
                         wave,
                     )
                 }
-                failed = await conn.fetchval(f"SELECT count(*) {failing}", wave)
+                # Found once: how many, and the first ``shown`` of them (then read by id).
+                found = await conn.fetchrow(
+                    f"WITH f AS MATERIALIZED (SELECT l.last_id {failing}) SELECT "
+                    "(SELECT count(*) FROM f) AS n, "
+                    "(SELECT array_agg(last_id) FROM "
+                    "(SELECT last_id FROM f ORDER BY last_id LIMIT $2) AS s) AS ids",
+                    wave,
+                    shown,
+                )
+                failed = found["n"]
                 failures = [
                     _entry(r)
                     for r in await conn.fetch(
-                        f"SELECT {_COLUMNS} FROM sms_flow.entries WHERE id IN "
-                        f"(SELECT l.last_id {failing} ORDER BY l.last_id LIMIT $2) ORDER BY id",
-                        wave,
-                        shown,
+                        f"SELECT {_COLUMNS} FROM sms_flow.entries WHERE id = ANY($1::bigint[]) "
+                        "ORDER BY id",
+                        found["ids"] or [],
                     )
                 ]
                 open_count = await conn.fetchval(f"SELECT count(*) {opened}", wave)

@@ -843,6 +843,21 @@ async def test_wave_status_counts_members_by_their_last_known_state(journal: Jou
     assert (empty.members, empty.entries, empty.states, empty.failures) == (0, 0, {}, [])
 
 
+async def test_wave_status_counts_every_failing_member_and_shows_the_first_ones(
+    journal: Journal,
+) -> None:
+    await journal.add_members("w", [f"s{i}" for i in range(6)])
+    failed_ids = []
+    for i in (4, 1, 3, 0, 2):
+        failed_ids.append(await journal.record(intent(f"s{i}", wave="w"), Outcome.FAILED))
+    await journal.record(intent("x", wave="other"), Outcome.FAILED)  # not a member
+    found = await journal.wave_status("w", shown=2)
+    assert found.failed == 5
+    assert [e.id for e in found.failures] == sorted(failed_ids)[:2]
+    none_shown = await journal.wave_status("w", shown=0)
+    assert (none_shown.failed, none_shown.failures) == (5, [])
+
+
 async def test_census_counts_every_source_by_state_and_lists_the_stuck_longest_first(
     journal: Journal,
 ) -> None:
