@@ -10,8 +10,8 @@ the page fetches every few seconds), each handled by :class:`~sms_flow.serve.das
 in an aiohttp server on loopback and timed from request to the last byte of the answer
 (``time.perf_counter`` around one request over a kept-alive connection, so it is the
 server's time plus a loopback round trip): the first page before any count of the journal
-(it waits for the counts: a page asked for in the moments the service takes its first count
-as it starts, or the first page for another ``stuck`` threshold); a page and an update while the snapshot of the counts is
+(it waits for the counts: the service's first page, the first after a quiet spell, or the
+first for another ``stuck`` threshold); a page and an update while the snapshot of the counts is
 fresh; and a page and an update that find it stale (each starts a recount in the background
 and is answered from the latest snapshot). Also the counting alone (the journal's
 ``census`` and every wave's ``wave_status``, on the dashboard's own connection), which sets
@@ -144,11 +144,9 @@ async def _measure(location: str, repeat: int) -> dict[str, list[float]]:
                         await resp.read()
 
                 await get("/static/dashboard.css")  # the connection is open before timing
-                while dashboard._taking:  # the count the service starts with
-                    await asyncio.gather(*dashboard._taking.values())
                 for _ in range(repeat):
                     # As if the page were asked for before any count: the service's first
-                    # moments (it starts counting as it starts), or a new stuck threshold.
+                    # page, the first after a quiet spell, or one for a new stuck threshold.
                     dashboard._snapshots.clear()
                     dashboard.refresh = 3600.0
                     await timed("first page before any count (waits for it)", lambda: get("/"))

@@ -23,10 +23,10 @@ Counts come from the journal's :meth:`~sms_flow.journal.Journal.census` and
 dashboard's own, :meth:`Dashboard.add_to`). Every viewer is answered at once from the latest
 snapshot of those counts; when it is over :attr:`Dashboard.refresh` seconds old, a request
 starts a new one in the background (one at a time), so the journal counts at most once per
-interval however many pages are open, and not at all while none is. The counts for the
-default threshold are first taken as the service starts; only a request that comes before
-they are ready, or the first for another ``stuck`` threshold, waits for them. No SMS
-credential is ever part of a page.
+interval however many pages are open, and not at all while none is. A request waits for
+the counts only when there are none for its ``stuck`` threshold yet, or only counts over
+:attr:`Dashboard.stale_after` seconds old (the first page after a quiet spell shows the
+journal as it is, not as it was). No SMS credential is ever part of a page.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ COOKIE: Final = "smsflow_token"
 _SHOWN: Final = 20  # failures per wave and stuck sources shown
 _HISTORY_SHOWN: Final = 500
 _THRESHOLDS_KEPT: Final = 8  # stuck thresholds with a snapshot kept
+_STALE_AFTER: Final = 10.0  # seconds; at least, see Dashboard.stale_after
 _STUCK_MAX: Final = 366 * 86_400
 _STATIC: Final = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 
@@ -105,6 +106,9 @@ class Dashboard:
         self.tokens = tokens
         self.refresh = refresh
         """Seconds a snapshot of the journal is shared, and how often the page asks again."""
+        self.stale_after = max(_STALE_AFTER, 5 * refresh)
+        """Seconds after which a snapshot is too old to show while a new one is counted: a
+        page then waits for the new count (after a quiet spell, nobody is shown old counts)."""
         self._snapshots: dict[int, _Snapshot] = {}
         self._taking: dict[int, asyncio.Future[_Snapshot]] = {}
         self._reader: SqliteJournal | None = None
@@ -116,7 +120,6 @@ class Dashboard:
         never waits on (or holds up) the writes of the gateway's connection."""
         app.router.add_routes(self.routes())
         app.on_startup.append(self._open_reader)
-        app.on_startup.append(self._warm)
         app.on_cleanup.append(self._close)
 
     async def _open_reader(self, _: web.Application) -> None:
@@ -124,11 +127,6 @@ class Dashboard:
             reader = SqliteJournal(self.journal.path, quick_check=False)
             await reader.open()
             self._reader = reader
-
-    async def _warm(self, _: web.Application) -> None:
-        """Start counting for the default threshold as the service starts (in the
-        background), so that the first page finds the counts taken, or being taken."""
-        self._start_taking(DEFAULT_STUCK)
 
     def _start_taking(self, stuck: int) -> asyncio.Future[_Snapshot]:
         task = self._taking.get(stuck)
@@ -243,17 +241,16 @@ from <code>SMS_FLOW_SERVE_TOKENS</code>), not a cloud credential.</p>
 
     async def snapshot(self, stuck: int) -> _Snapshot:
         """The journal's counts for ``stuck``: the latest snapshot at once, taking a new one
-        in the background when it is over :attr:`refresh` seconds old (one at a time); only
-        the first request for a threshold waits for its counts."""
+        in the background when it is over :attr:`refresh` seconds old (one at a time); a
+        request waits for the counts when there is no snapshot yet, or only one over
+        :attr:`stale_after` seconds old."""
         known = self._snapshots.get(stuck)
         task = self._taking.get(stuck)
-        if known is not None and (task is not None or time.time() - known.taken < self.refresh):
+        if known is not None and (age := time.time() - known.taken) < self.stale_after:
+            if task is None and age >= self.refresh:
+                self._start_taking(stuck)
             return known
-        if task is None:
-            task = self._start_taking(stuck)
-        if known is not None:
-            return known
-        return await asyncio.shield(task)
+        return await asyncio.shield(task or self._start_taking(stuck))
 
     async def recount(self, stuck: int = DEFAULT_STUCK) -> None:
         """Count the journal for ``stuck`` now (after a count under way, which may have begun

@@ -17,9 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from sms_flow.journal import Intent, Outcome
-from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.serve import ApiTokens, Service
-from sms_flow.serve.dashboard import DEFAULT_STUCK
 from sms_flow.simulator import Faults, Simulator
 from sms_flow.wave import WaveSession
 from tests.conftest import eventually
@@ -71,8 +69,6 @@ async def test_the_page_counts_sources_by_state_and_shows_each_wave_with_its_fai
     failed = await journal.begin(step)
     await journal.settle(failed, Outcome.FAILED, error="HTTP 503: busy", request_id="r-503")
     await journal.begin(intent("c", "WAITING/checking", "WAITING/setting", trigger="configure"))
-    assert gateway.dashboard is not None
-    await gateway.dashboard.recount()  # the counts taken as the service started were of none
     status, page, resp = await get(gateway.url + "/")
     assert status == 200 and resp.content_type == "text/html"
     assert shown_counts(page) == {
@@ -140,8 +136,6 @@ async def test_stuck_sources_are_those_in_a_state_past_the_threshold_final_state
             "UPDATE entries SET created_at = ?, settled_at = ? WHERE source_id IN ('old', 'done')",
             (two_hours_ago, two_hours_ago),
         )
-    assert gateway.dashboard is not None
-    await gateway.dashboard.recount(3600)
     status, page, _ = await get(gateway.url + "/?stuck=3600")
     assert status == 200
     stuck = page[page.index('data-part="stuck"') :]
@@ -291,28 +285,24 @@ async def test_in_a_browser_the_page_follows_a_running_wave_and_opens_a_source(
     await in_thread(browser.screenshot, "dashboard-source.png")
 
 
-async def test_the_counts_are_taken_as_the_service_starts_and_pages_are_answered_from_them(
-    serve_factory: ServeFactory, tmp_path: Path
+async def test_a_page_shows_recent_counts_at_once_and_waits_for_new_ones_after_a_quiet_spell(
+    gateway: Service,
 ) -> None:
-    path = tmp_path / "filled.sqlite"
-    async with SqliteJournal(path) as journal:
-        await journal.add_members("w1", ["a", "b"])
-        await journal.record(intent("a", "WAITING/checking", "WAITING/setting"), Outcome.APPLIED)
-    service = await serve_factory(journal=path)
-    dashboard = service.dashboard
+    dashboard = gateway.dashboard
     assert dashboard is not None
-    # No page asked yet: the count for the default threshold is already under way (or done).
-    assert DEFAULT_STUCK in dashboard._taking or DEFAULT_STUCK in dashboard._snapshots
-    snap = await dashboard.snapshot(DEFAULT_STUCK)
-    assert snap.census.states == {"WAITING/setting": 1}
-    # Written after that count: a page shows the counts of the start (at most `refresh`
-    # seconds old, the page says when they were taken), the next count shows the write.
-    await service.journal.record(
-        intent("b", "WAITING/checking", "WAITING/setting"), Outcome.APPLIED
-    )
-    dashboard.refresh = 3600.0
-    status, page, _ = await get(service.url + "/")
-    assert status == 200 and shown_counts(page)["WAITING"] == 1
+    journal = gateway.journal
+    await journal.add_members("w1", ["a", "b"])
+    await journal.record(intent("a", "WAITING/checking", "WAITING/setting"), Outcome.APPLIED)
     await dashboard.recount()
-    status, page, _ = await get(service.url + "/")
-    assert shown_counts(page)["WAITING"] == 2
+    await journal.record(intent("b", "WAITING/checking", "WAITING/setting"), Outcome.APPLIED)
+    # Counts a moment old are shown at once (the page says when they were taken).
+    dashboard.refresh, dashboard.stale_after = 3600.0, 3600.0
+    status, page, _ = await get(gateway.url + "/")
+    assert status == 200 and shown_counts(page)["WAITING"] == 1
+    # Counts older than stale_after are not shown: the page waits for a new count.
+    dashboard.stale_after = 0.2
+    await asyncio.sleep(0.3)
+    status, page, _ = await get(gateway.url + "/")
+    assert status == 200 and shown_counts(page)["WAITING"] == 2
+    status, data, _ = await get(gateway.url + "/dashboard.json")
+    assert '"WAITING/setting": 2' in data
