@@ -2168,6 +2168,10 @@ def _resolve(write: _Write, result: Any) -> None:
         future.set_result(result)
 
 
+_CLAIM_ROUNDS: Final = 3
+"""Selections of members a claim of work makes at most (see _claim_work)."""
+
+
 async def _claim_work(
     conn: Any,
     run_id: str,
@@ -2210,37 +2214,53 @@ async def _claim_work(
         dead = _dead(other, row["expired"])
         if dead is not None:
             await _mark_dead(conn, other, now, dead)
-    ids = [
-        r[0]
-        for r in await conn.fetch(
-            "SELECT m.source_id FROM sms_flow.wave_members AS m "
-            "WHERE m.wave = $1 AND m.endpoint = $2 "
-            "AND NOT EXISTS (SELECT 1 FROM sms_flow.wave_done AS d "
-            "WHERE d.session_id = $3 AND d.source_id = m.source_id) "
-            "AND NOT EXISTS (SELECT 1 FROM sms_flow.claims AS c "
-            "JOIN sms_flow.runs AS r ON r.run_id = c.run_id "
-            "WHERE c.endpoint = m.endpoint AND c.source_id = m.source_id "
-            "AND r.ended_at IS NULL AND r.expires_at > $4 "
-            "AND (c.run_id <> $5 OR c.source_id = ANY($6::text[]))) "
-            "ORDER BY m.seq LIMIT $7 FOR UPDATE OF m SKIP LOCKED",
-            wave,
-            endpoint,
-            session,
-            now,
-            run_id,
-            holding,
-            limit,
-        )
-    ]
-    if ids:
-        claimed = await _claim(conn, run_id, endpoint, ids, False, None)
-        if isinstance(claimed, LeaseLostError):
-            return claimed
-    else:  # nothing to claim: the run must still be live to be told so
-        refused = await _unless_live(conn, run_id, now, lock=False)
-        if refused is not None:
-            return refused
-        claimed = Claimed()
+    # Members no live run holds, in order, skipping those another worker's claim has locked.
+    # A claim committed after this statement began is not seen by it (its snapshot) yet no
+    # longer locks its rows: those members are selected and then refused by the claim. Each
+    # round selects again (a new snapshot) past the refused, so that losing that race leaves
+    # a worker with work instead of idle until its next poll.
+    claimed = Claimed()
+    passed: list[str] = []
+    for _ in range(_CLAIM_ROUNDS):
+        ids = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT m.source_id FROM sms_flow.wave_members AS m "
+                "WHERE m.wave = $1 AND m.endpoint = $2 "
+                "AND NOT (m.source_id = ANY($8::text[])) "
+                "AND NOT EXISTS (SELECT 1 FROM sms_flow.wave_done AS d "
+                "WHERE d.session_id = $3 AND d.source_id = m.source_id) "
+                "AND NOT EXISTS (SELECT 1 FROM sms_flow.claims AS c "
+                "JOIN sms_flow.runs AS r ON r.run_id = c.run_id "
+                "WHERE c.endpoint = m.endpoint AND c.source_id = m.source_id "
+                "AND r.ended_at IS NULL AND r.expires_at > $4 "
+                "AND (c.run_id <> $5 OR c.source_id = ANY($6::text[]))) "
+                "ORDER BY m.seq LIMIT $7 FOR UPDATE OF m SKIP LOCKED",
+                wave,
+                endpoint,
+                session,
+                now,
+                run_id,
+                holding,
+                limit - len(claimed.granted),
+                passed,
+            )
+        ]
+        if not ids:
+            if not passed:  # nothing to claim: the run must still be live to be told so
+                refused = await _unless_live(conn, run_id, now, lock=False)
+                if refused is not None:
+                    return refused
+            break
+        got = await _claim(conn, run_id, endpoint, ids, False, None)
+        if isinstance(got, LeaseLostError):
+            return got
+        claimed.granted.update(got.granted)
+        claimed.taken_from.update(got.taken_from)
+        claimed.refused.update(got.refused)
+        if not got.refused or len(claimed.granted) >= limit:
+            break
+        passed += list(got.refused)
     undone = await conn.fetchval(
         "SELECT count(*) FROM sms_flow.wave_members AS m WHERE m.wave = $1 AND m.endpoint = $2 "
         "AND NOT EXISTS (SELECT 1 FROM sms_flow.wave_done AS d "
