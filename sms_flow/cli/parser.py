@@ -793,14 +793,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         _serve_options,
         handler="sms_flow.serve.cli:serve",
         logs=True,
-        help="a validating gateway in front of SMS, with /metrics (first line of output: its URL)",
+        help="a validating gateway in front of SMS, with a JSON API, a live dashboard and "
+        "/metrics (first line of output: its URL)",
         description=(
             "Serve SMS's changestate API, validated: a legal change goes through the engine "
             "(claimed, journalled with the caller, pushed, read back), an illegal one is refused "
             "in SMS's error shape (SMSFLOW.0001 ...) before SMS sees it; GET /v3/sources passes "
             "through. Callers send an IAM token (passed on) or sign with an AK/SK of "
             "--keys-file; the gateway signs its own requests with its own credentials. "
-            "Prometheus metrics at /metrics. It serves until interrupted."
+            "Also served: a live dashboard at /, a JSON API at /api/v1 (its OpenAPI document "
+            "at /api/v1/openapi.json) and Prometheus metrics at /metrics. It serves until "
+            "interrupted."
         ),
         epilog=_CREDENTIALS_HELP,
     )
@@ -827,7 +830,8 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tokens-file",
         metavar="FILE",
-        help="API tokens for /metrics, ROLE:TOKEN a line, roles viewer and operator "
+        help="API tokens for the dashboard, /api/v1 and /metrics, ROLE:TOKEN a line, roles "
+        "viewer (reads) and operator (also changes); needed to listen beyond loopback "
         "(default: $SMS_FLOW_SERVE_TOKENS, comma-separated)",
     )
     p.add_argument("--chart", metavar="FILE", help=_CHART_HELP)
