@@ -3,12 +3,12 @@
 ``PUT /v3/sources/{source_id}/changestate`` goes through the :class:`~sms_flow.engine.Engine`
 for a legal change (claim, journal, look, push, read back; the caller is the journal's
 actor; the look is the read-back of the service's own last change of the source when that
-is fresh, :meth:`~sms_flow.serve.owner.ServiceRun.current`) and is answered as SMS answers it: ``200 {}`` with SMS's ``X-Request-Id``. An
-illegal change is refused before SMS sees it, in SMS's error shape (``error_code``,
-``error_msg``, ``error_param``, ``details``). ``GET /v3/sources`` and
-``GET /v3/sources/{source_id}`` pass through: SMS's answer is relayed as it came (status,
-body, ``X-Request-Id``), credentials removed from it. Any other route under ``/v3`` is not
-served (404).
+is fresh, :meth:`~sms_flow.serve.owner.ServiceRun.current`) and is answered as SMS answers
+it: ``200 {}`` with SMS's ``X-Request-Id``. An illegal change is refused before SMS sees
+it, in SMS's error shape (``error_code``, ``error_msg``, ``error_param``, ``details``).
+``GET /v3/sources`` and ``GET /v3/sources/{source_id}`` pass through: SMS's answer is
+relayed as it came (status, body, ``X-Request-Id``), credentials removed from it. Any other
+route under ``/v3`` is not served (404).
 
 Who calls is decided by :class:`~sms_flow.serve.access.CallerKeys`: a caller's IAM token is
 passed on to SMS with each request made for it (reads, push, read-back); an AK/SK caller is
