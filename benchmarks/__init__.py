@@ -17,6 +17,8 @@ B5     :mod:`benchmarks.b5_recovery`         settling 10,000 open intents
 B6     :mod:`benchmarks.b6_startup`          ``sms-flow check`` start-up
 B7     :mod:`benchmarks.b7_pg_journal`       B3's pushes, PostgreSQL journal against SQLite
 B8     :mod:`benchmarks.b8_workers`          3 workers on a wave, one killed
+B9     :mod:`benchmarks.b9_gateway`          ``sms-flow serve``: check, and the gateway
 B10    :mod:`benchmarks.b10_history`         ``history --wave`` of 100,000 entries
+B11    :mod:`benchmarks.b11_dashboard`       the dashboard with 100,000 sources
 =====  ====================================  ==========================================
 """

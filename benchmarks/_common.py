@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     from sms_flow.chart import Edge
@@ -212,6 +212,18 @@ class SimulatorProcess:
         return cpu_seconds_of(self.proc.pid)
 
 
+def child_env() -> dict[str, str]:
+    """The environment of an ``sms-flow`` child: this one's without sms-flow's or the SDK's
+    settings (but the log level), and the benchmark simulator's AK/SK."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SMS_FLOW_", "CLOUD_SDK_")) or k == "SMS_FLOW_LOG_LEVEL"
+    }
+    env.update(CLOUD_SDK_AK=AK, CLOUD_SDK_SK=SK, CLOUD_SDK_PROJECT_ID=PROJECT_ID)
+    return env
+
+
 @contextmanager
 def simulator(
     sources: int, *, auth: bool = True, extra: Sequence[str] = ()
@@ -305,11 +317,12 @@ def split(ids: Sequence[str], warm: int) -> tuple[list[str], list[str]]:
     return list(ids[:warm]), list(ids[warm:])
 
 
-async def workers(
-    ids: Sequence[str], concurrency: int, one: Callable[[str], Awaitable[None]]
-) -> None:
+T = TypeVar("T")
+
+
+async def workers(ids: Sequence[T], concurrency: int, one: Callable[[T], Awaitable[None]]) -> None:
     """``one(id)`` for every id, ``concurrency`` at a time (one id's calls in order)."""
-    pending: Iterator[str] = iter(ids)
+    pending: Iterator[T] = iter(ids)
 
     async def worker() -> None:
         for source_id in pending:

@@ -58,12 +58,12 @@ from benchmarks._common import (
     Run,
     SimulatorProcess,
     engine_pushes,
+    push_path,
     ratio,
     simulator,
+    split,
+    workers,
 )
-from benchmarks._common import push_path as path
-from benchmarks._common import split as _split
-from benchmarks._common import workers as _workers
 from sms_flow.auth import AkSkAuth
 from sms_flow.journal_sqlite import SqliteJournal
 from sms_flow.wire import ChangeStateRequest
@@ -82,13 +82,13 @@ async def _ours(sim: SimulatorProcess, warm: int, concurrency: int) -> Run:
 
 
 async def _bare(sim: SimulatorProcess, warm: int, concurrency: int) -> Run:
-    steps = path()
+    steps = push_path()
     bodies = [
         ChangeStateRequest.of(e.dest.copystate, e.dest.migrationcycle).to_wire() for e in steps
     ]
     headers = {"Content-Type": "application/json"}
     auth = AkSkAuth(AK, SK, PROJECT_ID)
-    warm_ids, ids = _split(sim.ids, warm)
+    warm_ids, ids = split(sim.ids, warm)
     sent = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
 
@@ -103,10 +103,10 @@ async def _bare(sim: SimulatorProcess, warm: int, concurrency: int) -> Run:
                         raise AssertionError(f"B3 bare: HTTP {resp.status}")
                 sent += 1
 
-        await _workers(warm_ids, concurrency, one)
+        await workers(warm_ids, concurrency, one)
         sent = 0
         with CpuClock(sim.pid) as clock:
-            await _workers(ids, concurrency, one)
+            await workers(ids, concurrency, one)
     return Run("bare aiohttp", sent, clock.wall, clock.shares(), {})
 
 
@@ -135,7 +135,7 @@ def _official(
         PutCopyStateReq(
             copystate=e.dest.copystate.value, migrationcycle=e.dest.migrationcycle.value
         )
-        for e in path()
+        for e in push_path()
     ]
     count = 0
     lock = threading.Lock()
@@ -151,7 +151,7 @@ def _official(
         with lock:
             count += len(bodies)
 
-    warm_ids, rest = _split(sim.ids, warm)
+    warm_ids, rest = split(sim.ids, warm)
     todo = list(ids) if ids is not None else rest
     try:
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
@@ -223,7 +223,7 @@ def run(
             + SHARED_CORES_NOTE,
             details={
                 "sources": sources,
-                "steps_per_source": len(path()),
+                "steps_per_source": len(push_path()),
                 "concurrency": concurrency,
                 "runs": [r.to_dict() for r in (*ours, *bare)],
                 "official": official.to_dict(),

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import shlex
 import subprocess
@@ -48,12 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
-    AK,
-    PROJECT_ID,
     SHARED_CORES_NOTE,
-    SK,
     Baseline,
     Figure,
+    child_env,
     ratio,
     simulator,
 )
@@ -158,12 +155,7 @@ def run_once(
     sources: int, concurrency: int, *, wrap: Sequence[str] = (), look: bool = True
 ) -> dict[str, Any]:
     """Start a simulator, run the wave in a child process, return the child's figures."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SMS_FLOW_", "CLOUD_SDK_")) or k == "SMS_FLOW_LOG_LEVEL"
-    }
-    env.update(CLOUD_SDK_AK=AK, CLOUD_SDK_SK=SK, CLOUD_SDK_PROJECT_ID=PROJECT_ID)
+    env = child_env()
     with (
         simulator(sources) as sim,
         tempfile.TemporaryDirectory(prefix="sms-flow-bench-b4-") as tmp,

@@ -16,7 +16,8 @@ throwaway cluster, or ``SMS_FLOW_BENCH_PG_DSN``; a new database each run):
   RSS** of each worker (``VmHWM``, read from ``/proc`` while it runs); and the verdict:
   **duplicated steps** (changestate calls beyond the 5 of each source's path, from the
   simulator's counters) and **sources not at the target** (the journal's applied
-  ``FINISHED/cutovered`` entries, and the simulator's histories), both to be 0.
+  ``FINISHED/cutovered`` entries, and the simulator's states), all to be 0. What the killed
+  worker held and had not done is counted with it frozen (SIGSTOP), just before the kill.
 
 Each worker drives ``concurrency`` sources at once (32). The simulator, PostgreSQL and the
 workers share the machine's cores: on 2 cores three workers cannot be three times one.
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -48,13 +48,11 @@ from typing import Any
 import yaml
 
 from benchmarks._common import (
-    AK,
-    PROJECT_ID,
     SHARED_CORES_NOTE,
-    SK,
     Baseline,
     Figure,
     SimulatorProcess,
+    child_env,
     ratio,
     simulator,
 )
@@ -98,12 +96,7 @@ class Worker:
 
 
 def _env(host: str | None = None) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SMS_FLOW_", "CLOUD_SDK_")) or k == "SMS_FLOW_LOG_LEVEL"
-    }
-    env.update(CLOUD_SDK_AK=AK, CLOUD_SDK_SK=SK, CLOUD_SDK_PROJECT_ID=PROJECT_ID)
+    env = child_env()
     if host is not None:
         env["SMS_FLOW_HOST"] = host
     return env
@@ -235,14 +228,24 @@ def _three(
             lost_run = _value_now(
                 dsn, "SELECT run_id FROM sms_flow.runs WHERE host = $1", LOST_HOST
             )
-            held = _value_now(  # the sources it holds and has not done
-                dsn,
-                "SELECT count(*) FROM sms_flow.claims AS c JOIN sms_flow.wave_workers AS w "
-                "ON w.run_id = c.run_id WHERE c.run_id = $1 AND NOT EXISTS (SELECT 1 FROM "
-                "sms_flow.wave_done AS d WHERE d.session_id = w.session_id "
-                "AND d.source_id = c.source_id)",
-                lost_run,
-            )
+            # Frozen first, so that what it holds and has not done (claimed, not done in the
+            # session: what the others must take over) is counted exactly as it dies; thawed
+            # and frozen again in the rare instant it holds nothing undone.
+            held = 0
+            for _ in range(50):
+                doomed.proc.send_signal(signal.SIGSTOP)
+                held = _value_now(
+                    dsn,
+                    "SELECT count(*) FROM sms_flow.claims AS c JOIN sms_flow.wave_workers AS w "
+                    "ON w.run_id = c.run_id WHERE c.run_id = $1 AND NOT EXISTS (SELECT 1 FROM "
+                    "sms_flow.wave_done AS d WHERE d.session_id = w.session_id "
+                    "AND d.source_id = c.source_id)",
+                    lost_run,
+                )
+                if held:
+                    break
+                doomed.proc.send_signal(signal.SIGCONT)
+                time.sleep(0.02)
             killed_at = _value_now(dsn, "SELECT extract(epoch FROM clock_timestamp())::float8")
             doomed.proc.send_signal(signal.SIGKILL)
             doomed.wait(timeout=60)
@@ -286,10 +289,15 @@ def run(
             one = _solo(where, sim.ids, sim.url, concurrency, lease)
         with simulator(sources, extra=("--control-token", CONTROL)) as sim:
             team = _three(where, sim, sim.ids, concurrency, lease)
-    clean = team["duplicated_steps"] == 0 and team["not_at_target"] == 0
+    clean = (
+        team["duplicated_steps"] == 0
+        and team["not_at_target"] == 0
+        and team["not_journalled_at_target"] == 0
+    )
     note = (
         f"{team['duplicated_steps']} duplicated steps, {team['not_at_target']} sources not at "
-        f"the target; the killed worker held {team['held_by_the_killed_worker']} sources, "
+        f"the target in the simulator, {team['not_journalled_at_target']} not journalled there; "
+        f"the killed worker held {team['held_by_the_killed_worker']} sources, "
         f"taken over {team['takeover_seconds']} s after the kill (lease {lease:g} s); peak RSS "
         f"per worker {', '.join(f'{mb:g}' for mb in team['peak_rss_mb'])} MB (the last one "
         f"killed); {SHARED_CORES_NOTE}, and with PostgreSQL"

@@ -39,7 +39,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,14 @@ from benchmarks._common import (
     Baseline,
     CpuClock,
     Figure,
+    Run,
     SimulatorProcess,
+    push_path,
     ratio,
     simulator,
+    split,
+    workers,
 )
-from benchmarks.b3_push import Run, path
 from sms_flow.auth import AkSkAuth
 from sms_flow.wire import ChangeStateRequest
 
@@ -170,16 +173,6 @@ def gateway(sim: SimulatorProcess) -> Iterator[tuple[int, str]]:
             yield started
 
 
-async def _workers(n: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> None:
-    pending = iter(range(n))
-
-    async def worker() -> None:
-        for i in pending:
-            await one(i)
-
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
-
-
 async def _checks(url: str, n: int, concurrency: int, pid: int | None, side: str) -> Run:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
 
@@ -189,9 +182,9 @@ async def _checks(url: str, n: int, concurrency: int, pid: int | None, side: str
                 if resp.status != 200:
                     raise AssertionError(f"B9 {side}: HTTP {resp.status}")
 
-        await _workers(concurrency, concurrency, one)
+        await workers(range(concurrency), concurrency, one)
         with CpuClock(pid) as clock:
-            await _workers(n, concurrency, one)
+            await workers(range(n), concurrency, one)
     return Run(side, n, clock.wall, clock.shares(), {})
 
 
@@ -204,7 +197,7 @@ async def _pushes(
     sim_pid: int,
     side: str,
 ) -> Run:
-    steps = path()
+    steps = push_path()
     bodies = [
         ChangeStateRequest.of(e.dest.copystate, e.dest.migrationcycle).to_wire() for e in steps
     ]
@@ -222,11 +215,11 @@ async def _pushes(
                         raise AssertionError(f"B9 {side}: HTTP {resp.status}: {answer[:300]!r}")
                 sent += 1
 
-        warm_ids, run_ids = list(ids[:warm]), list(ids[warm:])
-        await _workers(len(warm_ids), concurrency, lambda i: walk(warm_ids[i]))
+        warm_ids, run_ids = split(ids, warm)
+        await workers(warm_ids, concurrency, walk)
         sent = 0
         with CpuClock(sim_pid) as clock:
-            await _workers(len(run_ids), concurrency, lambda i: walk(run_ids[i]))
+            await workers(run_ids, concurrency, walk)
     return Run(side, sent, clock.wall, clock.shares(), {})
 
 
@@ -334,7 +327,7 @@ def run(
             "outcome, release); " + SHARED_CORES_NOTE,
             details={
                 "sources": sources,
-                "steps_per_source": len(path()),
+                "steps_per_source": len(push_path()),
                 "added_per_push": None if added is None else round(added, 3),
                 "proxy_added_per_push": None if proxy_added is None else round(proxy_added, 3),
                 "runs": [r.to_dict() for r in (*through, *direct, *proxied)],

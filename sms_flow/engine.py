@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 from sms_flow._guard import guarded
+from sms_flow._locks import KeyedLocks
 from sms_flow.chart import By, Chart, Edge, default_chart
 from sms_flow.errors import (
     ActionNeededError,
@@ -246,44 +247,6 @@ def _note_applied(exc: BaseException, source_id: str, edge: Edge) -> None:
     )
 
 
-class _Locks:
-    """One FIFO lock per source with work in flight; entries go when nobody holds them.
-
-    ``await acquire(id)`` ... ``release(id)`` (in a ``finally``) rather than a context
-    manager: this runs for every step, and the generator an ``asynccontextmanager`` needs
-    costs more than the lock.
-    """
-
-    __slots__ = ("_held",)
-
-    def __init__(self) -> None:
-        self._held: dict[str, list[Any]] = {}
-
-    async def acquire(self, source_id: str) -> None:
-        entry = self._held.get(source_id)
-        if entry is None:
-            entry = self._held[source_id] = [asyncio.Lock(), 0]
-        entry[1] += 1
-        try:
-            await entry[0].acquire()
-        except BaseException:
-            self._leave(source_id, entry)
-            raise
-
-    def release(self, source_id: str) -> None:
-        entry = self._held[source_id]
-        entry[0].release()
-        self._leave(source_id, entry)
-
-    def _leave(self, source_id: str, entry: list[Any]) -> None:
-        entry[1] -= 1
-        if entry[1] == 0:
-            del self._held[source_id]
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-
 def _check_text(value: object, what: str) -> None:
     if not isinstance(value, str):
         raise InputError(
@@ -367,7 +330,7 @@ class Engine:
         self._open: dict[str, _Open] = {}
         """Sources with an unverified push of this engine, settled by their next read."""
         self._settled: dict[str, StepResult] = {}
-        self._locks = _Locks()
+        self._locks = KeyedLocks()
 
     # -- the run and its claims -----------------------------------------------------------
 

@@ -2218,7 +2218,9 @@ async def _claim_work(
     # A claim committed after this statement began is not seen by it (its snapshot) yet no
     # longer locks its rows: those members are selected and then refused by the claim. Each
     # round selects again (a new snapshot) past the refused, so that losing that race leaves
-    # a worker with work instead of idle until its next poll.
+    # a worker with work instead of idle until its next poll. (Past what it granted too: a
+    # member the run claimed in this transaction is neither locked for it nor "held by
+    # another live run", and would be selected again.)
     claimed = Claimed()
     passed: list[str] = []
     for _ in range(_CLAIM_ROUNDS):
@@ -2260,7 +2262,7 @@ async def _claim_work(
         claimed.refused.update(got.refused)
         if not got.refused or len(claimed.granted) >= limit:
             break
-        passed += list(got.refused)
+        passed += [*got.refused, *got.granted]  # the next round: past both
     undone = await conn.fetchval(
         "SELECT count(*) FROM sms_flow.wave_members AS m WHERE m.wave = $1 AND m.endpoint = $2 "
         "AND NOT EXISTS (SELECT 1 FROM sms_flow.wave_done AS d "

@@ -176,12 +176,6 @@ class _JournalBatching(Collector):
         )
 
 
-async def _states(journal: Journal) -> list[tuple[str, int, float]]:
-    """``(state, sources, oldest since)``, counted in the journal's storage
-    (:meth:`Journal.state_ages <sms_flow.journal.Journal.state_ages>`)."""
-    return await journal.state_ages()
-
-
 class Metrics:
     """The service's metrics, in a registry of their own (:attr:`registry`)."""
 
@@ -330,7 +324,7 @@ class Metrics:
         now = time.time()
         self.sources.clear()
         self.oldest.clear()
-        for state, n, since in sorted(await _states(journal)):
+        for state, n, since in sorted(await journal.state_ages()):
             self.sources.labels(state=state).set(n)
             self.oldest.labels(state=state).set(max(0.0, now - since))
         self.wave_sources.clear()

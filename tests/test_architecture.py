@@ -22,7 +22,7 @@ PACKAGE = REPO / "sms_flow"
 
 # Lowest first. The README's module map lists the same layers.
 LAYERS: list[set[str]] = [
-    {"errors", "log", "_textfile", "_yaml", "_guard"},
+    {"errors", "log", "_textfile", "_yaml", "_guard", "_locks"},
     {"states", "_chartfile"},
     {"chart", "wire", "_signing", "retry"},
     {"planner", "diagram", "auth", "_answers"},

@@ -35,8 +35,11 @@ class WaveDisplay:
         order: Sequence[str] = (),
         interval: float = 5.0,
         label: str = "sources done",
+        eta: bool = True,
     ) -> None:
         self.label = label
+        self.eta = eta
+        """Whether to show an ETA (not when the total grows as the run goes: a joined worker)."""
         self.console = console
         self._order = {name: i for i, name in enumerate(order)}
         self.wave = wave
@@ -137,7 +140,7 @@ class WaveDisplay:
             f"elapsed {_clock(elapsed)}",
         ]
         left = total - self.done
-        if self.done and left > 0 and self.label == "sources done":  # a worker's total grows
+        if self.eta and self.done and left > 0:
             parts.append(f"ETA {_clock(elapsed / self.done * left)}")
         return " · ".join(parts)
 

@@ -391,6 +391,7 @@ async def _drive(
                 total=lambda: len(shown()),
                 order=[cs.value for cs in runner.engine.chart.states],
                 label="this worker's" if joined else "sources done",
+                eta=not joined,
             )
             runner.subscribe(display.on_event)
             display.__enter__()

@@ -129,111 +129,94 @@ class Service:
             )
         await self.journal.open()
         self._journal_open = True
-        if config.watch_only:
-            try:
-                await self._start_watching()
-            except BaseException:
-                await self.aclose()
-                raise
-            _log.info("serve.started", url=self.url, endpoint=None)
-            return
+        client: SmsClient | None = None
         try:
-            connector = aiohttp.TCPConnector(limit=100, ssl=config.verify_tls)
-            session = aiohttp.ClientSession(
-                connector=connector,
-                trust_env=False,
-                trace_configs=[self.metrics.trace_config()],
-            )
-            # As the client's own session: no silent resend of a PUT by aiohttp.
-            if hasattr(session, "_retry_connection"):
-                session._retry_connection = False
-            self._session = session
-            auth = PassOnAuth(config.auth)
-            client = SmsClient(
-                config.endpoint,
-                region=config.region,
-                auth=auth,
-                retry=config.retry,
-                session=session,
-            )
-            await client.open()
-            self._client = client
-            if (
-                config.auth is None
-                and len(config.keys)
-                and not is_loopback(URL(client.endpoint).host or "")
-            ):
-                raise ConfigError(
-                    "AK/SK callers are configured but the gateway has no credentials of its own "
-                    f"for {client.endpoint}: set CLOUD_SDK_AK, CLOUD_SDK_SK and "
-                    "CLOUD_SDK_PROJECT_ID (or SMS_FLOW_TOKEN)"
-                )
-            self.metrics.watch_client(client.stats)
-            self.metrics.watch_journal(self.journal)
-            project = config.auth.project_id if isinstance(config.auth, AkSkAuth) else None
-            self._owner = owner = ServiceRun(
-                self.journal,
-                endpoint=client.endpoint,
-                project=project,
-                seconds=config.lease_seconds,
-            )
-            gateway = Gateway(
-                client,
-                auth,
-                session,
-                self.journal,
-                config.keys,
-                self.metrics,
-                chart=config.chart or default_chart(),
-                project=project,
-                owner=owner,
-                lease_seconds=config.lease_seconds,
-                timeout=config.retry.timeout,
-            )
             app = web.Application(client_max_size=BODY_MAX_BYTES + 1)
-            app.router.add_routes(gateway.routes())
+            chart = config.chart or default_chart()
+            project: str | None = None
+            if config.watch_only:
+                app.router.add_route("*", "/v3/{tail:.*}", _no_endpoint)
+            else:
+                auth = PassOnAuth(config.auth)
+                client, session = await self._open_client(auth)
+                project = config.auth.project_id if isinstance(config.auth, AkSkAuth) else None
+                self._owner = ServiceRun(
+                    self.journal,
+                    endpoint=client.endpoint,
+                    project=project,
+                    seconds=config.lease_seconds,
+                )
+                gateway = Gateway(
+                    client,
+                    auth,
+                    session,
+                    self.journal,
+                    config.keys,
+                    self.metrics,
+                    chart=chart,
+                    project=project,
+                    owner=self._owner,
+                    lease_seconds=config.lease_seconds,
+                    timeout=config.retry.timeout,
+                )
+                app.router.add_routes(gateway.routes())
+            self.metrics.watch_journal(self.journal)
             app.router.add_get("/metrics", self._guard(Role.VIEWER, self._metrics))
             journal_path = getattr(self.journal, "path", None)
             api = Api(
-                Planner(gateway.chart),
+                Planner(chart),
                 self.journal,
                 client,
                 project=project,
                 reports=journal_path.parent / "reports" if isinstance(journal_path, Path) else None,
                 tokens=config.tokens.enabled,
-                owner=owner,
+                owner=self._owner,
                 lease_seconds=config.lease_seconds,
             )
             self._add_api(app, api)
-            self.dashboard = Dashboard(self.journal, gateway.chart, config.tokens)
+            self.dashboard = Dashboard(self.journal, chart, config.tokens)
             self.dashboard.add_to(app)
             await self._listen(app)
         except BaseException:
             await self.aclose()
             raise
-        _log.info("serve.started", url=self.url, endpoint=client.endpoint)
+        _log.info("serve.started", url=self.url, endpoint=client.endpoint if client else None)
 
-    async def _start_watching(self) -> None:
-        """The dashboard, ``/metrics`` and ``/api/v1`` over the journal, no SMS endpoint."""
+    async def _open_client(self, auth: PassOnAuth) -> tuple[SmsClient, aiohttp.ClientSession]:
+        """The gateway's client of SMS signing with ``auth``, and its session (of its own,
+        traced for the metrics)."""
         config = self.config
-        self.metrics.watch_journal(self.journal)
-        chart = config.chart or default_chart()
-        app = web.Application(client_max_size=BODY_MAX_BYTES + 1)
-        app.router.add_route("*", "/v3/{tail:.*}", _no_endpoint)
-        app.router.add_get("/metrics", self._guard(Role.VIEWER, self._metrics))
-        journal_path = getattr(self.journal, "path", None)
-        api = Api(
-            Planner(chart),
-            self.journal,
-            None,
-            reports=journal_path.parent / "reports" if isinstance(journal_path, Path) else None,
-            tokens=config.tokens.enabled,
-            lease_seconds=config.lease_seconds,
+        connector = aiohttp.TCPConnector(limit=100, ssl=config.verify_tls)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,
+            trace_configs=[self.metrics.trace_config()],
         )
-        self._add_api(app, api)
-        self.dashboard = Dashboard(self.journal, chart, config.tokens)
-        self.dashboard.add_to(app)
-        await self._listen(app)
+        # As the client's own session: no silent resend of a PUT by aiohttp.
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False
+        self._session = session
+        client = SmsClient(
+            config.endpoint,
+            region=config.region,
+            auth=auth,
+            retry=config.retry,
+            session=session,
+        )
+        await client.open()
+        self._client = client
+        if (
+            config.auth is None
+            and len(config.keys)
+            and not is_loopback(URL(client.endpoint).host or "")
+        ):
+            raise ConfigError(
+                "AK/SK callers are configured but the gateway has no credentials of its own "
+                f"for {client.endpoint}: set CLOUD_SDK_AK, CLOUD_SDK_SK and "
+                "CLOUD_SDK_PROJECT_ID (or SMS_FLOW_TOKEN)"
+            )
+        self.metrics.watch_client(client.stats)
+        return client, session
 
     def _add_api(self, app: web.Application, api: Api) -> None:
         for method, path, role, handler in api.routes():

@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Final, NamedTuple
 
+from sms_flow._locks import KeyedLocks
 from sms_flow.chart import By
 from sms_flow.engine import Engine, StepResult
 from sms_flow.errors import JournalError
@@ -69,7 +70,7 @@ class ServiceRun:
         self.seconds = seconds
         self._lease: Lease | None = None
         self._starting = asyncio.Lock()
-        self._sources: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._sources = KeyedLocks()
         self._read_backs: dict[str, _ReadBack] = {}
 
     async def lease(self) -> Lease:
@@ -101,19 +102,15 @@ class ServiceRun:
         """``async with run.holding(source_id) as lease``: the change of one source, after
         the changes of it that came before (one at a time), under the service's run; the
         source's claim (which the change makes through its engine) is freed at the end."""
-        lock, users = self._sources.setdefault(source_id, (asyncio.Lock(), [0]))
-        users[0] += 1
+        await self._sources.acquire(source_id)
         try:
-            async with lock:
-                lease = await self.lease()
-                try:
-                    yield lease
-                finally:
-                    await self._release(lease, source_id)
+            lease = await self.lease()
+            try:
+                yield lease
+            finally:
+                await self._release(lease, source_id)
         finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._sources[source_id]
+            self._sources.release(source_id)
 
     async def current(self, engine: Engine, source_id: str) -> StatePair:
         """Where ``source_id`` is before a change made with ``engine`` (held with
